@@ -1,0 +1,115 @@
+"""Configuration: a TOML file validated with pydantic, overridden by ORCH_* environment variables.
+
+The config path comes from --config, else ORCH_CONFIG, else ./config.toml. Secrets (the Discord token) are
+never read from the file: only from the environment, by the front-end that needs them.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrchestratorSettings(_Section):
+    data_dir: Path = Path("./data")
+    allowed_roots: list[Path] = Field(default_factory=list)
+    commit_author: str = "Orch Bot <orch-bot@localhost>"
+    commit_batch_ms: int = Field(250, ge=0, le=60_000)
+
+    @field_validator("commit_author")
+    @classmethod
+    def _name_and_email(cls, value: str) -> str:
+        if "<" not in value or not value.rstrip().endswith(">"):
+            raise ValueError('must look like "Name <email>"')
+        return value
+
+    @property
+    def author_name(self) -> str:
+        return self.commit_author.split("<", 1)[0].strip() or "orch-bot"
+
+    @property
+    def author_email(self) -> str:
+        return self.commit_author.split("<", 1)[1].rstrip().rstrip(">").strip()
+
+
+class DiscordSettings(_Section):
+    guild_id: int | None = None
+    channel_category: str = "Projects"
+    channel_prefix: str = "proj-"
+    admin_role: str | None = None
+    member_role: str | None = None
+
+
+class TicketSettings(_Section):
+    resolve_threshold: int = Field(85, ge=0, le=100)
+
+
+class Config(_Section):
+    orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    tickets: TicketSettings = Field(default_factory=TicketSettings)
+
+
+# ORCH_<KEY> overrides [section] key; key names are unique across sections, so the section is implied.
+_LIST_KEYS = {"allowed_roots"}
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    for section_name, field in Config.model_fields.items():
+        for key in field.annotation.model_fields:  # type: ignore[union-attr]
+            raw = env.get(f"ORCH_{key.upper()}")
+            if raw is None:
+                continue
+            value: Any = raw
+            if key in _LIST_KEYS:
+                value = [p for p in raw.split(os.pathsep) if p]
+            elif raw == "":
+                value = None
+            overrides.setdefault(section_name, {})[key] = value
+    return overrides
+
+
+def config_path(cli_value: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ) -> Path:
+    if cli_value:
+        return Path(cli_value)
+    if env.get("ORCH_CONFIG"):
+        return Path(env["ORCH_CONFIG"])
+    return Path("config.toml")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ) -> Config:
+    """Read and validate the config. A missing file at the default path means "all defaults"."""
+    file = config_path(path, env)
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+    elif path is not None or env.get("ORCH_CONFIG"):
+        raise ConfigError(f"{file}: config file not found")
+    for section, values in _env_overrides(env).items():
+        data.setdefault(section, {}).update(values)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"{file}: {problems}") from None
+    # Relative paths are relative to the config file, so the bot behaves the same from any directory.
+    base = file.parent.resolve()
+    o = config.orchestrator
+    o.data_dir = (base / o.data_dir).resolve()
+    o.allowed_roots = [(base / r).expanduser().resolve() for r in o.allowed_roots]
+    return config

@@ -1,0 +1,189 @@
+"""pydantic models of every .orch-state file. Each file carries `schema_version`; `migrate` upgrades old ones."""
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timezone
+from enum import Enum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EPIC_ID = re.compile(r"^E-[1-9][0-9]*$")
+STORY_ID = re.compile(r"^S-[1-9][0-9]*$")
+SPRINT_ID = re.compile(r"^sprint-[0-9]{3,}$")
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+TITLE_MAX = 200
+TEXT_MAX = 4000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class Priority(str, Enum):
+    critical = "critical"
+    high = "high"
+    medium = "medium"
+    low = "low"
+
+    @property
+    def rank(self) -> int:
+        return list(Priority).index(self)
+
+
+class StoryStatus(str, Enum):
+    todo = "todo"  # ready to be worked
+    in_progress = "in_progress"
+    blocked = "blocked"  # set by a person
+    blocked_awaiting_feedback = "blocked_awaiting_feedback"  # held by an open ticket
+    done = "done"
+
+    @property
+    def is_blocked(self) -> bool:
+        return self in (StoryStatus.blocked, StoryStatus.blocked_awaiting_feedback)
+
+
+class State(str, Enum):
+    IDLE = "IDLE"
+    BACKLOG_READY = "BACKLOG_READY"
+    SPRINT_PLANNED = "SPRINT_PLANNED"
+    SPRINT_ACTIVE = "SPRINT_ACTIVE"
+    SPRINT_PAUSED = "SPRINT_PAUSED"
+    SPRINT_REVIEW = "SPRINT_REVIEW"
+    BLOCKED = "BLOCKED"
+
+
+class SprintStatus(str, Enum):
+    planned = "planned"
+    active = "active"
+    paused = "paused"
+    review = "review"
+    closed = "closed"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class VersionedFile(Model):
+    """A whole .orch-state file. Bump SCHEMA_VERSION and extend `migrate` when the shape changes."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    schema_version: int = 1
+
+    @classmethod
+    def migrate(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Upgrade raw data of an older schema_version to the current one (none exist yet)."""
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > cls.SCHEMA_VERSION:
+            raise ValueError(f"schema_version {version!r} is newer than this program understands ({cls.SCHEMA_VERSION})")
+        return data
+
+
+def _clean_title(value: str) -> str:
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > TITLE_MAX:
+        raise ValueError(f"must be at most {TITLE_MAX} characters (got {len(value)})")
+    return value
+
+
+class Epic(Model):
+    id: str = Field(pattern=EPIC_ID.pattern)
+    title: str
+    description: str = Field("", max_length=TEXT_MAX)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = "unknown"
+
+    _title = field_validator("title")(_clean_title)
+
+
+class Story(Model):
+    id: str = Field(pattern=STORY_ID.pattern)
+    epic: str = Field(pattern=EPIC_ID.pattern)
+    title: str
+    description: str = Field("", max_length=TEXT_MAX)
+    acceptance_criteria: list[str] = Field(default_factory=list)
+    points: int | None = Field(None, ge=0, le=100)
+    priority: Priority = Priority.medium
+    status: StoryStatus = StoryStatus.todo
+    sprint: str | None = Field(None, pattern=SPRINT_ID.pattern)
+    depends_on: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    created_by: str = "unknown"
+
+    _title = field_validator("title")(_clean_title)
+
+    @field_validator("depends_on")
+    @classmethod
+    def _story_ids(cls, value: list[str]) -> list[str]:
+        for ident in value:
+            if not STORY_ID.match(ident):
+                raise ValueError(f"{ident!r} is not a story ID like S-3")
+        return value
+
+
+class Backlog(VersionedFile):
+    project: str
+    next_epic: int = Field(1, ge=1)
+    next_story: int = Field(1, ge=1)
+    epics: list[Epic] = Field(default_factory=list)
+    stories: list[Story] = Field(default_factory=list)
+
+    def epic(self, ident: str) -> Epic | None:
+        return next((e for e in self.epics if e.id == ident.upper()), None)
+
+    def story(self, ident: str) -> Story | None:
+        return next((s for s in self.stories if s.id == ident.upper()), None)
+
+
+class BurndownPoint(Model):
+    day: date
+    remaining_points: int
+    remaining_stories: int
+
+
+class Retrospective(Model):
+    text: str = Field(max_length=TEXT_MAX)
+    by: str
+    at: datetime = Field(default_factory=utcnow)
+    changes_requested: bool = False
+
+
+class Sprint(VersionedFile):
+    id: str = Field(pattern=SPRINT_ID.pattern)
+    goal: str = Field("", max_length=TITLE_MAX * 2)
+    stories: list[str] = Field(default_factory=list)
+    status: SprintStatus = SprintStatus.planned
+    capacity: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    burndown: list[BurndownPoint] = Field(default_factory=list)
+    retrospective: Retrospective | None = None
+
+    @property
+    def number(self) -> int:
+        return int(self.id.split("-")[1])
+
+
+def sprint_id(number: int) -> str:
+    return f"sprint-{number:03d}"
+
+
+class Transition(Model):
+    command: str
+    source: State
+    dest: State
+    by: str
+    at: datetime = Field(default_factory=utcnow)
+
+
+class Status(VersionedFile):
+    project: str
+    state: State = State.IDLE
+    current_sprint: str | None = Field(None, pattern=SPRINT_ID.pattern)
+    history: list[Transition] = Field(default_factory=list)

@@ -1,0 +1,79 @@
+"""The registered projects: one JSON file in data_dir, written atomically, shared safely between processes."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock
+from pydantic import Field, ValidationError
+
+from .errors import StateCorrupt
+from .models import SLUG, Model, VersionedFile, utcnow
+from .store import atomic_write, dump
+
+
+class ProjectEntry(Model):
+    name: str = Field(pattern=SLUG.pattern)
+    path: Path
+    guild_id: int | None = None
+    channel_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = "unknown"
+
+
+class RegistryFile(VersionedFile):
+    projects: list[ProjectEntry] = Field(default_factory=list)
+
+
+class Registry:
+    """Read-through cache of data_dir/registry.json; `edit()` is the only way to change it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.file = data_dir / "registry.json"
+        self._sig: tuple[int, int, int] | None = None
+        self._data = RegistryFile()
+
+    def _load(self) -> RegistryFile:
+        try:
+            st = self.file.stat()
+        except FileNotFoundError:
+            self._sig, self._data = None, RegistryFile()
+            return self._data
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if sig != self._sig:
+            try:
+                data = RegistryFile.model_validate(RegistryFile.migrate(json.loads(self.file.read_bytes())))
+            except (ValueError, ValidationError) as exc:
+                raise StateCorrupt(
+                    str(self.file), getattr(exc, "lineno", None), str(exc).splitlines()[0],
+                    "Fix the file by hand or restore it from a backup; the bot does not overwrite it.",
+                ) from None
+            self._sig, self._data = sig, data
+        return self._data
+
+    def all(self) -> list[ProjectEntry]:
+        return list(self._load().projects)
+
+    def get(self, name: str) -> ProjectEntry | None:
+        return next((p for p in self._load().projects if p.name == name), None)
+
+    def by_path(self, path: Path) -> ProjectEntry | None:
+        return next((p for p in self._load().projects if p.path == path), None)
+
+    def by_channel(self, channel_id: int) -> ProjectEntry | None:
+        return next((p for p in self._load().projects if p.channel_id == channel_id), None)
+
+    @contextmanager
+    def edit(self) -> Iterator[RegistryFile]:
+        """Read-modify-write under a cross-process lock; written only if the block finishes."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.data_dir / "registry.lock"), timeout=10):
+            self._sig = None  # re-read under the lock
+            data = self._load().model_copy(deep=True)
+            yield data
+            atomic_write(self.file, dump(data))
+            self._sig = None

@@ -1,0 +1,231 @@
+"""Reading and writing one project's .orch-state/: atomic, locked, cached, and confined to that folder.
+
+- Writes go to a temp file in the same folder, are fsynced, then renamed over the target (and the folder is
+  fsynced), so a reader sees the old file or the new one, never half of one.
+- A file lock (.orch-state/.lock) keeps a second process (the CLI beside the bot) from interleaving.
+- Parsed files are cached by (inode, size, mtime): a hand edit or a `git checkout` is seen by the next read.
+- A file that does not parse or validate raises StateCorrupt and is never overwritten.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Iterator, TypeVar
+
+from filelock import FileLock, Timeout
+from pydantic import ValidationError
+
+from .errors import Busy, StateCorrupt, UnsafePath
+from .models import Backlog, Sprint, Status, VersionedFile
+
+STATE_DIR = ".orch-state"
+LOCK_NAME = ".lock"
+LOCK_TIMEOUT_S = 10.0
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+F = TypeVar("F", bound=VersionedFile)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old file or the new one, and the new one is on disk."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def dump(obj: VersionedFile) -> bytes:
+    return (obj.model_dump_json(indent=2) + "\n").encode()
+
+
+def state_dir_of(repo_root: Path) -> Path:
+    """The project's .orch-state folder, refused if it is a symlink or resolves outside the repo."""
+    root = repo_root.resolve()
+    folder = root / STATE_DIR
+    if folder.is_symlink():
+        raise UnsafePath(f"{STATE_DIR} in {root} is a symlink; it must be a real folder inside the repository.")
+    if folder.exists() and (not folder.is_dir() or folder.resolve().parent != root):
+        raise UnsafePath(f"{STATE_DIR} in {root} is not a folder inside the repository.")
+    return folder
+
+
+def _recovery_hint(rel: str) -> str:
+    return (
+        f"Nothing was changed. Restore it with `git checkout -- {rel}` (the last committed version), or pick a "
+        f"good version from `git log -- {rel}` and `git checkout <commit> -- {rel}`."
+    )
+
+
+class ProjectStore:
+    """Typed access to one project's .orch-state files."""
+
+    def __init__(self, repo_root: Path) -> None:
+        self.root = repo_root.resolve()
+        self.dir = state_dir_of(self.root)
+        self._cache: dict[str, tuple[tuple[int, int, int], VersionedFile]] = {}
+
+    # -- locking -------------------------------------------------------------------------------------------
+    @contextmanager
+    def locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the cross-process lock of this project's state."""
+        try:
+            with FileLock(str(self.dir / LOCK_NAME), timeout=timeout):
+                yield
+        except Timeout:
+            raise Busy(
+                f"Another process is changing {self.root.name}'s state right now.", "Try again in a few seconds."
+            ) from None
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        """A path inside .orch-state; anything that would leave it is refused."""
+        target = (self.dir / rel).resolve()
+        if self.dir.resolve() not in target.parents:
+            raise UnsafePath(f"{rel!r} is outside {STATE_DIR}.")
+        return target
+
+    def rel(self, rel: str) -> str:
+        return f"{STATE_DIR}/{rel}"
+
+    # -- generic typed files ---------------------------------------------------------------------------
+    def load(self, rel: str, model: type[F]) -> F | None:
+        """The parsed file, or None if it does not exist. Cached until the file changes on disk."""
+        path = self.path(rel)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._cache.pop(rel, None)
+            return None
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._cache.get(rel)
+        if cached and cached[0] == sig and isinstance(cached[1], model):
+            return cached[1]  # type: ignore[return-value]
+        obj = self._parse(rel, path.read_bytes(), model)
+        self._cache[rel] = (sig, obj)
+        return obj
+
+    def _parse(self, rel: str, raw: bytes, model: type[F]) -> F:
+        shown = self.rel(rel)
+        try:
+            data = json.loads(raw)
+        except UnicodeDecodeError as exc:
+            raise StateCorrupt(shown, None, f"not UTF-8 text ({exc.reason})", _recovery_hint(shown)) from None
+        except json.JSONDecodeError as exc:
+            raise StateCorrupt(shown, exc.lineno, f"not valid JSON ({exc.msg})", _recovery_hint(shown)) from None
+        if not isinstance(data, dict):
+            raise StateCorrupt(shown, 1, "expected a JSON object", _recovery_hint(shown))
+        try:
+            return model.model_validate(model.migrate(data))
+        except ValueError as exc:  # ValidationError is a ValueError
+            raise StateCorrupt(shown, None, _describe(exc), _recovery_hint(shown)) from None
+
+    def save_many(self, files: dict[str, VersionedFile]) -> None:
+        """Write several files: all temp files are written and fsynced first, then renamed in the given order
+        (callers put status.json last, so the state never moves ahead of the data it describes)."""
+        staged: list[tuple[str, Path, str]] = []
+        try:
+            for rel, obj in files.items():
+                path = self.path(rel)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(dump(obj))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                staged.append((rel, path, tmp))
+            for rel, path, tmp in staged:
+                os.replace(tmp, path)
+                st = path.stat()
+                self._cache[rel] = ((st.st_ino, st.st_size, st.st_mtime_ns), files[rel])
+        except BaseException:
+            for _, _, tmp in staged:
+                Path(tmp).unlink(missing_ok=True)
+            self.invalidate()
+            raise
+        for folder in {p.parent for _, p, _ in staged}:
+            fsync_dir(folder)
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    # -- the files of the design ---------------------------------------------------------------------
+    def backlog(self) -> Backlog:
+        return self._required("backlog.json", Backlog)
+
+    def status(self) -> Status:
+        return self._required("status.json", Status)
+
+    def sprint(self, sprint_id: str) -> Sprint | None:
+        return self.load(f"sprints/{sprint_id}.json", Sprint)
+
+    def sprint_ids(self) -> list[str]:
+        folder = self.path("sprints")
+        return sorted(p.stem for p in folder.glob("sprint-*.json")) if folder.is_dir() else []
+
+    def _required(self, rel: str, model: type[F]) -> F:
+        obj = self.load(rel, model)
+        if obj is None:
+            shown = self.rel(rel)
+            raise StateCorrupt(shown, None, "the file is missing", _recovery_hint(shown))
+        return obj
+
+    def validate_all(self) -> None:
+        """Parse every state file (raising StateCorrupt on the first bad one)."""
+        self.backlog()
+        self.status()
+        for sid in self.sprint_ids():
+            self.sprint(sid)
+
+
+def _describe(exc: ValueError) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors(include_url=False)[:3]:
+            field = ".".join(str(p) for p in err["loc"]) or "(file)"
+            value = err.get("input")
+            shown = json.dumps(value)[:60] if not isinstance(value, dict) else "{...}"
+            parts.append(f"field {field} = {shown}: {err['msg']}")
+        more = len(exc.errors()) - len(parts)
+        return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+    return str(exc)
+
+
+def create_from_templates(repo_root: Path, project: str, templates: Path = TEMPLATE_DIR) -> list[str]:
+    """Create .orch-state/ from the templates, filling in the project name and today's date.
+    Returns the created paths (relative to the repo). Never overwrites an existing file."""
+    folder = state_dir_of(repo_root)
+    folder.mkdir(exist_ok=True)
+    (folder / "sprints").mkdir(exist_ok=True)
+    created = []
+    for template in sorted(templates.rglob("*")):
+        if not template.is_file():
+            continue
+        rel = template.relative_to(templates).as_posix()
+        target = folder / rel
+        if target.exists():
+            continue
+        text = template.read_text(encoding="utf-8")
+        text = text.replace("{{project}}", project).replace("{{date}}", date.today().isoformat())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, text.encode())
+        created.append(f"{STATE_DIR}/{rel}")
+    return created

@@ -1,0 +1,64 @@
+"""Shared fixtures: real git repositories in a temp folder, a real config, a real Orchestrator."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestration.config import Config
+from orchestration.service import Orchestrator
+
+GIT_ID = ["-c", "user.name=Dev", "-c", "user.email=dev@example.com", "-c", "commit.gpgsign=false"]
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` as a developer would; returns stdout."""
+    return subprocess.run(["git", *GIT_ID, *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def projects_root(tmp_path: Path) -> Path:
+    root = tmp_path / "projects"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def make_repo(projects_root: Path):
+    """make_repo("name", commit=True) -> Path of a fresh git work tree inside the allowed root."""
+
+    def make(name: str = "demo", commit: bool = True) -> Path:
+        repo = projects_root / name
+        repo.mkdir()
+        git(repo, "init", "-q", "-b", "main")
+        if commit:
+            (repo / "README.md").write_text(f"# {name}\n")
+            git(repo, "add", "README.md")
+            git(repo, "commit", "-q", "-m", "initial commit")
+        return repo
+
+    return make
+
+
+@pytest.fixture
+def config(tmp_path: Path, projects_root: Path) -> Config:
+    return Config.model_validate({
+        "orchestrator": {"data_dir": str(tmp_path / "data"), "allowed_roots": [str(projects_root)],
+                         "commit_author": "Orch Test <orch@test>", "commit_batch_ms": 20},
+    })
+
+
+@pytest.fixture
+async def orch(config: Config):
+    o = Orchestrator(config)
+    yield o
+    await o.close()
+
+
+@pytest.fixture
+async def project(orch: Orchestrator, make_repo) -> str:
+    """A registered project named "demo"; returns its name."""
+    await orch.register_project(str(make_repo("demo")), by="admin")
+    await orch.flush()
+    return "demo"
