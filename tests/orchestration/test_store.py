@@ -1,0 +1,71 @@
+"""The state files: corrupt input is refused with the way back, never overwritten; writes stay inside."""
+from __future__ import annotations
+
+import pytest
+
+from orchestration.errors import InvalidInput, StateCorrupt, UnsafePath
+from orchestration.service import Orchestrator
+from orchestration.store import ProjectStore
+
+
+async def test_corrupt_backlog_refuses_with_line_and_recovery(orch: Orchestrator, project: str):
+    store = orch.project(project).store
+    backlog = store.dir / "backlog.json"
+    broken = '{\n  "schema_version": 1,\n  "project": "demo",\n  "epics": [,]\n}\n'
+    backlog.write_text(broken)
+    with pytest.raises(StateCorrupt) as err:
+        await orch.create_epic(project, "Anything", by="a")
+    assert err.value.file == ".orch-state/backlog.json" and err.value.line == 4
+    assert "git checkout -- .orch-state/backlog.json" in err.value.how_to_recover
+    assert backlog.read_text() == broken  # never overwritten
+    assert '"state": "IDLE"' in (store.dir / "status.json").read_text()  # status untouched
+
+
+async def test_schema_invalid_value_names_field_and_value(orch: Orchestrator, project: str):
+    await orch.create_epic(project, "E", by="a")
+    await orch.add_story(project, "E-1", "S", by="a")
+    path = orch.project(project).store.dir / "backlog.json"
+    path.write_text(path.read_text().replace('"priority": "medium"', '"priority": "urgent"'))
+    with pytest.raises(StateCorrupt) as err:
+        await orch.view_backlog(project)
+    assert "stories.0.priority" in err.value.message and '"urgent"' in err.value.message
+
+
+async def test_newer_schema_version_is_refused(orch: Orchestrator, project: str):
+    path = orch.project(project).store.dir / "status.json"
+    path.write_text(path.read_text().replace('"schema_version": 1', '"schema_version": 9'))
+    with pytest.raises(StateCorrupt, match="newer than this program"):
+        await orch.state(project)
+
+
+async def test_hand_edit_is_seen_by_next_command(orch: Orchestrator, project: str):
+    await orch.create_epic(project, "Original", by="a")
+    path = orch.project(project).store.dir / "backlog.json"
+    path.write_text(path.read_text().replace("Original", "Edited by hand"))
+    page = await orch.view_backlog(project)
+    assert page.epics[0].title == "Edited by hand"
+
+
+async def test_failed_command_changes_nothing(orch: Orchestrator, project: str):
+    await orch.create_epic(project, "E", by="a")
+    folder = orch.project(project).store.dir
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    for bad in [lambda: orch.add_story(project, "E-9", "x", by="a"),
+                lambda: orch.add_story(project, "E-1", "", by="a"),
+                lambda: orch.add_story(project, "E-1", "x" * 201, by="a"),
+                lambda: orch.add_story(project, "E-1", "x", points=-1, by="a"),
+                lambda: orch.add_story(project, "E-1", "x", priority="urgent", by="a"),
+                lambda: orch.add_story(project, "E-1", "x", depends_on=["S-7"], by="a"),
+                lambda: orch.create_epic(project, "ok", description="d" * 5000, by="a")]:
+        with pytest.raises(InvalidInput):
+            await bad()
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == {p: b for p, b in before.items() if p.name != ".lock"}
+    assert not list(folder.rglob("*.tmp"))
+
+
+def test_paths_cannot_leave_the_state_folder(make_repo):
+    (make_repo("x") / ".orch-state").mkdir(parents=True)
+    store = ProjectStore(make_repo("y"))
+    with pytest.raises(UnsafePath):
+        store.path("../README.md")
