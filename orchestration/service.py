@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import git
+from pydantic import ValidationError
 
 from . import state_machine as sm
 from .config import Config
@@ -750,26 +751,28 @@ def _story(c: Change, ident: str) -> Story:
     return s
 
 
-def _priority(value: str | Priority) -> Priority:
+E = TypeVar("E", Priority, StoryStatus)
+
+
+def _choice(kind: type[E], value: str | E, field_name: str) -> E:
+    """Parse one of an enum's values, case-insensitively; anything else is an InvalidInput listing them."""
     try:
-        return Priority(value.lower() if isinstance(value, str) else value)
+        return kind(value.lower() if isinstance(value, str) else value)
     except ValueError:
-        raise InvalidInput("priority", f"{value!r} is not a priority.",
-                           "Use one of: " + ", ".join(p.value for p in Priority) + ".") from None
+        raise InvalidInput(field_name, f"{value!r} is not a {field_name}.",
+                           "Use one of: " + ", ".join(v.value for v in kind) + ".") from None
+
+
+def _priority(value: str | Priority) -> Priority:
+    return _choice(Priority, value, "priority")
 
 
 def _status(value: str | StoryStatus) -> StoryStatus:
-    try:
-        return StoryStatus(value.lower() if isinstance(value, str) else value)
-    except ValueError:
-        raise InvalidInput("status", f"{value!r} is not a story status.",
-                           "Use one of: " + ", ".join(s.value for s in StoryStatus) + ".") from None
+    return _choice(StoryStatus, value, "status")
 
 
 def _validated(build: Callable[[], T]) -> T:
     """Run a model constructor; a validation error becomes an InvalidInput naming the field."""
-    from pydantic import ValidationError
-
     try:
         return build()
     except ValidationError as exc:
