@@ -6,6 +6,7 @@ never read from the file: only from the environment, by the front-end that needs
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
@@ -61,6 +62,8 @@ class Config(_Section):
 
 # ORCH_<KEY> overrides [section] key; key names are unique across sections, so the section is implied.
 _LIST_KEYS = {"allowed_roots"}
+# Keys that would hold a secret. Secrets come only from the environment, so a file that holds one is refused.
+_SECRET_KEY = re.compile(r"token|secret|password|api_?key", re.IGNORECASE)
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -96,20 +99,50 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot be read ({exc.strerror or exc})") from None
+        _refuse_secrets(file, data)
     elif path is not None or env.get("ORCH_CONFIG"):
         raise ConfigError(f"{file}: config file not found")
+    from_env: dict[tuple[str, str], str] = {}
     for section, values in _env_overrides(env).items():
-        data.setdefault(section, {}).update(values)
+        if not isinstance(data.setdefault(section, {}), dict):
+            raise ConfigError(f"{file}: [{section}] must be a table of keys")
+        data[section].update(values)
+        from_env.update({(section, key): f"ORCH_{key.upper()}" for key in values})
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
-        raise ConfigError(f"{file}: {problems}") from None
+        raise ConfigError(f"{file}: " + "; ".join(_describe(err, from_env) for err in exc.errors(include_url=False)),
+                          "config.example.toml lists every key with its meaning.") from None
     # Relative paths are relative to the config file, so the bot behaves the same from any directory.
     base = file.parent.resolve()
     o = config.orchestrator
-    o.data_dir = (base / o.data_dir).resolve()
-    o.allowed_roots = [(base / r).expanduser().resolve() for r in o.allowed_roots]
+    o.data_dir = (base / o.data_dir.expanduser()).resolve()
+    o.allowed_roots = [(base / r.expanduser()).resolve() for r in o.allowed_roots]
     return config
+
+
+def _refuse_secrets(file: Path, data: Mapping[str, Any], where: str = "") -> None:
+    for key, value in data.items():
+        name = f"{where}{key}"
+        if _SECRET_KEY.search(key):
+            raise ConfigError(f"{file}: {name}: secrets are never read from the config file.",
+                              "Remove the key and set the DISCORD_TOKEN environment variable instead.")
+        if isinstance(value, dict):
+            _refuse_secrets(file, value, f"{name}.")
+
+
+def _describe(err: Any, from_env: Mapping[tuple[str, str], str]) -> str:
+    """One problem as a person reads it: the key (and the variable it came from), the value, what is wrong."""
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    source = from_env.get(loc[:2]) if len(loc) >= 2 else None
+    shown = f" (from {source})" if source else ""
+    value = err.get("input")
+    if not isinstance(value, (dict, list)) and value is not None:
+        text = repr(value)
+        shown += f" = {text if len(text) <= 60 else text[:57] + '...'}"
+    return f"{key}{shown}: {err['msg'].removeprefix('Value error, ')}"
