@@ -1,0 +1,363 @@
+"""Ticket and queue commands of the Orchestrator (a mixin: `class Orchestrator(TicketCommands)`).
+
+Tickets are not gated by the state machine (a question can come up in any state), but every change still
+goes through `Orchestrator._change`: project lock, atomic write, commit. The story a ticket holds up moves
+through `service.set_story_status`, so burndown and BLOCKED in/out follow the one rule that lives there:
+the project is BLOCKED while every unfinished story of the active sprint is blocked.
+
+A story held by a ticket is `blocked_awaiting_feedback`. When its last open ticket resolves, it returns to
+the status it had when the ticket took it (`in_progress` stays with whoever was working on it; anything
+else becomes `todo`, i.e. ready).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import queue
+from .errors import InvalidInput, OrchError
+from .models import TEXT_MAX, Story, StoryStatus, utcnow
+from .results import StoryChanged
+from .scoring import DEFAULT_SCORER, Scorer
+from .tickets import (
+    OPTIONS_MAX, ReplyOutcome, Ticket, TicketFile, TicketList, TicketStatus, TicketView, normalize_id,
+)
+
+if TYPE_CHECKING:
+    from .service import Change, Orchestrator
+
+log = logging.getLogger(__name__)
+TICKETS = "tickets.json"
+
+
+# -- rules on a Change (run inside `_change`, in the worker thread, under the project's locks) ------------------
+def tickets_of(c: Change) -> TicketFile:
+    """The project's tickets, as changed so far by this unit of work. Call `touch_tickets` after a change."""
+    tf = c.dirty.get(TICKETS)
+    if tf is None:
+        tf = c.store.load(TICKETS, TicketFile) or TicketFile(project=c.name)
+    return tf  # type: ignore[return-value]
+
+
+def touch_tickets(c: Change, tf: TicketFile) -> None:
+    c.dirty[TICKETS] = tf
+
+
+def find_ticket(c: Change, tf: TicketFile, ident: str) -> Ticket:
+    ticket = tf.ticket(ident)
+    if ticket is None:
+        known = ", ".join(t.id for t in tf.tickets[-10:]) or "none yet"
+        raise InvalidInput("ticket", f"there is no ticket {normalize_id(ident) or repr(ident)} in {c.name}.",
+                           f"Tickets here: {known}. `ticket list` lists them.")
+    return ticket
+
+
+def hold_story(c: Change, tf: TicketFile, ticket: Ticket, story: Story) -> None:
+    """The ticket holds `story` up: blocked_awaiting_feedback, remembering where it was."""
+    from .service import set_story_status
+
+    if story.status is StoryStatus.done:
+        raise InvalidInput("story", f"{story.id} is done already; a ticket cannot hold it up.",
+                           "Open the ticket without a story, or for the story that needs the answer.")
+    earlier = [t for t in tf.open_for_story(story.id) if t.id != ticket.id]
+    if story.status is StoryStatus.blocked_awaiting_feedback and earlier:
+        ticket.story_was = earlier[0].story_was  # the story returns where it was before the first ticket
+    else:
+        ticket.story_was = story.status if story.status is StoryStatus.in_progress else StoryStatus.todo
+    if story.status is not StoryStatus.blocked_awaiting_feedback:
+        set_story_status(c, story, StoryStatus.blocked_awaiting_feedback)
+
+
+def release_story(c: Change, tf: TicketFile, ticket: Ticket) -> Story | None:
+    """After `ticket` stopped being open: give its story back unless another open ticket still holds it.
+    Returns the story if it was unblocked."""
+    from .service import set_story_status
+
+    story = c.backlog.story(ticket.story) if ticket.story else None
+    if story is None or story.status is not StoryStatus.blocked_awaiting_feedback or tf.open_for_story(story.id):
+        return None
+    set_story_status(c, story, ticket.story_was or StoryStatus.todo)
+    c.cascade.stories_unblocked.append(story.id)
+    return story
+
+
+def close_tickets_of_done_story(c: Change, story: Story) -> None:
+    """A story was finished while tickets still asked about it: they are no longer needed (closed)."""
+    if not c.store.path(TICKETS).exists() and TICKETS not in c.dirty:
+        return
+    tf = tickets_of(c)
+    for ticket in tf.open_for_story(story.id):
+        ticket.status = TicketStatus.closed
+        ticket.resolution = f"{story.id} was finished without an answer."
+        ticket.resolved_by, ticket.resolved_at = c.by, utcnow()
+        c.cascade.tickets_resolved.append(ticket.id)
+        c.lines.append(f"orch({ticket.id}, {story.id}): close ticket, {story.id} is done")
+        touch_tickets(c, tf)
+
+
+def _resolve(c: Change, tf: TicketFile, ticket: Ticket, resolution: str, by: str) -> Story | None:
+    ticket.status = TicketStatus.resolved
+    ticket.resolution = resolution[:TEXT_MAX]
+    ticket.resolved_by, ticket.resolved_at = by, utcnow()
+    c.cascade.tickets_resolved.append(ticket.id)
+    touch_tickets(c, tf)
+    return release_story(c, tf, ticket)
+
+
+def _ids(ticket: Ticket) -> str:
+    return f"{ticket.id}, {ticket.story}" if ticket.story else ticket.id
+
+
+def _unblocked_text(c: Change) -> str:
+    parts = []
+    if c.cascade.stories_unblocked:
+        parts.append(f"{', '.join(c.cascade.stories_unblocked)} unblocked")
+    if c.cascade.state_change:
+        parts.append(f"project {c.cascade.state_change[0].value} -> {c.cascade.state_change[1].value}")
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def _q(text: str, limit: int = 72) -> str:
+    text = " ".join(text.split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return '"' + text.replace('"', "'") + '"'
+
+
+# -- the commands ----------------------------------------------------------------------------------------------
+class TicketCommands:
+    """Async ticket and queue commands; mixed into Orchestrator, whose `_change`/`_read` they use."""
+
+    # Any object with score(question, options, reply) -> Score; assign another on the instance to plug one in.
+    scorer: Scorer = DEFAULT_SCORER
+
+    # -- opening and linking ---------------------------------------------------------------------------
+    async def open_ticket(self: Orchestrator, project: str, question: str, story: str | None = None,
+                          context: str = "", options: list[str] | None = None, by: str = "unknown") -> TicketView:
+        """Ask a question. A linked story waits (blocked_awaiting_feedback) until the ticket is resolved."""
+        from .service import _validated
+
+        def work(c: Change) -> TicketView:
+            tf = tickets_of(c)
+            if options and len([o for o in options if o.strip()]) > OPTIONS_MAX:
+                raise InvalidInput("options", f"at most {OPTIONS_MAX} options.")
+            linked = None
+            if story and story.strip():
+                linked = c.backlog.story(story.strip())
+                if linked is None:
+                    raise InvalidInput("story", f"there is no story {story.strip()!r} in {c.name}.",
+                                       "`backlog view` lists the stories; or open the ticket without one.")
+            ticket = _validated(lambda: Ticket(
+                id=f"TK-{tf.next_ticket}", question=question or "", context=(context or "").strip(),
+                options=options or [], story=linked.id if linked else None, created_by=by))
+            if linked is not None:
+                hold_story(c, tf, ticket, linked)
+            tf.tickets.append(ticket)
+            tf.next_ticket += 1
+            touch_tickets(c, tf)
+            held = f"; {linked.id} waits for the answer" if linked else ""
+            c.note(_ids(ticket), f"open ticket {_q(ticket.question)}{held}{_unblocked_text(c)}")
+            return TicketView(**c.result_fields(), action="opened", ticket=ticket, story=linked, cascade=c.cascade)
+
+        return await self._change(project, "open_ticket", by, work)
+
+    async def set_ticket_thread(self: Orchestrator, project: str, ticket: str, thread_id: int,
+                                by: str = "unknown") -> TicketView:
+        """Remember the thread a ticket is discussed in (the persisted thread -> ticket mapping)."""
+        def work(c: Change) -> TicketView:
+            tf = tickets_of(c)
+            t = find_ticket(c, tf, ticket)
+            other = tf.by_thread(thread_id)
+            if other is not None and other.id != t.id:
+                raise InvalidInput("thread", f"that thread already belongs to {other.id}.")
+            t.thread_id = thread_id
+            touch_tickets(c, tf)
+            c.note(t.id, f"discussed in thread {thread_id}")
+            return TicketView(**c.result_fields(), action="thread", ticket=t, story=_story_of(c, t))
+
+        view = await self._change(project, "set_ticket_thread", by, work)
+        _thread_cache(self)[thread_id] = (project, view.ticket.id)
+        return view
+
+    async def ticket_for_thread(self: Orchestrator, thread_id: int,
+                                parent_channel_id: int | None = None) -> tuple[str, Ticket] | None:
+        """The (project, ticket) discussed in a thread, or None. With `parent_channel_id` (the channel the
+        thread hangs off), only a ticket of that channel's project counts: a reply in another project's
+        thread never touches this one."""
+        cache = _thread_cache(self)
+        found = None
+        if thread_id in cache:
+            found = await asyncio.to_thread(_lookup, self, *cache[thread_id], thread_id)
+        if found is None:
+            entries = self.registry.all()
+            projects = [self.project(e.name) for e in entries]  # on the loop: Project objects are shared
+            found = await asyncio.to_thread(_scan, self, projects, thread_id)
+        if found is None:
+            cache.pop(thread_id, None)
+            return None
+        name, ticket = found
+        if parent_channel_id is not None:
+            entry = self.registry.get(name)
+            if entry is None or entry.channel_id != parent_channel_id:
+                return None
+        return name, ticket
+
+    # -- replies and decisions -------------------------------------------------------------------------
+    async def reply_to_ticket(self: Orchestrator, project: str, ticket: str, author: str, text: str,
+                              is_bot: bool = False) -> ReplyOutcome:
+        """Score a reply. At or above config.tickets.resolve_threshold it resolves the ticket (the reply is
+        the resolution) and gives the story back; below it, the outcome carries follow-up questions."""
+        threshold = self.config.tickets.resolve_threshold
+        if is_bot:  # the bot's own follow-ups, or other bots: never an answer
+            return await self._read(project, lambda c: _ignored(c, tickets_of(c), ticket, threshold, "from a bot"))
+        current = await self._read(project, lambda c: find_ticket(c, tickets_of(c), ticket))
+        # Scored outside the project lock: a scorer backed by a language model may take a while.
+        score = await asyncio.to_thread(self.scorer.score, current.question, current.options, text or "")
+        clean = (text or "").strip()
+        clean = clean if len(clean) <= TEXT_MAX else clean[: TEXT_MAX - 1] + "…"
+
+        def work(c: Change) -> ReplyOutcome:
+            from .tickets import Reply
+
+            tf = tickets_of(c)
+            t = find_ticket(c, tf, ticket)
+            if not t.is_open:
+                return _ignored(c, tf, t.id, threshold, f"{t.id} is {t.status.value}")
+            t.replies.append(Reply(author=author, text=clean, score=score))
+            touch_tickets(c, tf)
+            if score.total >= threshold:
+                story = _resolve(c, tf, t, clean, author)
+                c.note(_ids(t), f"resolve ticket {_q(t.question)} with a reply scored {score.total}"
+                                f"{_unblocked_text(c)}")
+                return ReplyOutcome(**c.result_fields(), action="resolved", ticket=t, score=score,
+                                    threshold=threshold, story=story or _story_of(c, t), cascade=c.cascade)
+            c.note(t.id, f"reply scored {score.total} (below {threshold}); asked for more")
+            return ReplyOutcome(**c.result_fields(), action="unclear", ticket=t, score=score, threshold=threshold,
+                                follow_ups=score.missing, story=_story_of(c, t), cascade=c.cascade)
+
+        return await self._change(project, "reply_ticket", author, work)
+
+    async def resolve_ticket(self: Orchestrator, project: str, ticket: str, resolution: str,
+                             by: str = "unknown") -> TicketView:
+        """A person decides, whatever the score of the replies."""
+        def work(c: Change) -> TicketView:
+            tf = tickets_of(c)
+            t = find_ticket(c, tf, ticket)
+            if not t.is_open:
+                raise InvalidInput("ticket", f"{t.id} is {t.status.value} already.", "`ticket reopen` opens it again.")
+            text = (resolution or "").strip()
+            if not text:
+                raise InvalidInput("resolution", "is empty.", "Write the decision, so the work can go on from it.")
+            if len(text) > TEXT_MAX:
+                raise InvalidInput("resolution", f"must be at most {TEXT_MAX} characters (got {len(text)}).")
+            story = _resolve(c, tf, t, text, by)
+            c.note(_ids(t), f"resolve ticket {_q(t.question)}: {_q(text, 60)}{_unblocked_text(c)}")
+            return TicketView(**c.result_fields(), action="resolved", ticket=t, story=story or _story_of(c, t),
+                              cascade=c.cascade)
+
+        return await self._change(project, "resolve_ticket", by, work)
+
+    async def reopen_ticket(self: Orchestrator, project: str, ticket: str, by: str = "unknown") -> TicketView:
+        """Open a resolved or closed ticket again; its story (unless done) waits for the answer again."""
+        def work(c: Change) -> TicketView:
+            tf = tickets_of(c)
+            t = find_ticket(c, tf, ticket)
+            if t.is_open:
+                raise InvalidInput("ticket", f"{t.id} is open already.")
+            t.status = TicketStatus.open
+            t.resolution = t.resolved_by = t.resolved_at = None
+            story = c.backlog.story(t.story) if t.story else None
+            held = ""
+            if story is not None and story.status is not StoryStatus.done:
+                hold_story(c, tf, t, story)
+                held = f"; {story.id} waits for the answer again"
+            touch_tickets(c, tf)
+            c.note(_ids(t), f"reopen ticket {_q(t.question)}{held}{_unblocked_text(c)}")
+            return TicketView(**c.result_fields(), action="reopened", ticket=t, story=story, cascade=c.cascade)
+
+        return await self._change(project, "reopen_ticket", by, work)
+
+    # -- reading -----------------------------------------------------------------------------------------
+    async def list_tickets(self: Orchestrator, project: str, status: str | None = None) -> TicketList:
+        """Tickets, open ones first, then by number."""
+        wanted = None
+        if status:
+            try:
+                wanted = TicketStatus(status.strip().lower())
+            except ValueError:
+                raise InvalidInput("status", f"{status!r} is not a ticket status.",
+                                   "Use one of: " + ", ".join(s.value for s in TicketStatus) + ".") from None
+
+        def work(c: Change) -> TicketList:
+            tf = tickets_of(c)
+            tickets = [t for t in tf.tickets if wanted is None or t.status is wanted]
+            tickets.sort(key=lambda t: (not t.is_open, t.number))
+            return TicketList(**c.result_fields(), tickets=tickets, status_filter=wanted.value if wanted else None,
+                              open_count=sum(t.is_open for t in tf.tickets))
+
+        return await self._read(project, work)
+
+    async def show_ticket(self: Orchestrator, project: str, ticket: str) -> TicketView:
+        def work(c: Change) -> TicketView:
+            t = find_ticket(c, tickets_of(c), ticket)
+            return TicketView(**c.result_fields(), action="shown", ticket=t, story=_story_of(c, t))
+
+        return await self._read(project, work)
+
+    # -- the work queue ---------------------------------------------------------------------------------
+    async def next_story(self: Orchestrator, project: str) -> queue.QueueView:
+        """The next ready story (priority, then satisfied dependencies, then age), and what waits."""
+        return await self._read(project, queue.queue_view)
+
+    async def set_dependencies(self: Orchestrator, project: str, story: str, depends_on: list[str],
+                               by: str = "unknown") -> StoryChanged:
+        """Replace a story's dependencies. Cycles and missing stories are refused."""
+        return await self._change(project, "set_dependencies", by,
+                                  lambda c: queue.set_dependencies(c, story, depends_on))
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+def _story_of(c: Change, t: Ticket) -> Story | None:
+    return (c._backlog or c.store.backlog()).story(t.story) if t.story else None
+
+
+def _ignored(c: Change, tf: TicketFile, ticket: str, threshold: int, reason: str) -> ReplyOutcome:
+    t = find_ticket(c, tf, ticket)
+    return ReplyOutcome(**c.result_fields(), action="ignored", ticket=t, threshold=threshold, reason=reason,
+                        story=_story_of(c, t))
+
+
+def _thread_cache(orch: Any) -> dict[int, tuple[str, str]]:
+    """thread id -> (project, ticket id); rebuilt from tickets.json whenever it misses (e.g. after a restart)."""
+    return orch.__dict__.setdefault("_ticket_threads", {})
+
+
+def _lookup(orch: Orchestrator, name: str, ticket_id: str, thread_id: int) -> tuple[str, Ticket] | None:
+    """Check a cached mapping against the file (it may have changed by hand or by a checkout)."""
+    try:
+        project = orch._projects.get(name)
+        if project is None:
+            return None
+        tf = project.store.load(TICKETS, TicketFile)
+    except OrchError:
+        return None
+    t = tf.ticket(ticket_id) if tf else None
+    return (name, t) if t is not None and t.thread_id == thread_id else None
+
+
+def _scan(orch: Orchestrator, projects: list, thread_id: int) -> tuple[str, Ticket] | None:
+    """Look through every registered project's tickets.json; refresh the cache on the way."""
+    cache = _thread_cache(orch)
+    found = None
+    for project in projects:
+        try:
+            tf = project.store.load(TICKETS, TicketFile)
+        except OrchError as exc:  # one damaged file must not stop replies in the other projects
+            log.warning("project=%s tickets.json unreadable: %s", project.entry.name, exc)
+            continue
+        for t in tf.tickets if tf else []:
+            if t.thread_id is not None:
+                cache[t.thread_id] = (project.entry.name, t.id)
+                if t.thread_id == thread_id and found is None:
+                    found = (project.entry.name, t)
+    return found
