@@ -1,0 +1,1 @@
+"""Discord front-end of the orchestrator: slash commands in, rendered results out. No business rule here."""

@@ -1,0 +1,107 @@
+"""The Discord client: loads one cog per command group, starts the orchestrator, syncs the command tree
+only when it changed, and answers any unexpected error with a friendly message (the traceback goes to the log).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pkgutil
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from orchestration.config import Config
+from orchestration.service import Orchestrator
+from orchestration.store import atomic_write
+
+from . import cogs, render
+from .handling import send
+
+log = logging.getLogger("bot")
+
+TREE_HASH_FILE = "command-tree.sha256"
+
+
+def intents() -> discord.Intents:
+    result = discord.Intents.default()
+    result.message_content = True  # thread replies (tickets) are read as messages
+    return result
+
+
+class OrchTree(app_commands.CommandTree):
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Anything that is not an OrchError (those are answered in bot/handling.py): log it, apologise."""
+        original = getattr(error, "original", error)
+        name = interaction.command.qualified_name if interaction.command else "?"
+        log.error("command %s failed: %r", name, original, exc_info=original)
+        try:
+            await send(interaction, embed=render.crash_embed(), ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the user about the failure of %s", name)
+
+
+class OrchBot(commands.Bot):
+    def __init__(self, config: Config, orchestrator: Orchestrator, *, owns_orchestrator: bool = False) -> None:
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents(), tree_cls=OrchTree,
+                         allowed_mentions=render.NO_MENTIONS, help_command=None)
+        self.config = config
+        self.orchestrator = orchestrator
+        self._owns_orchestrator = owns_orchestrator
+        self.synced: bool | None = None  # whether the last start-up synced the tree (None: not started)
+
+    async def setup_hook(self) -> None:
+        # Every module of bot/cogs is a command group (or a feature such as tickets); `_`-modules are helpers.
+        for module in sorted(m.name for m in pkgutil.iter_modules(cogs.__path__) if not m.name.startswith("_")):
+            await self.load_extension(f"{cogs.__name__}.{module}")
+        outcomes = await self.orchestrator.start()
+        for name, outcome in outcomes.items():
+            log.info("start-up project=%s recovery=%s", name, json.dumps(outcome))
+        await self.sync_tree_if_changed()
+
+    # -- command tree ---------------------------------------------------------------------------------------
+    def _scope(self) -> discord.Object | None:
+        guild_id = self.config.discord.guild_id
+        return discord.Object(guild_id) if guild_id else None
+
+    def tree_fingerprint(self) -> str:
+        """A hash of what a sync would send: the commands' JSON, the scope and the application."""
+        scope = self._scope()
+        payload = sorted((c.to_dict(self.tree) for c in self.tree.get_commands(guild=scope)),
+                         key=lambda c: (c.get("type", 1), c["name"]))
+        key = {"application": self.application_id, "guild": scope.id if scope else None, "commands": payload}
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+    async def sync_tree_if_changed(self) -> bool:
+        """Sync to guild_id (instant) or globally, only when the tree differs from the last sync: Discord
+        rate-limits syncs, and a sync on every start is what gets bots throttled."""
+        scope = self._scope()
+        if scope is not None:
+            self.tree.copy_global_to(guild=scope)
+        fingerprint = self.tree_fingerprint()
+        data_dir = self.config.orchestrator.data_dir
+        hash_file = data_dir / TREE_HASH_FILE
+        previous = hash_file.read_text().strip() if hash_file.exists() else None
+        if previous == fingerprint:
+            log.info("command tree unchanged; no sync")
+            self.synced = False
+            return False
+        synced = await self.tree.sync(guild=scope)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(hash_file, (fingerprint + "\n").encode())
+        log.info("command tree synced: %d commands to %s", len(synced), f"guild {scope.id}" if scope else "all guilds")
+        self.synced = True
+        return True
+
+    async def close(self) -> None:
+        await super().close()
+        if self._owns_orchestrator:
+            await self.orchestrator.close()
+
+
+def create_bot(config: Config, orchestrator: Orchestrator | None = None) -> OrchBot:
+    """The bot for `config`; with no orchestrator given it makes (and later closes) its own."""
+    if orchestrator is None:
+        return OrchBot(config, Orchestrator(config), owns_orchestrator=True)
+    return OrchBot(config, orchestrator)

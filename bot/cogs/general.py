@@ -1,0 +1,36 @@
+"""/feedback, /state, /health."""
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from .. import render
+from ..handling import handled, send
+from ..permissions import Access
+from ._shared import BaseCog
+
+
+class GeneralCog(BaseCog):
+    @app_commands.command(name="feedback", description="Close the sprint review with your feedback")
+    @app_commands.describe(text="What went well, what to change",
+                           changes_requested="True: back to the backlog for changes instead of closing the cycle")
+    @handled
+    async def feedback(self, interaction: discord.Interaction, text: str, changes_requested: bool = False) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.feedback(project, text, by=interaction.user.name, changes_requested=changes_requested)
+        await send(interaction, embed=render.feedback_given(result))
+
+    @app_commands.command(name="state", description="Where this channel's project stands and what can run now")
+    @handled
+    async def state(self, interaction: discord.Interaction) -> None:
+        project = self.project(interaction, Access.everyone)
+        await send(interaction, embed=render.state_view(await self.orch.state(project)))
+
+    @app_commands.command(name="health", description="Whether every registered project is in good shape")
+    @handled
+    async def health(self, interaction: discord.Interaction) -> None:
+        self.allow(interaction, Access.everyone)
+        await send(interaction, embed=render.health(await self.orch.health()))
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(GeneralCog(bot))

@@ -1,0 +1,102 @@
+"""/project register | list | unregister. Registering creates the project's channel; the two succeed together."""
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from orchestration.errors import OrchError
+
+from .. import render
+from ..handling import defer, handled, send
+from ..permissions import Access
+from ._shared import BaseCog
+
+log = logging.getLogger(__name__)
+
+
+class ChannelNotCreated(OrchError):
+    pass
+
+
+class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
+                 group_description="Register the git repositories this bot drives"):
+
+    @app_commands.command(name="register", description="Register a git repository and create its channel (admins)")
+    @app_commands.describe(path="The repository's folder on the bot's machine",
+                           name="Project name (lowercase letters, digits, hyphens); default: the folder's name")
+    @handled
+    async def register(self, interaction: discord.Interaction, path: str, name: str | None = None) -> None:
+        self.allow(interaction, Access.admin)
+        if interaction.guild is None:
+            raise OrchError("Projects are registered from a server channel, not a direct message.")
+        # Validate first (fast, changes nothing): a refused registration creates no channel.
+        _resolved, slug = self.orch.check_registration(path, name)
+        await defer(interaction, ephemeral=True)
+        interaction.extras["project"] = slug
+        channel, created = await self._channel_for(interaction.guild, slug)
+        try:
+            result = await self.orch.register_project(path, slug, by=interaction.user.name,
+                                                      guild_id=interaction.guild.id, channel_id=channel.id)
+        except BaseException:
+            if created:  # the registration failed: the channel goes too
+                await _delete_quietly(channel)
+            raise
+        try:
+            await channel.send(embed=render.welcome(result, interaction.user.name), allowed_mentions=render.NO_MENTIONS)
+        except discord.HTTPException as exc:  # the project works without its welcome message
+            log.warning("welcome message in %s failed: %s", channel.id, exc)
+        await send(interaction, embed=render.registered(result, channel), ephemeral=True)
+
+    async def _channel_for(self, guild: discord.Guild, slug: str) -> tuple[discord.TextChannel, bool]:
+        """(channel, created): a new channel under the category, or a free one of that name left by an
+        earlier registration (unregister keeps channels)."""
+        settings = self.bot.config.discord
+        channel_name = f"{settings.channel_prefix}{slug}"
+        try:
+            category = discord.utils.get(guild.categories, name=settings.channel_category)
+            if category is None:
+                category = await guild.create_category(settings.channel_category, reason="orch: project channels")
+            taken = {p.channel_id for p in self.orch.list_projects()}
+            existing = next((c for c in category.text_channels if c.name == channel_name and c.id not in taken), None)
+            if existing is not None:
+                return existing, False
+            channel = await guild.create_text_channel(
+                channel_name, category=category, topic=f"Scrum cycle of project {slug} (orch bot)",
+                reason=f"orch: /project register {slug}")
+        except discord.HTTPException as exc:
+            raise ChannelNotCreated(f"The channel #{channel_name} could not be created ({exc.text or exc.status}); "
+                                    "nothing was registered.",
+                                    "The bot needs the Manage Channels permission in this server.") from None
+        return channel, True
+
+    @app_commands.command(name="list", description="The registered projects and their channels")
+    @handled
+    async def list_(self, interaction: discord.Interaction) -> None:
+        self.allow(interaction, Access.everyone)
+        await send(interaction, embed=render.project_list(self.orch.list_projects()))
+
+    @app_commands.command(name="unregister", description="Stop driving a project; its files stay (admins)")
+    @app_commands.describe(name="The project's name")
+    @handled
+    async def unregister(self, interaction: discord.Interaction, name: str) -> None:
+        self.allow(interaction, Access.admin)
+        interaction.extras["project"] = name
+        result = await self.orch.unregister_project(name, by=interaction.user.name)
+        await send(interaction, embed=render.unregistered(result))
+
+    @unregister.autocomplete("name")
+    async def _project_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        names = [p.name for p in self.orch.list_projects() if current.lower() in p.name]
+        return [app_commands.Choice(name=n, value=n) for n in names[: render.CHOICES_MAX]]
+
+
+async def _delete_quietly(channel: discord.abc.GuildChannel) -> None:
+    try:
+        await channel.delete(reason="orch: registration failed")
+    except discord.HTTPException as exc:
+        log.warning("could not remove channel %s after a failed registration: %s", channel.id, exc)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(ProjectCog(bot))

@@ -1,0 +1,74 @@
+"""/sprint plan | start | status | pause | resume | review. Status comes with a burndown chart."""
+import asyncio
+import io
+import re
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from .. import render
+from ..chart import burndown_png
+from ..handling import defer, handled, send
+from ..permissions import Access
+from ._shared import BaseCog
+
+
+def story_ids(text: str | None) -> list[str] | None:
+    """"S-1, S-2 S-3" -> ["S-1", "S-2", "S-3"]; empty -> None (the orchestrator picks)."""
+    ids = [part for part in re.split(r"[\s,;]+", text or "") if part]
+    return ids or None
+
+
+class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_description="Plan and run sprints"):
+    @app_commands.command(name="plan", description="Plan the next sprint: given stories, or an automatic pick")
+    @app_commands.describe(stories="Story IDs separated by spaces or commas; empty: pick by priority",
+                           goal="The sprint's goal")
+    @handled
+    async def plan(self, interaction: discord.Interaction, stories: str | None = None, goal: str | None = None) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.plan_sprint(project, story_ids(stories), goal or "", by=interaction.user.name)
+        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} planned"))
+
+    @app_commands.command(name="start", description="Start the planned sprint")
+    @handled
+    async def start(self, interaction: discord.Interaction) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.start_sprint(project, by=interaction.user.name)
+        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} started"))
+
+    @app_commands.command(name="status", description="Progress of the current sprint, with its burndown chart")
+    @handled
+    async def status(self, interaction: discord.Interaction) -> None:
+        project = self.project(interaction, Access.everyone)
+        result = await self.orch.sprint_status(project)  # a refusal is still answered privately
+        await defer(interaction)
+        png = await asyncio.to_thread(burndown_png, result)
+        embed = render.sprint_view(result)
+        embed.set_image(url="attachment://burndown.png")
+        await send(interaction, embed=embed, file=discord.File(io.BytesIO(png), filename="burndown.png"))
+
+    @app_commands.command(name="pause", description="Pause the active sprint")
+    @handled
+    async def pause(self, interaction: discord.Interaction) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.pause_sprint(project, by=interaction.user.name)
+        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} paused"))
+
+    @app_commands.command(name="resume", description="Resume the paused sprint")
+    @handled
+    async def resume(self, interaction: discord.Interaction) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.resume_sprint(project, by=interaction.user.name)
+        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} resumed"))
+
+    @app_commands.command(name="review", description="End the sprint (early if need be) and open its review")
+    @handled
+    async def review(self, interaction: discord.Interaction) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.review_sprint(project, by=interaction.user.name)
+        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} in review: /feedback closes it"))
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(SprintCog(bot))

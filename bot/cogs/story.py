@@ -1,0 +1,31 @@
+"""/story update: move a story through todo, in_progress, done, blocked."""
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from .. import render
+from ..handling import handled, send
+from ..permissions import Access
+from ._shared import BaseCog
+
+# The statuses a person sets (blocked_awaiting_feedback belongs to tickets).
+STATUSES = [app_commands.Choice(name=s, value=s) for s in ("todo", "in_progress", "done", "blocked")]
+
+
+class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description="Work on a story"):
+    @app_commands.command(name="update", description="Set a story's status")
+    @app_commands.describe(story="The story (type its ID or words of its title)", status="Its new status")
+    @app_commands.choices(status=STATUSES)
+    @handled
+    async def update(self, interaction: discord.Interaction, story: str, status: app_commands.Choice[str]) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.update_story(project, story, status.value, by=interaction.user.name)
+        await send(interaction, embed=render.story_changed(result))
+
+    @update.autocomplete("story")
+    async def _stories(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return await self.story_choices(interaction, current)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(StoryCog(bot))

@@ -1,0 +1,114 @@
+"""What every slash command shares: replying, deferring, the log line, and turning OrchError into a reply.
+
+`@handled` wraps each command callback. A typed OrchError is an expected outcome (a refusal), not a crash:
+it becomes an ephemeral embed with the message, the state, the allowed commands and a hint. Any other
+exception goes on to the tree's on_error (bot/client.py), which logs it and answers "something went wrong".
+Either way, one structured log line per command: project, command, user, outcome, latency.
+
+Replies go through `send`, which knows whether the interaction was answered or deferred already. If a
+command has not answered after DEFER_AFTER_S (a file lock held by the CLI, a slow disk), the interaction is
+deferred so Discord's 3-second limit is met whatever happens.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import discord
+
+from orchestration.errors import OrchError
+
+from . import render
+
+log = logging.getLogger("bot.commands")
+
+DEFER_AFTER_S = 2.0
+
+
+def _lock(interaction: discord.Interaction) -> asyncio.Lock:
+    """Serialises the first response: a command's reply and the watchdog's deferral never race."""
+    return interaction.extras.setdefault("reply_lock", asyncio.Lock())
+
+
+async def defer(interaction: discord.Interaction, *, ephemeral: bool = False) -> None:
+    async with _lock(interaction):
+        if not interaction.response.is_done():
+            await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+            interaction.extras["deferred_ephemeral"] = ephemeral
+
+
+async def send(interaction: discord.Interaction, content: str | None = None, *, embed: discord.Embed | None = None,
+               file: discord.File | None = None, view: discord.ui.View | None = None,
+               ephemeral: bool = False) -> None:
+    """Reply (or follow up after a deferral) with mentions off: replies echo user text."""
+    kwargs: dict[str, Any] = {"allowed_mentions": render.NO_MENTIONS, "ephemeral": ephemeral}
+    if content is not None:
+        kwargs["content"] = render.cut(content, render.CONTENT_MAX)
+    if embed is not None:
+        kwargs["embed"] = render.fit(embed)
+    if file is not None:
+        kwargs["file"] = file
+    if view is not None:
+        kwargs["view"] = view
+    async with _lock(interaction):
+        if not interaction.response.is_done():
+            await interaction.response.send_message(**kwargs)
+            return
+        if ephemeral and interaction.extras.get("deferred_ephemeral") is False:
+            # The first follow-up replaces the public "thinking…" message and would be public too: remove it,
+            # so that the (error) reply can be seen by its author only.
+            try:
+                await interaction.delete_original_response()
+            except discord.HTTPException:
+                pass
+            interaction.extras["deferred_ephemeral"] = None
+        await interaction.followup.send(**kwargs)
+
+
+async def send_error(interaction: discord.Interaction, error: OrchError) -> None:
+    await send(interaction, embed=render.error_embed(error), ephemeral=True)
+
+
+def _log_line(interaction: discord.Interaction, outcome: str, started: float) -> None:
+    fields = {
+        "project": interaction.extras.get("project", "-"),
+        "command": interaction.command.qualified_name if interaction.command else "?",
+        "user": interaction.user.name,
+        "outcome": outcome,
+        "latency_ms": round((time.perf_counter() - started) * 1000),
+    }
+    # key=value, values quoted only when needed, so a log line stays one line and machine-readable.
+    log.info(" ".join(f"{k}={v if isinstance(v, int) or str(v).isidentifier() else json.dumps(str(v))}"
+                      for k, v in fields.items()))
+
+
+async def _defer_when_slow(interaction: discord.Interaction) -> None:
+    await asyncio.sleep(DEFER_AFTER_S)
+    await defer(interaction)
+
+
+def handled(callback: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Decorate a command callback (under @app_commands.command). Its parameters stay visible to discord.py."""
+
+    @functools.wraps(callback)
+    async def wrapper(self: Any, interaction: discord.Interaction, *args: Any, **kwargs: Any) -> None:
+        started = time.perf_counter()
+        watchdog = asyncio.create_task(_defer_when_slow(interaction))
+        outcome = "ok"
+        try:
+            await callback(self, interaction, *args, **kwargs)
+        except OrchError as error:
+            outcome = f"refused:{type(error).__name__}"
+            await send_error(interaction, error)
+        except Exception:
+            outcome = "error"
+            raise  # to the tree's on_error: logged with its traceback, "something went wrong" for the user
+        finally:
+            watchdog.cancel()
+            _log_line(interaction, outcome, started)
+
+    return wrapper

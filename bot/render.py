@@ -1,0 +1,361 @@
+"""Results and errors -> Discord embeds. The single place where Discord's size limits are enforced.
+
+Every embed leaves through `fit()` (title 256, description 4,096, 25 fields of 256/1,024, footer 2,048,
+6,000 in total) and every plain content through `cut(…, CONTENT_MAX)`. Long text is cut with a note rather
+than refused, so a reply always goes out.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import discord
+
+from orchestration.errors import CommandNotAllowed, OrchError, ProjectExists
+from orchestration.models import Epic, State, Story, StoryStatus
+from orchestration.results import (
+    BacklogPage, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
+    Unregistered,
+)
+
+CONTENT_MAX = 2000
+TITLE_MAX = 256
+DESCRIPTION_MAX = 4096
+FIELDS_MAX = 25
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FOOTER_MAX = 2048
+EMBED_TOTAL_MAX = 6000
+CHOICES_MAX = 25
+CHOICE_NAME_MAX = 100
+
+NO_MENTIONS = discord.AllowedMentions.none()
+
+# The state machine's trigger names -> the slash command a person types.
+SLASH = {
+    "epic": "/epic",
+    "add_story": "/backlog add_story",
+    "prioritize": "/backlog prioritize",
+    "remove_story": "/backlog remove",
+    "update_story": "/story update",
+    "plan": "/sprint plan",
+    "start": "/sprint start",
+    "pause": "/sprint pause",
+    "resume": "/sprint resume",
+    "review": "/sprint review",
+    "feedback": "/feedback",
+    "request_changes": "/feedback changes_requested:True",
+}
+# Command names the core writes in backticks (`sprint plan`); shown here with their slash.
+_COMMANDS = (
+    "project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",
+    "backlog prioritize", "backlog remove", "story update", "sprint plan", "sprint start", "sprint status",
+    "sprint pause", "sprint resume", "sprint review", "feedback", "state", "health",
+)
+_BACKTICKED = re.compile(r"`(" + "|".join(sorted(map(re.escape, _COMMANDS), key=len, reverse=True)) + r")`")
+
+COLOR_OK = discord.Colour.green()
+COLOR_INFO = discord.Colour.blurple()
+COLOR_WARN = discord.Colour.orange()
+COLOR_ERROR = discord.Colour.red()
+
+STATUS_ICON = {
+    StoryStatus.todo: "⬜", StoryStatus.in_progress: "🔄", StoryStatus.blocked: "⛔",
+    StoryStatus.blocked_awaiting_feedback: "❓", StoryStatus.done: "✅",
+}
+PRIORITY_ICON = {"critical": "🔴", "high": "🟠", "medium": "🟡", "low": "🟢"}
+
+
+# -- text helpers -------------------------------------------------------------------------------------------
+
+def cut(text: str, limit: int) -> str:
+    """`text` within `limit` characters; a cut ends with a note saying how much was left out."""
+    text = text or ""
+    if len(text) <= limit:
+        return text
+    # The count below never has more digits than len(text), so text + note stays within the limit.
+    keep = max(0, limit - len(f"… (+{len(text)} chars cut)"))
+    note = f"… (+{len(text) - keep} chars cut)"
+    return text[:keep] + note[: limit - keep]
+
+
+def one_line(text: str, limit: int) -> str:
+    return cut(" ".join((text or "").split()), limit)
+
+
+def slashed(text: str) -> str:
+    """`sprint plan` -> `/sprint plan` (only for our own command names)."""
+    return _BACKTICKED.sub(lambda m: f"`/{m.group(1)}`", text or "")
+
+
+def bar(done: int, total: int, width: int = 10) -> str:
+    """███████░░░ 70%"""
+    ratio = done / total if total else 0.0
+    filled = round(ratio * width)
+    return "█" * filled + "░" * (width - filled) + f" {round(ratio * 100)}%"
+
+
+def allowed_text(allowed: Iterable[str]) -> str:
+    names = [f"`{SLASH.get(a, a)}`" for a in allowed]
+    return ", ".join(names) if names else "none"
+
+
+def state_text(state: State | str | None) -> str:
+    value = state.value if isinstance(state, State) else state
+    return f"`{value}`" if value else "unknown"
+
+
+# -- limits ------------------------------------------------------------------------------------------------
+
+def _embed_size(embed: discord.Embed) -> int:
+    size = len(embed.title or "") + len(embed.description or "")
+    size += sum(len(f.name or "") + len(f.value or "") for f in embed.fields)
+    size += len(embed.footer.text or "") + len(embed.author.name or "")
+    return size
+
+
+def fit(embed: discord.Embed) -> discord.Embed:
+    """Bring an embed within every Discord limit, cutting (with a note) rather than failing."""
+    if embed.title:
+        embed.title = cut(embed.title, TITLE_MAX)
+    if embed.description:
+        embed.description = cut(embed.description, DESCRIPTION_MAX)
+    fields = embed.fields
+    dropped = max(0, len(fields) - FIELDS_MAX)
+    embed.clear_fields()
+    for f in fields[: FIELDS_MAX - (1 if dropped else 0)]:
+        embed.add_field(name=cut(f.name or "\u200b", FIELD_NAME_MAX), value=cut(f.value or "\u200b", FIELD_VALUE_MAX),
+                        inline=f.inline)
+    if dropped:
+        embed.add_field(name="…", value=f"{dropped + 1} more fields cut", inline=False)
+    if embed.footer.text:
+        embed.set_footer(text=cut(embed.footer.text, FOOTER_MAX), icon_url=embed.footer.icon_url)
+    excess = _embed_size(embed) - EMBED_TOTAL_MAX
+    if excess > 0 and embed.description:
+        embed.description = cut(embed.description, max(200, len(embed.description) - excess))
+    while _embed_size(embed) > EMBED_TOTAL_MAX and len(embed.fields) > 1:
+        embed.remove_field(len(embed.fields) - 2)  # keep the last field: it may be the "cut" note
+    excess = _embed_size(embed) - EMBED_TOTAL_MAX
+    if excess > 0 and embed.description:  # a last resort, for a huge title + description + footer
+        embed.description = cut(embed.description, max(1, len(embed.description) - excess))
+    return embed
+
+
+def _embed(title: str, description: str = "", colour: discord.Colour = COLOR_INFO) -> discord.Embed:
+    return discord.Embed(title=one_line(title, TITLE_MAX), description=description or None, colour=colour)
+
+
+def _footer(embed: discord.Embed, result: Result) -> discord.Embed:
+    embed.set_footer(text=f"{result.project} · state {result.state.value}")
+    return embed
+
+
+def _next(embed: discord.Embed, result: Result) -> None:
+    if result.next_step:
+        embed.add_field(name="Next", value=slashed(result.next_step), inline=False)
+
+
+# -- errors ------------------------------------------------------------------------------------------------
+
+def error_embed(error: OrchError) -> discord.Embed:
+    """What went wrong, the current state, the commands allowed now, and a hint."""
+    embed = _embed("Not done", error.message, COLOR_ERROR)
+    if isinstance(error, CommandNotAllowed):
+        embed.title = "Not possible now"
+        wanted = SLASH.get(error.command, error.command)
+        embed.description = f"`{wanted}` is not possible while the project is {state_text(error.state)}."
+        embed.add_field(name="Current state", value=state_text(error.state), inline=True)
+        embed.add_field(name="Allowed now", value=allowed_text(error.allowed), inline=True)
+    elif isinstance(error, ProjectExists):
+        embed.title = "Already registered"
+    if error.hint:
+        embed.add_field(name="Hint", value=slashed(error.hint), inline=False)
+    return fit(embed)
+
+
+def crash_embed() -> discord.Embed:
+    return fit(_embed("Something went wrong", "It was logged for the bot's admins; nothing more to do here. "
+                      "Try again in a moment.", COLOR_ERROR))
+
+
+# -- projects ----------------------------------------------------------------------------------------------
+
+def registered(result: Registered, channel: discord.abc.GuildChannel | None) -> discord.Embed:
+    how = "adopted its existing `.orch-state/`" if result.adopted else "created `.orch-state/`"
+    where = f" Its channel is {channel.mention}." if channel else ""
+    embed = _embed(f"Registered {result.project}", f"`{result.info.path}`: {how}.{where}", COLOR_OK)
+    embed.add_field(name="State", value=state_text(result.state), inline=True)
+    _next(embed, result)
+    return fit(embed)
+
+
+def welcome(result: Registered, by: str) -> discord.Embed:
+    embed = _embed(f"Welcome to {result.project}",
+                   f"This channel drives the Scrum cycle of **{result.project}** (registered by {by}). "
+                   "Commands run here act on this project only.", COLOR_OK)
+    embed.add_field(name="State", value=state_text(result.state), inline=True)
+    embed.add_field(name="Allowed now", value=allowed_text(result.allowed), inline=True)
+    _next(embed, result)
+    embed.add_field(name="Start with", value="`/epic title:…` then `/backlog add_story`, `/sprint plan`, "
+                    "`/sprint start`, `/story update`, `/feedback`. `/state` shows where things stand.", inline=False)
+    return fit(embed)
+
+
+def project_list(projects: list[ProjectInfo]) -> discord.Embed:
+    if not projects:
+        return fit(_embed("Projects", "No project is registered yet: an admin runs `/project register`."))
+    lines = [f"**{p.name}** · {state_text(p.state)} · " + (f"<#{p.channel_id}>" if p.channel_id else "no channel")
+             for p in projects]
+    return fit(_embed(f"Projects ({len(projects)})", "\n".join(lines)))
+
+
+def unregistered(result: Unregistered) -> discord.Embed:
+    kept = f" Its channel <#{result.channel_id}> is kept; delete it by hand if no longer needed." \
+        if result.channel_id else ""
+    return fit(_embed(f"Unregistered {result.name}",
+                      f"The bot no longer drives `{result.path}`; its files and `.orch-state/` are untouched.{kept}",
+                      COLOR_WARN))
+
+
+# -- backlog -----------------------------------------------------------------------------------------------
+
+def _story_line(s: Story, limit: int = 120) -> str:
+    points = f"{s.points} pt" if s.points is not None else "– pt"
+    sprint = f" · {s.sprint}" if s.sprint else ""
+    return f"{STATUS_ICON[s.status]} **{s.id}** {PRIORITY_ICON[s.priority.value]} {points} · {one_line(s.title, limit)}{sprint}"
+
+
+def epic_created(result: EpicCreated) -> discord.Embed:
+    e = result.epic
+    embed = _embed(f"{e.id} · {e.title}", cut(e.description, 1500) if e.description else "", COLOR_OK)
+    embed.set_author(name="Epic created")
+    embed.add_field(name="State", value=state_text(result.state), inline=True)
+    _next(embed, result)
+    return fit(_footer(embed, result))
+
+
+def story_changed(result: StoryChanged) -> discord.Embed:
+    s = result.story
+    verb = {"added": "Story added", "reprioritized": "Priority changed", "removed": "Story removed",
+            "status": "Status changed"}.get(result.action, result.action)
+    embed = _embed(f"{s.id} · {s.title}", cut(s.description, 1000) if result.action == "added" else "",
+                   COLOR_WARN if result.action == "removed" else COLOR_OK)
+    embed.set_author(name=verb)
+    embed.add_field(name="Epic", value=s.epic, inline=True)
+    priority = f"{PRIORITY_ICON[s.priority.value]} {s.priority.value}"
+    if result.action == "reprioritized" and result.previous:
+        priority = f"{result.previous} → {priority}"
+    embed.add_field(name="Priority", value=priority, inline=True)
+    embed.add_field(name="Points", value=str(s.points) if s.points is not None else "–", inline=True)
+    status = f"{STATUS_ICON[s.status]} {s.status.value}"
+    if result.action == "status" and result.previous:
+        status = f"{result.previous} → {status}"
+    embed.add_field(name="Status", value=status, inline=True)
+    _cascade(embed, result.cascade)
+    _next(embed, result)
+    return fit(_footer(embed, result))
+
+
+def _cascade(embed: discord.Embed, cascade) -> None:
+    notes = []
+    if cascade.state_change:
+        notes.append(f"State {cascade.state_change[0].value} → {cascade.state_change[1].value}")
+    if cascade.sprint_to_review:
+        notes.append("Every story of the sprint is done: the sprint moved to review.")
+    if cascade.stories_ready:
+        notes.append("Now ready: " + ", ".join(cascade.stories_ready))
+    if cascade.stories_unblocked:
+        notes.append("Unblocked: " + ", ".join(cascade.stories_unblocked))
+    if cascade.tickets_resolved:
+        notes.append("Tickets resolved: " + ", ".join(cascade.tickets_resolved))
+    if notes:
+        embed.add_field(name="Also", value="\n".join(notes), inline=False)
+
+
+def backlog_page(result: BacklogPage) -> discord.Embed:
+    filters = [f for f in (result.epic_filter, result.status_filter) if f]
+    title = f"Backlog of {result.project}" + (f" ({', '.join(filters)})" if filters else "")
+    lines = [_story_line(s) for s in result.stories] or ["No stories here yet: `/backlog add_story` adds one."]
+    embed = _embed(title, "\n".join(lines))
+    epics = _epic_lines(result.epics)
+    if epics:
+        embed.add_field(name=f"Epics ({len(result.epics)})", value=epics, inline=False)
+    embed.set_footer(text=f"page {result.page}/{result.pages} · {result.total} stories · state {result.state.value}")
+    return fit(embed)
+
+
+def _epic_lines(epics: list[Epic]) -> str:
+    text = ""
+    for i, e in enumerate(epics):
+        line = f"**{e.id}** {one_line(e.title, 80)}\n"
+        if len(text) + len(line) > FIELD_VALUE_MAX - 30:
+            return text + f"… and {len(epics) - i} more"
+        text += line
+    return text.strip()
+
+
+# -- sprints -----------------------------------------------------------------------------------------------
+
+def sprint_view(result: SprintView, headline: str = "") -> discord.Embed:
+    sp = result.sprint
+    title = f"{sp.id} · {sp.status.value}" + (f" · {one_line(sp.goal, 150)}" if sp.goal else "")
+    lines = [_story_line(s, 90) for s in result.stories]
+    embed = _embed(title, "\n".join(lines) or "No stories.", COLOR_INFO)
+    if headline:
+        embed.set_author(name=one_line(headline, 200))
+    embed.add_field(name="Stories", value=f"`{bar(result.done_stories, result.total_stories)}` "
+                    f"{result.done_stories}/{result.total_stories}", inline=True)
+    embed.add_field(name="Points", value=f"`{bar(result.done_points, result.total_points)}` "
+                    f"{result.done_points}/{result.total_points}", inline=True)
+    if result.blocked:
+        embed.add_field(name="Blocked", value=", ".join(result.blocked), inline=False)
+    if sp.retrospective:
+        r = sp.retrospective
+        label = "Feedback (changes requested)" if r.changes_requested else "Feedback"
+        embed.add_field(name=f"{label} by {one_line(r.by, 80)}", value=cut(r.text, 900), inline=False)
+    _cascade(embed, result.cascade)
+    _next(embed, result)
+    return fit(_footer(embed, result))
+
+
+def feedback_given(result: SprintView) -> discord.Embed:
+    back = [s.id for s in result.stories if s.status is not StoryStatus.done]
+    headline = f"{result.sprint.id} closed" + (f"; back to the backlog: {', '.join(back)}" if back else "")
+    return sprint_view(result, headline)
+
+
+# -- state and health --------------------------------------------------------------------------------------
+
+def state_view(result: StateView) -> discord.Embed:
+    embed = _embed(f"{result.project} · {result.state.value}", slashed(result.next_step))
+    embed.add_field(name="Allowed now", value=allowed_text(result.allowed), inline=False)
+    embed.add_field(name="Current sprint", value=result.current_sprint or "none", inline=True)
+    embed.add_field(name="Epics", value=str(result.epics), inline=True)
+    counts = " · ".join(f"{STATUS_ICON[StoryStatus(k)]} {k} {v}" for k, v in result.stories_by_status.items() if v)
+    embed.add_field(name="Stories", value=counts or "none", inline=False)
+    if result.blocked_in_sprint:
+        embed.add_field(name="Blocked in the sprint", value=", ".join(result.blocked_in_sprint), inline=False)
+    if result.history:
+        recent = [f"<t:{int(t.at.timestamp())}:R> {SLASH.get(t.command, t.command)} by {one_line(t.by, 40)}: "
+                  f"{t.source.value} → {t.dest.value}" for t in result.history[-5:]]
+        embed.add_field(name="Recent changes", value="\n".join(recent), inline=False)
+    return fit(embed)
+
+
+def health(result: Health) -> discord.Embed:
+    embed = _embed("Healthy" if result.ok else "Needs attention", "", COLOR_OK if result.ok else COLOR_WARN)
+    if not result.projects:
+        embed.description = "No project is registered yet."
+    for p in result.projects:
+        lines = [f"state {state_text(p.state)}"]
+        if p.pending_commit_lines:
+            lines.append(f"{p.pending_commit_lines} change(s) waiting for a commit")
+        if p.last_commit:
+            lines.append(f"last commit: {one_line(p.last_commit, 200)}")
+        lines += [f"⚠️ {one_line(problem, 300)}" for problem in p.problems]
+        embed.add_field(name=("✅ " if p.ok else "⚠️ ") + p.name, value="\n".join(lines), inline=False)
+    return fit(embed)
+
+
+def choice_name(text: str) -> str:
+    return one_line(text, CHOICE_NAME_MAX)

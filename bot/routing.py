@@ -1,0 +1,36 @@
+"""Which project a command belongs to: the channel it was run in (a thread counts as its parent channel)."""
+from __future__ import annotations
+
+import discord
+
+from orchestration.errors import OrchError
+from orchestration.registry import ProjectEntry
+from orchestration.service import Orchestrator
+
+
+class WrongChannel(OrchError):
+    """A project command outside any project's channel. Carries the map of project channels."""
+
+    def __init__(self, projects: list[tuple[str, int | None]]) -> None:
+        listed = [f"<#{cid}> → {name}" for name, cid in projects if cid]
+        hint = ("Project channels: " + ", ".join(listed) + ".") if listed else \
+            "No project is registered yet: an admin runs `/project register` first."
+        super().__init__("This channel belongs to no project, so nothing was changed.", hint)
+        self.projects = projects
+
+
+def channel_id_of(interaction: discord.Interaction) -> int | None:
+    channel = interaction.channel
+    if isinstance(channel, discord.Thread):
+        return channel.parent_id
+    return interaction.channel_id
+
+
+def project_for(interaction: discord.Interaction, orchestrator: Orchestrator) -> str:
+    """The project of the interaction's channel; also noted in interaction.extras for the command's log line."""
+    channel_id = channel_id_of(interaction)
+    entry: ProjectEntry | None = orchestrator.project_for_channel(channel_id) if channel_id else None
+    if entry is None:
+        raise WrongChannel([(p.name, p.channel_id) for p in orchestrator.list_projects()])
+    interaction.extras["project"] = entry.name
+    return entry.name
