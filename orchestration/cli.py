@@ -1,0 +1,468 @@
+"""`orch`: the orchestrator from a terminal, for when Discord is not at hand.
+
+A thin front-end, like the bot: each invocation parses its arguments, calls ONE Orchestrator method (the same
+ones the bot calls), prints the typed result (readable text, or JSON with --json) and closes the orchestrator,
+so that the git commit has landed when the process exits. Failures: an OrchError is one line on stderr and
+exit code 1; bad usage is argparse's message and exit code 2; a traceback never reaches the user.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+from pydantic import BaseModel
+
+from .config import load_config
+from .errors import CommandNotAllowed, InvalidInput, OrchError
+from .models import Sprint, Story, StoryStatus
+from .results import (
+    BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
+    Unregistered,
+)
+from .service import Orchestrator
+
+Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
+
+# Options that may stand before or after the subcommand (`orch --json state` and `orch state --json`) are
+# declared with default=SUPPRESS on every level, so a subcommand never overwrites what an outer level parsed;
+# their defaults are filled in once, here.
+# The state machine's triggers as typed here (the allowed list itself always comes from the machine).
+CLI_NAME = {"add_story": "backlog add-story", "prioritize": "backlog prioritize", "remove_story": "backlog remove",
+            "update_story": "story update", "plan": "sprint plan", "start": "sprint start", "pause": "sprint pause",
+            "resume": "sprint resume", "review": "sprint review", "request_changes": "feedback --changes-requested"}
+LATE_DEFAULTS: dict[str, Any] = {"config": None, "json": False, "by": None, "verbose": False, "project": None,
+                                 "epic": None, "status": None, "page": 1}
+
+
+# -- commands: one Orchestrator call each ------------------------------------------------------------------------
+
+def _by(a: argparse.Namespace) -> str:
+    return a.by
+
+
+async def _project_register(o: Orchestrator, a: argparse.Namespace) -> Registered:
+    return await o.register_project(a.path, a.name, by=_by(a))
+
+
+async def _project_list(o: Orchestrator, a: argparse.Namespace) -> list[ProjectInfo]:
+    return o.list_projects()
+
+
+async def _project_unregister(o: Orchestrator, a: argparse.Namespace) -> Unregistered:
+    return await o.unregister_project(a.name, by=_by(a))
+
+
+async def _epic(o: Orchestrator, a: argparse.Namespace) -> EpicCreated:
+    return await o.create_epic(project_of(o, a), a.title, a.description, by=_by(a))
+
+
+async def _backlog_view(o: Orchestrator, a: argparse.Namespace) -> BacklogPage:
+    return await o.view_backlog(project_of(o, a), epic=a.epic, status=a.status, page=a.page)
+
+
+async def _backlog_add_story(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
+    depends = [d for chunk in a.depends_on for d in chunk.split(",")]
+    return await o.add_story(project_of(o, a), a.epic, a.title, description=a.description, points=a.points,
+                             priority=a.priority, acceptance_criteria=a.criteria, depends_on=depends, by=_by(a))
+
+
+async def _backlog_prioritize(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
+    return await o.prioritize_story(project_of(o, a), a.story, a.priority, by=_by(a))
+
+
+async def _backlog_remove(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
+    return await o.remove_story(project_of(o, a), a.story, by=_by(a))
+
+
+async def _story_update(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
+    return await o.update_story(project_of(o, a), a.story, a.new_status, by=_by(a))
+
+
+async def _sprint_plan(o: Orchestrator, a: argparse.Namespace) -> SprintView:
+    stories = [s for chunk in a.stories for s in chunk.split(",")]
+    return await o.plan_sprint(project_of(o, a), stories or None, goal=a.goal, capacity=a.capacity, by=_by(a))
+
+
+def _sprint_step(method: str) -> Handler:
+    async def run(o: Orchestrator, a: argparse.Namespace) -> SprintView:
+        return await getattr(o, method)(project_of(o, a), by=_by(a))
+    return run
+
+
+async def _sprint_status(o: Orchestrator, a: argparse.Namespace) -> SprintView:
+    return await o.sprint_status(project_of(o, a))
+
+
+async def _feedback(o: Orchestrator, a: argparse.Namespace) -> SprintView:
+    return await o.feedback(project_of(o, a), a.text, by=_by(a), changes_requested=a.changes_requested)
+
+
+async def _state(o: Orchestrator, a: argparse.Namespace) -> StateView:
+    return await o.state(project_of(o, a))
+
+
+async def _health(o: Orchestrator, a: argparse.Namespace) -> Health:
+    return await o.health()
+
+
+def project_of(o: Orchestrator, a: argparse.Namespace, cwd: Path | None = None) -> str:
+    """--project, else the registered project whose repo holds the current directory, else the only one."""
+    if a.project:
+        return a.project
+    entries = o.registry.all()
+    here = (cwd or Path.cwd()).resolve()
+    inside = [e for e in entries if e.path == here or e.path in here.parents]
+    if inside:
+        return max(inside, key=lambda e: len(e.path.parts)).name  # the innermost, for nested repos
+    if len(entries) == 1:
+        return entries[0].name
+    if not entries:
+        raise InvalidInput("project", "no project is registered yet.", "Register one: orch project register PATH")
+    names = ", ".join(e.name for e in entries)
+    raise InvalidInput("project", "which project? Several are registered and this folder is in none of them.",
+                       f"Add --project NAME (one of: {names}), or run orch inside a project's repository.")
+
+
+# -- the parser ----------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    S = argparse.SUPPRESS
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=S,
+                        help="config file (default: $ORCH_CONFIG, else ./config.toml)")
+    common.add_argument("--json", action="store_true", default=S, help="print the result as JSON, for scripts")
+    common.add_argument("--by", metavar="NAME", default=S, help="who to record as the author (default: your user name)")
+    common.add_argument("-v", "--verbose", action="store_true", default=S, help="log what happens on stderr")
+    scoped = argparse.ArgumentParser(add_help=False)
+    scoped.add_argument("-p", "--project", metavar="NAME", default=S,
+                        help="the project (default: the one whose repository you are in, or the only one)")
+    view = argparse.ArgumentParser(add_help=False)
+    view.add_argument("--epic", metavar="E-N", default=S, help="only this epic's stories")
+    view.add_argument("--status", metavar="STATUS", default=S, help="only stories with this status")
+    view.add_argument("--page", metavar="N", type=int, default=S, help="page number (10 stories a page)")
+
+    parser = argparse.ArgumentParser(
+        prog="orch", parents=[common],
+        description="Drive the Scrum workflow of registered project repositories from a terminal "
+                    "(the same commands as the Discord bot).",
+        epilog="Example: orch epic \"Checkout\" --project shop; orch backlog; orch sprint plan --capacity 10")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(group: Any, name: str, handler: Handler, help: str, *parents: argparse.ArgumentParser,
+                **kw: Any) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, help=help, description=help, parents=[common, *parents], **kw)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    project = commands.add_parser("project", help="register, list and unregister project repositories")
+    project_cmds = project.add_subparsers(dest="project_command", metavar="ACTION", required=True)
+    p = command(project_cmds, "register", _project_register, "register a git repository as a project")
+    p.add_argument("path", metavar="PATH", help="the repository's top folder (inside an allowed root)")
+    p.add_argument("--name", help="the project's name (default: the folder's name)")
+    command(project_cmds, "list", _project_list, "list the registered projects")
+    p = command(project_cmds, "unregister", _project_unregister, "forget a project (its files stay)")
+    p.add_argument("name", metavar="NAME")
+
+    p = command(commands, "epic", _epic, "create an epic", scoped)
+    p.add_argument("title", metavar="TITLE")
+    p.add_argument("--description", "-d", default="")
+
+    backlog = command(commands, "backlog", _backlog_view, "view and shape the backlog (default: view)", scoped, view)
+    backlog_cmds = backlog.add_subparsers(dest="backlog_command", metavar="ACTION")
+    command(backlog_cmds, "view", _backlog_view, "list the stories, by priority", scoped, view)
+    p = command(backlog_cmds, "add-story", _backlog_add_story, "add a story to an epic", scoped,
+                aliases=["add_story"])
+    p.add_argument("--epic", metavar="E-N", required=True, help="the epic the story belongs to")
+    p.add_argument("title", metavar="TITLE")
+    p.add_argument("--points", type=int, help="estimate in story points (0 to 100)")
+    p.add_argument("--priority", default="medium", help="critical, high, medium (default) or low")
+    p.add_argument("--description", "-d", default="")
+    p.add_argument("--depends-on", metavar="S-1,S-2", action="append", default=[],
+                   help="stories that must be done first (comma-separated, or repeat the option)")
+    p.add_argument("--criteria", metavar="TEXT", action="append", default=[],
+                   help="an acceptance criterion (repeat the option for several)")
+    p = command(backlog_cmds, "prioritize", _backlog_prioritize, "change a story's priority", scoped)
+    p.add_argument("story", metavar="S-N")
+    p.add_argument("priority", metavar="PRIORITY", help="critical, high, medium or low")
+    p = command(backlog_cmds, "remove", _backlog_remove, "remove a story", scoped)
+    p.add_argument("story", metavar="S-N")
+
+    story = commands.add_parser("story", help="work a story")
+    story_cmds = story.add_subparsers(dest="story_command", metavar="ACTION", required=True)
+    p = command(story_cmds, "update", _story_update, "set a story's status", scoped)
+    p.add_argument("story", metavar="S-N")
+    p.add_argument("new_status", metavar="STATUS", help="todo, in_progress, done or blocked")
+
+    sprint = commands.add_parser("sprint", help="plan and run sprints")
+    sprint_cmds = sprint.add_subparsers(dest="sprint_command", metavar="ACTION", required=True)
+    p = command(sprint_cmds, "plan", _sprint_plan,
+                "plan the next sprint: the stories given, or a pick by priority up to the capacity", scoped)
+    p.add_argument("stories", metavar="S-N", nargs="*", help="stories to include (default: an automatic pick)")
+    p.add_argument("--goal", default="")
+    p.add_argument("--capacity", metavar="POINTS", type=int, help="points for the automatic pick (default 20)")
+    command(sprint_cmds, "start", _sprint_step("start_sprint"), "start the planned sprint", scoped)
+    command(sprint_cmds, "status", _sprint_status, "progress of the current (or last) sprint", scoped)
+    command(sprint_cmds, "pause", _sprint_step("pause_sprint"), "pause the active sprint", scoped)
+    command(sprint_cmds, "resume", _sprint_step("resume_sprint"), "resume the paused sprint", scoped)
+    command(sprint_cmds, "review", _sprint_step("review_sprint"), "end the sprint and open its review", scoped)
+
+    p = command(commands, "feedback", _feedback, "close the review with a retrospective", scoped)
+    p.add_argument("text", metavar="TEXT")
+    p.add_argument("--changes-requested", action="store_true",
+                   help="send the project back to the backlog instead of closing the cycle")
+    command(commands, "state", _state, "the project's state, counts and recent history", scoped)
+    command(commands, "health", _health, "check every registered project")
+    return parser
+
+
+# -- rendering -----------------------------------------------------------------------------------------------
+
+def to_json(result: Any) -> str:
+    if isinstance(result, BaseModel):
+        return result.model_dump_json(indent=2)
+    return json.dumps([r.model_dump(mode="json") for r in result], indent=2)
+
+
+def render(result: Any) -> str:
+    """A result as lines a person reads in a terminal."""
+    if isinstance(result, list):
+        return _render_projects(result)
+    for kind, fn in _RENDERERS:
+        if isinstance(result, kind):
+            lines = fn(result)
+            break
+    else:  # pragma: no cover - every result type has a renderer
+        lines = [repr(result)]
+    if isinstance(result, Result):
+        lines += _footer(result)
+    return "\n".join(lines)
+
+
+def _footer(r: Result) -> list[str]:
+    return [f"State: {r.state.value}. Allowed now: {_commands(r.allowed)}.", f"Next: {r.next_step}"]
+
+
+def _commands(triggers: list[str]) -> str:
+    return ", ".join(CLI_NAME.get(t, t) for t in triggers) or "none"
+
+
+def error_line(exc: OrchError) -> str:
+    """The one line a failed command prints: what went wrong, what is allowed, what to do."""
+    if isinstance(exc, CommandNotAllowed):
+        text = (f'"{CLI_NAME.get(exc.command, exc.command)}" is not possible while the project is {exc.state}. '
+                f"Allowed now: {_commands(exc.allowed)}. {exc.hint or ''}")
+    else:
+        text = str(exc)
+    return "orch: error: " + one_line(text)
+
+
+def _render_projects(infos: list[ProjectInfo]) -> str:
+    if not infos:
+        return "No project is registered. Register one: orch project register PATH"
+    rows = [("NAME", "STATE", "PATH")] + [(i.name, i.state.value if i.state else "(unreadable)", str(i.path))
+                                           for i in infos]
+    return _table(rows)
+
+
+def _registered(r: Registered) -> list[str]:
+    lines = [f'Registered project "{r.project}" at {r.info.path}.']
+    if r.adopted:
+        lines.append("Adopted its existing .orch-state/ (nothing overwritten).")
+    if r.created_files:
+        lines.append("Created: " + ", ".join(r.created_files))
+    return lines
+
+
+def _unregistered(r: Unregistered) -> list[str]:
+    return [f'Unregistered project "{r.name}". Its repository and .orch-state/ at {r.path} are left as they were.']
+
+
+def _epic_created(r: EpicCreated) -> list[str]:
+    return [f'Created epic {r.epic.id} "{r.epic.title}" in {r.project}.']
+
+
+def _story_changed(r: StoryChanged) -> list[str]:
+    s = r.story
+    if r.action == "added":
+        extra = f", depends on {', '.join(s.depends_on)}" if s.depends_on else ""
+        lines = [f'Added {s.id} "{s.title}" to {s.epic} ({s.priority.value}, {_points(s)}{extra}).']
+    elif r.action == "reprioritized":
+        lines = [f'{s.id} "{s.title}": priority {r.previous} -> {s.priority.value}.']
+    elif r.action == "removed":
+        lines = [f'Removed {s.id} "{s.title}".']
+    else:
+        lines = [f'{s.id} "{s.title}": {r.previous} -> {s.status.value}.']
+    return lines + _cascade(r.cascade)
+
+
+def _cascade(c: Cascade) -> list[str]:
+    lines = []
+    if c.state_change:
+        lines.append(f"The project moved from {c.state_change[0].value} to {c.state_change[1].value}.")
+    if c.stories_ready:
+        lines.append(f"Ready now (their dependencies are done): {', '.join(c.stories_ready)}.")
+    if c.stories_unblocked:
+        lines.append(f"Unblocked: {', '.join(c.stories_unblocked)}.")
+    if c.tickets_resolved:
+        lines.append(f"Tickets resolved: {', '.join(c.tickets_resolved)}.")
+    if c.sprint_to_review:
+        lines.append("Every story of the sprint is done: the sprint is in review. Close it with: orch feedback TEXT")
+    return lines
+
+
+def _backlog(r: BacklogPage) -> list[str]:
+    filters = ", ".join(f for f in (r.epic_filter and f"epic {r.epic_filter}",
+                                    r.status_filter and f"status {r.status_filter}") if f)
+    head = f"Backlog of {r.project}: {_n(r.total, 'story')}"
+    lines = [head + (f" ({filters})" if filters else "") + (f", page {r.page} of {r.pages}" if r.pages > 1 else "")]
+    if r.epics:
+        lines.append("Epics: " + "; ".join(f'{e.id} "{e.title}"' for e in r.epics))
+    if r.stories:
+        lines.append(_table([("ID", "PRIORITY", "STATUS", "POINTS", "EPIC", "TITLE")] + [
+            (s.id, s.priority.value, s.status.value, str(s.points) if s.points is not None else "-", s.epic,
+             s.title + (f"  [{s.sprint}]" if s.sprint else "")
+             + (f"  (after {', '.join(s.depends_on)})" if s.depends_on else ""))
+            for s in r.stories]))
+    if r.page < r.pages:
+        lines.append(f"More: orch backlog --page {r.page + 1}")
+    return lines
+
+
+_MARK = {StoryStatus.done: "[x]", StoryStatus.in_progress: "[~]", StoryStatus.todo: "[ ]"}
+
+
+def _sprint(r: SprintView) -> list[str]:
+    sp: Sprint = r.sprint
+    lines = [f"{sp.id} ({sp.status.value})" + (f": {sp.goal}" if sp.goal else "")]
+    lines.append(f"Progress: {r.done_stories}/{r.total_stories} stories, {r.done_points}/{r.total_points} points done.")
+    for s in r.stories:
+        lines.append(f"  {_MARK.get(s.status, '[!]')} {s.id:<6} {s.status.value:<12} {_points(s):>9}  {s.title}")
+    if r.blocked:
+        lines.append(f"Blocked: {', '.join(r.blocked)}.")
+    if r.burndown:
+        lines.append("Burndown: " + "; ".join(f"{p.day}: {_n(p.remaining_points, 'point')}, {_n(p.remaining_stories, 'story')}"
+                                              for p in r.burndown))
+    if sp.retrospective:
+        rt = sp.retrospective
+        lines.append(f"Retrospective by {rt.by}{' (changes requested)' if rt.changes_requested else ''}: "
+                     + " ".join(rt.text.split()))
+    return lines + _cascade(r.cascade)
+
+
+def _state_view(r: StateView) -> list[str]:
+    lines = [f"Project {r.project}: {r.state.value}"
+             + (f", current sprint {r.current_sprint}" if r.current_sprint else ", no current sprint")]
+    counts = ", ".join(f"{n} {status}" for status, n in r.stories_by_status.items() if n) or "none"
+    lines.append(f"Epics: {r.epics}. Stories: {counts}.")
+    if r.blocked_in_sprint:
+        lines.append(f"Blocked in the sprint: {', '.join(r.blocked_in_sprint)}.")
+    if r.history:
+        lines.append("Recent changes:")
+        lines += [f"  {t.at:%Y-%m-%d %H:%M} {t.command}: {t.source.value} -> {t.dest.value} by {t.by}"
+                  for t in r.history]
+    return lines
+
+
+def _render_health(r: Health) -> list[str]:
+    if not r.projects:
+        return ["No project is registered."]
+    lines = []
+    for p in r.projects:
+        state = p.state.value if p.state else "?"
+        pending = f", {p.pending_commit_lines} change(s) waiting to be committed" if p.pending_commit_lines else ""
+        lines.append(f"{'OK  ' if p.ok else 'FAIL'} {p.name} ({state}) {p.path}{pending}")
+        lines += [f"     - {problem}" for problem in p.problems]
+    return lines
+
+
+def _points(s: Story) -> str:
+    return "unpointed" if s.points is None else _n(s.points, "point")
+
+
+def _n(count: int, noun: str) -> str:
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{count} {noun if count == 1 else plural}"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows)
+
+
+_RENDERERS: list[tuple[type, Callable[[Any], list[str]]]] = [
+    (Registered, _registered), (Unregistered, _unregistered), (EpicCreated, _epic_created),
+    (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintView, _sprint), (StateView, _state_view),
+    (Health, _render_health),
+]
+
+
+# -- running -------------------------------------------------------------------------------------------------
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+async def _run(args: argparse.Namespace) -> Any:
+    config = load_config(args.config)
+    orch = Orchestrator(config)
+    try:
+        return await args.handler(orch, args)
+    finally:
+        await orch.close()  # commits what the command changed, before the process exits
+        for root, outcome in orch.git.last_outcome.items():
+            if outcome not in ("committed", "nothing"):
+                print(f"orch: note: the change is saved in {root}/.orch-state but not committed yet ({outcome}). "
+                      "The next orch command, or the bot, commits it.", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or bad usage (2): argparse has printed why
+        return int(exc.code or 0)
+    for key, value in LATE_DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    args.by = args.by or _user_name()
+
+    logger = logging.getLogger("orchestration")
+    handler: logging.Handler = logging.StreamHandler(sys.stderr) if args.verbose else logging.NullHandler()
+    handler.setFormatter(logging.Formatter("orch: %(levelname)s %(name)s: %(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)  # without -v, the library's log lines stay out of the user's terminal
+    if args.verbose:
+        logger.setLevel(logging.INFO)
+    try:
+        result = asyncio.run(_run(args))
+        print(to_json(result) if args.json else render(result))
+        return 1 if isinstance(result, Health) and not result.ok else 0
+    except OrchError as exc:
+        print(error_line(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("orch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an OS problem: still one line, never a traceback
+        print(f"orch: error: unexpected {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in the environment nor in the password database
+        return "unknown"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
