@@ -31,6 +31,8 @@ from .results import (
     StateView, StoryChanged, Unregistered,
 )
 from .store import STATE_DIR, ProjectStore, create_from_templates, state_dir_of
+from .queue import queue_order as _queue_order, unmet_dependencies as _unmet_dependencies
+from .ticket_service import TicketCommands, close_tickets_of_done_story
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +47,8 @@ LABEL = {
     "prioritize": "/backlog prioritize", "remove_story": "/backlog remove", "update_story": "/story update",
     "plan": "/sprint plan", "start": "/sprint start", "pause": "/sprint pause", "resume": "/sprint resume",
     "review": "/sprint review", "feedback": "/feedback", "request_changes": "/feedback",
+    "open_ticket": "/ticket open", "set_ticket_thread": "/ticket open", "reply_ticket": "reply",
+    "resolve_ticket": "/ticket resolve", "reopen_ticket": "/ticket reopen", "set_dependencies": "dependencies",
 }
 
 
@@ -146,7 +150,7 @@ class Change:
         return dict(project=self.name, state=state, allowed=sm.allowed_commands(state), next_step=sm.NEXT_STEP[state])
 
 
-class Orchestrator:
+class Orchestrator(TicketCommands):
     def __init__(self, config: Config) -> None:
         self.config = config
         o = config.orchestrator
@@ -631,6 +635,7 @@ def set_story_status(c: Change, story: Story, new: StoryStatus) -> None:
             o.id for o in c.backlog.stories
             if story.id in o.depends_on and o.status is StoryStatus.todo and not _unmet_dependencies(c.backlog, o)
         ]
+        close_tickets_of_done_story(c, story)  # tickets that still asked about it are no longer needed
     if not (story.sprint and story.sprint == c.status.current_sprint):
         return
     sprint = c.current_sprint()
@@ -683,16 +688,6 @@ def _sprint_view(c: Change, sprint: Sprint) -> SprintView:
         done_points=sum(s.points or 0 for s in done), total_points=sum(s.points or 0 for s in stories),
         blocked=[s.id for s in stories if s.status.is_blocked], burndown=sprint.burndown, days=days,
         cascade=c.cascade)
-
-
-def _queue_order(s: Story) -> tuple[int, int]:
-    """Priority first, then age (IDs grow with age)."""
-    return (s.priority.rank, int(s.id[2:]))
-
-
-def _unmet_dependencies(b: Backlog, s: Story, also_done: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    return [d for d in s.depends_on
-            if d not in also_done and ((o := b.story(d)) is None or o.status is not StoryStatus.done)]
 
 
 def _plannable(s: Story) -> bool:
