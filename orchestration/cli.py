@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
@@ -441,7 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.setLevel(logging.INFO)
     try:
         result = asyncio.run(_run(args))
-        print(to_json(result) if args.json else render(result))
+        try:
+            print(to_json(result) if args.json else render(result), flush=True)
+        except BrokenPipeError:  # `orch backlog | head -3`: the reader left; the command itself succeeded
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1 if isinstance(result, Health) and not result.ok else 0
     except OrchError as exc:
         print(error_line(exc), file=sys.stderr)
