@@ -15,6 +15,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import time
 from typing import Any, Awaitable, Callable
 
@@ -27,6 +28,7 @@ from . import render
 log = logging.getLogger("bot.commands")
 
 DEFER_AFTER_S = 2.0
+_BARE = re.compile(r"[\w.:@#/+-]+")
 
 
 def _lock(interaction: discord.Interaction) -> asyncio.Lock:
@@ -82,8 +84,7 @@ def _log_line(interaction: discord.Interaction, outcome: str, started: float) ->
         "latency_ms": round((time.perf_counter() - started) * 1000),
     }
     # key=value, values quoted only when needed, so a log line stays one line and machine-readable.
-    log.info(" ".join(f"{k}={v if isinstance(v, int) or str(v).isidentifier() else json.dumps(str(v))}"
-                      for k, v in fields.items()))
+    log.info(" ".join(f"{k}={v if _BARE.fullmatch(str(v)) else json.dumps(str(v))}" for k, v in fields.items()))
 
 
 async def _defer_when_slow(interaction: discord.Interaction) -> None:

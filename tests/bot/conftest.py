@@ -1,11 +1,16 @@
-"""Bot fixtures: the real bot over the real orchestrator (tests/conftest.py), driven by SimCord."""
+"""Bot fixtures: the real bot over the real orchestrator (tests/conftest.py), driven by SimCord through
+discord.py's real dispatch. Replies are read where discord.py sent them over (simulated) HTTP."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import discord
 import pytest
 
+from bot import render
 from bot.client import create_bot
 
 
@@ -16,11 +21,11 @@ def simcord_bot(config, orch):
 
 @dataclass
 class World:
-    env: object
-    guild: object
-    general: object
-    admin: object  # Manage Server
-    alice: object  # a plain member
+    env: Any
+    guild: Any
+    general: Any  # a channel that belongs to no project
+    admin: Any  # has Manage Server
+    alice: Any  # a plain member of the server
 
 
 @pytest.fixture
@@ -34,11 +39,59 @@ def world(simcord_env) -> World:
     return World(env, guild, general, admin, alice)
 
 
-async def register(world: World, repo, name: str | None = None):
-    """/project register as the admin; returns (result, project channel handle)."""
+def channel_named(world: World, name: str):
+    return next((c for c in world.guild.channels.values() if c.name == name), None)
+
+
+async def register(world: World, repo: Path, name: str | None = None):
+    """/project register as the admin; returns (interaction result, the project's channel or None)."""
     options = {"path": str(repo)}
     if name:
         options["name"] = name
     result = await world.admin.slash(world.general, "project register", **options)
-    channel = next((c for c in world.guild.channels.values() if c.name == f"proj-{name or repo.name}"), None)
-    return result, channel
+    return result, channel_named(world, f"proj-{name or repo.name}")
+
+
+@pytest.fixture
+async def demo(world, make_repo):
+    """A registered project "demo": (repo path, channel handle)."""
+    repo = make_repo("demo")
+    result, channel = await register(world, repo)
+    assert channel is not None, result
+    return repo, channel
+
+
+def reply(result):
+    """The message that answered an interaction (the response, or the first follow-up after a deferral)."""
+    return result.response or result.followups[0]
+
+
+def embed_of(result) -> discord.Embed:
+    return reply(result).embeds[0]
+
+
+def field(embed: discord.Embed, name: str) -> str:
+    return next(f.value for f in embed.fields if f.name == name)
+
+
+def assert_within_limits(message) -> None:
+    """Discord's limits on one message: content, and each embed's parts and total."""
+    assert len(message.content or "") <= render.CONTENT_MAX
+    for e in message.embeds:
+        assert len(e.title or "") <= 256
+        assert len(e.description or "") <= 4096
+        assert len(e.fields) <= 25
+        for f in e.fields:
+            assert len(f.name) <= 256 and len(f.value) <= 1024
+        assert len(e.footer.text or "") <= 2048
+        assert render._embed_size(e) <= 6000
+
+
+def deferrals(env) -> list[int]:
+    """The flags of every deferred interaction response the bot sent (type 5), in order."""
+    return [r.json["data"].get("flags", 0) if r.json.get("data") else 0 for r in env.http_requests
+            if r.method == "POST" and r.path.endswith("/callback") and r.json.get("type") == 5]
+
+
+def load(repo: Path, rel: str) -> dict:
+    return json.loads((repo / ".orch-state" / rel).read_text())
