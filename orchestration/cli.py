@@ -43,12 +43,8 @@ LATE_DEFAULTS: dict[str, Any] = {"config": None, "json": False, "by": None, "ver
 
 # -- commands: one Orchestrator call each ------------------------------------------------------------------------
 
-def _by(a: argparse.Namespace) -> str:
-    return a.by
-
-
 async def _project_register(o: Orchestrator, a: argparse.Namespace) -> Registered:
-    return await o.register_project(a.path, a.name, by=_by(a))
+    return await o.register_project(a.path, a.name, by=a.by)
 
 
 async def _project_list(o: Orchestrator, a: argparse.Namespace) -> list[ProjectInfo]:
@@ -56,11 +52,11 @@ async def _project_list(o: Orchestrator, a: argparse.Namespace) -> list[ProjectI
 
 
 async def _project_unregister(o: Orchestrator, a: argparse.Namespace) -> Unregistered:
-    return await o.unregister_project(a.name, by=_by(a))
+    return await o.unregister_project(a.name, by=a.by)
 
 
 async def _epic(o: Orchestrator, a: argparse.Namespace) -> EpicCreated:
-    return await o.create_epic(project_of(o, a), a.title, a.description, by=_by(a))
+    return await o.create_epic(project_of(o, a), a.title, a.description, by=a.by)
 
 
 async def _backlog_view(o: Orchestrator, a: argparse.Namespace) -> BacklogPage:
@@ -70,29 +66,29 @@ async def _backlog_view(o: Orchestrator, a: argparse.Namespace) -> BacklogPage:
 async def _backlog_add_story(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
     depends = [d for chunk in a.depends_on for d in chunk.split(",")]
     return await o.add_story(project_of(o, a), a.epic, a.title, description=a.description, points=a.points,
-                             priority=a.priority, acceptance_criteria=a.criteria, depends_on=depends, by=_by(a))
+                             priority=a.priority, acceptance_criteria=a.criteria, depends_on=depends, by=a.by)
 
 
 async def _backlog_prioritize(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
-    return await o.prioritize_story(project_of(o, a), a.story, a.priority, by=_by(a))
+    return await o.prioritize_story(project_of(o, a), a.story, a.priority, by=a.by)
 
 
 async def _backlog_remove(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
-    return await o.remove_story(project_of(o, a), a.story, by=_by(a))
+    return await o.remove_story(project_of(o, a), a.story, by=a.by)
 
 
 async def _story_update(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
-    return await o.update_story(project_of(o, a), a.story, a.new_status, by=_by(a))
+    return await o.update_story(project_of(o, a), a.story, a.new_status, by=a.by)
 
 
 async def _sprint_plan(o: Orchestrator, a: argparse.Namespace) -> SprintView:
     stories = [s for chunk in a.stories for s in chunk.split(",")]
-    return await o.plan_sprint(project_of(o, a), stories or None, goal=a.goal, capacity=a.capacity, by=_by(a))
+    return await o.plan_sprint(project_of(o, a), stories or None, goal=a.goal, capacity=a.capacity, by=a.by)
 
 
 def _sprint_step(method: str) -> Handler:
     async def run(o: Orchestrator, a: argparse.Namespace) -> SprintView:
-        return await getattr(o, method)(project_of(o, a), by=_by(a))
+        return await getattr(o, method)(project_of(o, a), by=a.by)
     return run
 
 
@@ -101,7 +97,7 @@ async def _sprint_status(o: Orchestrator, a: argparse.Namespace) -> SprintView:
 
 
 async def _feedback(o: Orchestrator, a: argparse.Namespace) -> SprintView:
-    return await o.feedback(project_of(o, a), a.text, by=_by(a), changes_requested=a.changes_requested)
+    return await o.feedback(project_of(o, a), a.text, by=a.by, changes_requested=a.changes_requested)
 
 
 async def _state(o: Orchestrator, a: argparse.Namespace) -> StateView:

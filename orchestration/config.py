@@ -113,8 +113,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{file}: " + "; ".join(_describe(err, from_env) for err in exc.errors(include_url=False)) + ".",
-                          "config.example.toml lists every key with its meaning.") from None
+        problems = "; ".join(_describe(err, from_env) for err in exc.errors(include_url=False))
+        raise ConfigError(f"{file}: {problems}.", "config.example.toml lists every key with its meaning.") from None
     # Relative paths are relative to the config file, so the bot behaves the same from any directory.
     base = file.parent.resolve()
     o = config.orchestrator
