@@ -1,0 +1,62 @@
+"""Discord's limits, enforced in bot/render.py whatever the input."""
+from __future__ import annotations
+
+import discord
+
+from bot import render
+from bot.chart import burndown_png, remaining_per_day
+from orchestration.errors import CommandNotAllowed
+
+
+def test_cut_keeps_the_limit_and_says_what_was_cut():
+    assert render.cut("short", 10) == "short"
+    for size, limit in [(5000, 4096), (2001, 2000), (300, 256), (10, 1), (10, 5)]:
+        out = render.cut("a" * size, limit)
+        assert len(out) <= limit
+    out = render.cut("a" * 5000, 4096)
+    kept = out.index("…")
+    assert out.endswith(f"(+{5000 - kept} chars cut)")
+
+
+def test_fit_brings_any_embed_within_limits():
+    embed = discord.Embed(title="t" * 1000, description="d" * 10_000)
+    for n in range(40):
+        embed.add_field(name="n" * 300, value="v" * 2000)
+    embed.set_footer(text="f" * 3000)
+    fitted = render.fit(embed)
+    assert len(fitted.title) <= 256 and len(fitted.description) <= 4096
+    assert len(fitted.fields) <= 25 and all(len(f.name) <= 256 and len(f.value) <= 1024 for f in fitted.fields)
+    assert render._embed_size(fitted) <= 6000
+
+
+def test_bar():
+    assert render.bar(7, 10) == "███████░░░ 70%"
+    assert render.bar(0, 0) == "░░░░░░░░░░ 0%"
+
+
+def test_refusal_maps_triggers_to_slash_commands():
+    error = CommandNotAllowed("SPRINT_REVIEW", "plan", ["feedback", "request_changes", "prioritize"],
+                              "Close the sprint with `feedback`.")
+    embed = render.error_embed(error)
+    allowed = next(f.value for f in embed.fields if f.name == "Allowed now")
+    assert allowed == "`/feedback`, `/feedback changes_requested:True`, `/backlog prioritize`"
+    assert next(f.value for f in embed.fields if f.name == "Hint") == "Close the sprint with `/feedback`."
+    assert render.slashed("`git checkout -- x`") == "`git checkout -- x`"  # only our own command names
+
+
+def test_every_trigger_of_the_machine_has_a_slash_command():
+    from orchestration import state_machine as sm
+
+    people = {t for t, _, _ in sm.TRANSITIONS} - sm.AUTOMATIC
+    assert people <= set(render.SLASH)
+
+
+async def test_the_burndown_chart_is_a_png(orch, project):
+    await orch.create_epic(project, "E", by="t")
+    await orch.add_story(project, "E-1", "A", points=3, by="t")
+    await orch.plan_sprint(project, by="t")
+    view = await orch.start_sprint(project, by="t")
+    days, values, unit = remaining_per_day(view)
+    assert unit == "points" and values == [3] and len(days) == 1
+    png = burndown_png(view)
+    assert png.startswith(b"\x89PNG") and 1000 < len(png) < 200_000

@@ -1,0 +1,54 @@
+"""The command tree is synced once, and again only when it changes."""
+from __future__ import annotations
+
+from bot.client import TREE_HASH_FILE, create_bot
+
+EXPECTED = {"project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",
+            "backlog prioritize", "backlog remove", "story update", "sprint plan", "sprint start", "sprint status",
+            "sprint pause", "sprint resume", "sprint review", "feedback", "state", "health"}
+
+
+def syncs(env) -> list:
+    return [r for r in env.http_requests if r.method == "PUT" and r.path.endswith("/commands")]
+
+
+async def test_the_synced_tree_holds_the_public_commands(world):
+    assert set(world.alice.available_commands(world.general)) == EXPECTED
+
+
+async def test_sync_happens_once_and_not_again_on_restart(world, config, orch):
+    env = world.env
+    assert len(syncs(env)) == 1 and env.bot.synced is True
+    hash_file = config.orchestrator.data_dir / TREE_HASH_FILE
+    fingerprint = hash_file.read_text().strip()
+    assert len(fingerprint) == 64
+
+    restarted = create_bot(config, orch)
+    await env.restart_bot(restarted)
+
+    assert len(syncs(env)) == 1 and restarted.synced is False
+    assert hash_file.read_text().strip() == fingerprint
+    assert set(world.alice.available_commands(world.general)) == EXPECTED  # still usable after the restart
+
+
+async def test_a_changed_tree_syncs_again(world, config, orch):
+    env = world.env
+    hash_file = config.orchestrator.data_dir / TREE_HASH_FILE
+    hash_file.write_text("0" * 64 + "\n")  # what an older version of the commands left
+
+    restarted = create_bot(config, orch)
+    await env.restart_bot(restarted)
+
+    assert len(syncs(env)) == 2 and restarted.synced is True
+    assert hash_file.read_text().strip() == restarted.tree_fingerprint()
+
+
+async def test_with_guild_id_the_tree_goes_to_that_guild(simcord_env, config, orch):
+    env = simcord_env
+    guild = env.create_guild("Pinned")
+    config.discord.guild_id = guild.id
+    bot = create_bot(config, orch)
+    await env.restart_bot(bot)
+    [guild_sync] = [r for r in syncs(env) if f"/guilds/{guild.id}/" in r.path]
+    assert {c["name"] for c in guild_sync.json} == {"project", "epic", "backlog", "story", "sprint", "feedback",
+                                                    "state", "health"}
