@@ -36,6 +36,8 @@ def configure_logging() -> None:
     logging.basicConfig(level=os.environ.get("ORCH_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("discord").setLevel(logging.WARNING)  # its gateway chatter is not ours to show
+    # The bot has no voice features: the warnings about missing voice libraries only confuse.
+    logging.getLogger("discord.client").addFilter(lambda record: "voice will NOT be supported" not in record.getMessage())
 
 
 async def run(config, token: str) -> None:

@@ -51,6 +51,7 @@ _COMMANDS = (
     "project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",
     "backlog prioritize", "backlog remove", "story update", "sprint plan", "sprint start", "sprint status",
     "sprint pause", "sprint resume", "sprint review", "feedback", "state", "health",
+    "ticket open", "ticket resolve", "ticket reopen", "ticket list", "ticket show",
 )
 _BACKTICKED = re.compile(r"`(" + "|".join(sorted(map(re.escape, _COMMANDS), key=len, reverse=True)) + r")`")
 
@@ -219,9 +220,9 @@ def unregistered(result: Unregistered) -> discord.Embed:
 
 # -- backlog -----------------------------------------------------------------------------------------------
 
-def _story_line(s: Story, limit: int = 120) -> str:
+def _story_line(s: Story, limit: int = 120, show_sprint: bool = True) -> str:
     points = f"{s.points} pt" if s.points is not None else "– pt"
-    sprint = f" · {s.sprint}" if s.sprint else ""
+    sprint = f" · {s.sprint}" if s.sprint and show_sprint else ""
     return f"{STATUS_ICON[s.status]} **{s.id}** {PRIORITY_ICON[s.priority.value]} {points} · {one_line(s.title, limit)}{sprint}"
 
 
@@ -299,7 +300,7 @@ def _epic_lines(epics: list[Epic]) -> str:
 def sprint_view(result: SprintView, headline: str = "") -> discord.Embed:
     sp = result.sprint
     title = f"{sp.id} · {sp.status.value}" + (f" · {one_line(sp.goal, 150)}" if sp.goal else "")
-    lines = [_story_line(s, 90) for s in result.stories]
+    lines = [_story_line(s, 90, show_sprint=False) for s in result.stories]
     embed = _embed(title, "\n".join(lines) or "No stories.", COLOR_INFO)
     if headline:
         embed.set_author(name=one_line(headline, 200))
