@@ -83,6 +83,7 @@ async def test_every_command_in_every_state(orch: Orchestrator, project: str, st
     snapshot = tmp_path / "snapshot"
     shutil.copytree(folder, snapshot)
     for command, call in CALLS.items():
+        await orch.flush()  # a background commit holds the folder's file lock; let it finish first
         shutil.rmtree(folder)
         shutil.copytree(snapshot, folder)  # every command starts from the same state
         if state in EXPECTED[command]:
