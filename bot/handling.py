@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import logging
 import re
@@ -92,6 +93,22 @@ async def _defer_when_slow(interaction: discord.Interaction) -> None:
     await defer(interaction)
 
 
+def _resolved_signature(callback: Callable[..., Any]) -> inspect.Signature:
+    """The callback's signature with string annotations (`from __future__ import annotations`) evaluated in
+    the callback's own module: discord.py would otherwise evaluate them in this module's globals."""
+    signature = inspect.signature(callback)
+    params = []
+    for param in signature.parameters.values():
+        annotation = param.annotation
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, callback.__globals__)  # noqa: S307 - our own source code
+            except NameError:
+                pass
+        params.append(param.replace(annotation=annotation))
+    return signature.replace(parameters=params)
+
+
 def handled(callback: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
     """Decorate a command callback (under @app_commands.command). Its parameters stay visible to discord.py."""
 
@@ -112,4 +129,5 @@ def handled(callback: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable
             watchdog.cancel()
             _log_line(interaction, outcome, started)
 
+    wrapper.__signature__ = _resolved_signature(callback)  # type: ignore[attr-defined]
     return wrapper
