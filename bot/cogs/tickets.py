@@ -1,0 +1,296 @@
+"""/ticket open | resolve | reopen | list | show, and the listener that reads replies in ticket threads.
+
+A ticket is a message in the project's channel (the question) with a thread started on it, named
+`TK-7: <question>`. A person's reply in that thread goes to `Orchestrator.reply_to_ticket`, which scores it:
+clear -> the thread gets a confirmation naming what was unblocked and is archived; unclear -> the thread
+gets the follow-up questions. The rules (scoring, which thread belongs to which project) live in
+orchestration/; this module only moves messages.
+"""
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from orchestration.errors import OrchError
+from orchestration.results import Cascade
+from orchestration.tickets import ReplyOutcome, Ticket, TicketList, TicketStatus, TicketView
+
+from .. import render
+from ..handling import defer, handled, send
+from ..permissions import Access
+from ..routing import channel_id_of
+from ._shared import BaseCog, _matching
+
+log = logging.getLogger("bot.tickets")
+
+ARCHIVE_AFTER_MIN = 10080  # a week: the longest Discord offers, so a waiting question stays in view
+STATUS_ICON = {TicketStatus.open: "❓", TicketStatus.resolved: "✅", TicketStatus.closed: "☑️"}
+LIST_MAX = 25
+# Only what a person types is an answer; joins, pins, thread renames and the like are not.
+REPLY_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+def split_options(text: str | None) -> list[str]:
+    """"Postgres | MongoDB" -> ["Postgres", "MongoDB"]."""
+    return [part.strip() for part in (text or "").split("|") if part.strip()]
+
+
+# -- rendering (through render.fit / render.cut: Discord's limits are enforced there) ----------------------
+def _story_text(result: TicketView | ReplyOutcome) -> str:
+    s = result.story
+    if s is None:
+        return result.ticket.story or "none"
+    return f"{render.STATUS_ICON[s.status]} {s.id} · {render.one_line(s.title, 80)} [{s.status.value}]"
+
+
+def question_embed(ticket: Ticket, result: TicketView) -> discord.Embed:
+    """The message the thread hangs off: the question, its context and choices, what it holds up."""
+    text = ticket.question + (f"\n\n{ticket.context}" if ticket.context else "")
+    embed = discord.Embed(title=render.one_line(f"{ticket.id} · {ticket.question}", render.TITLE_MAX),
+                          description=render.cut(text, 3000), colour=render.COLOR_WARN)
+    embed.set_author(name=render.one_line(f"Question from {ticket.created_by}", 200))
+    if ticket.options:
+        embed.add_field(name="Options", value=render.cut("\n".join(f"• {o}" for o in ticket.options), 1000),
+                        inline=False)
+    if ticket.story:
+        embed.add_field(name="Holds up", value=_story_text(result), inline=False)
+    embed.set_footer(text="Answer in the thread below: a clear reply (a choice and a reason) resolves it.")
+    return render.fit(embed)
+
+
+def _cascade_lines(cascade: Cascade) -> list[str]:
+    lines = []
+    if cascade.stories_unblocked:
+        lines.append("Unblocked: " + ", ".join(cascade.stories_unblocked))
+    if cascade.state_change:
+        lines.append(f"Project {cascade.state_change[0].value} → {cascade.state_change[1].value}")
+    if cascade.sprint_to_review:
+        lines.append("Every story of the sprint is done: the sprint moved to review.")
+    return lines
+
+
+def resolved_embed(result: TicketView | ReplyOutcome, by: str) -> discord.Embed:
+    t = result.ticket
+    lines = _cascade_lines(result.cascade) or (["Nothing was waiting on it."] if not t.story else
+                                               [f"{t.story} was not waiting on this ticket any more."])
+    how = f"by the reply of {by} (clarity {result.score.total}/100)" \
+        if isinstance(result, ReplyOutcome) and result.score else f"by {by}"
+    embed = discord.Embed(title=render.one_line(f"{t.id} resolved", render.TITLE_MAX),
+                          description=render.cut(f"Resolved {how}.\n\n**Decision:** {t.resolution}", 3000),
+                          colour=render.COLOR_OK)
+    embed.add_field(name="What goes on", value="\n".join(lines), inline=False)
+    if t.story and result.story:
+        embed.add_field(name="Story", value=_story_text(result), inline=False)
+    embed.set_footer(text=f"{result.project} · state {result.state.value} · /ticket reopen if this was wrong")
+    return render.fit(embed)
+
+
+def follow_up_embed(outcome: ReplyOutcome) -> discord.Embed:
+    s = outcome.score
+    asks = "\n".join(f"• {q}" for q in outcome.follow_ups) or "• Can you say it more plainly?"
+    embed = discord.Embed(title=render.one_line(f"{outcome.ticket.id}: not clear enough yet", render.TITLE_MAX),
+                          description=render.cut(asks, 3000), colour=render.COLOR_WARN)
+    if s is not None:
+        embed.add_field(name="Clarity", value=f"{s.total}/100 (resolves at {outcome.threshold}): completeness "
+                        f"{s.completeness}, consistency {s.consistency}, actionability {s.actionability}", inline=False)
+    embed.set_footer(text="Reply again in this thread, or a member decides with /ticket resolve.")
+    return render.fit(embed)
+
+
+def ticket_embed(result: TicketView, headline: str = "") -> discord.Embed:
+    t = result.ticket
+    text = t.question + (f"\n\n{t.context}" if t.context else "")
+    embed = discord.Embed(title=render.one_line(f"{STATUS_ICON[t.status]} {t.id} · {t.question}", render.TITLE_MAX),
+                          description=render.cut(text, 2000),
+                          colour=render.COLOR_WARN if t.status is TicketStatus.open else render.COLOR_OK)
+    if headline:
+        embed.set_author(name=render.one_line(headline, 200))
+    embed.add_field(name="Status", value=t.status.value, inline=True)
+    embed.add_field(name="Story", value=_story_text(result), inline=True)
+    embed.add_field(name="Thread", value=f"<#{t.thread_id}>" if t.thread_id else "none", inline=True)
+    if t.options:
+        embed.add_field(name="Options", value=render.cut(" · ".join(t.options), 1000), inline=False)
+    for r in t.replies[-5:]:
+        score = f" · {r.score.total}/100" if r.score else ""
+        embed.add_field(name=render.one_line(f"{r.author}{score}", 200), value=render.cut(r.text or "(empty)", 500),
+                        inline=False)
+    if t.resolution:
+        embed.add_field(name=f"Resolution ({t.status.value} by {t.resolved_by})", value=render.cut(t.resolution, 1000),
+                        inline=False)
+    notes = _cascade_lines(result.cascade)
+    if notes:
+        embed.add_field(name="Also", value="\n".join(notes), inline=False)
+    embed.set_footer(text=f"{result.project} · state {result.state.value} · opened by {t.created_by}")
+    return render.fit(embed)
+
+
+def list_embed(result: TicketList) -> discord.Embed:
+    lines = []
+    for t in result.tickets[:LIST_MAX]:
+        story = f" · {t.story}" if t.story else ""
+        thread = f" · <#{t.thread_id}>" if t.thread_id else ""
+        lines.append(f"{STATUS_ICON[t.status]} **{t.id}** {render.one_line(t.question, 90)}{story}{thread}")
+    if len(result.tickets) > LIST_MAX:
+        lines.append(f"… and {len(result.tickets) - LIST_MAX} more (filter with status:)")
+    title = f"Tickets of {result.project}" + (f" ({result.status_filter})" if result.status_filter else "")
+    embed = discord.Embed(title=title, description="\n".join(lines) or "No tickets here. `/ticket open` asks one.",
+                          colour=render.COLOR_INFO)
+    embed.set_footer(text=f"{result.open_count} open · state {result.state.value}")
+    return render.fit(embed)
+
+
+# -- the cog ---------------------------------------------------------------------------------------------
+class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
+                group_description="Questions for people, answered in threads, that unblock the work"):
+    @app_commands.command(name="open", description="Ask a question in a thread; the story waits for the answer")
+    @app_commands.describe(question="The question (name the choices: 'A or B?')", story="The story it holds up",
+                           options="The choices, separated by |", context="What whoever answers should know")
+    @handled
+    async def open_(self, interaction: discord.Interaction, question: str, story: str | None = None,
+                   options: str | None = None, context: str | None = None) -> None:
+        project = self.project(interaction, Access.member)
+        await defer(interaction, ephemeral=True)  # four steps (state, post, thread, state): may take a moment
+        result = await self.orch.open_ticket(project, question, story=story, context=context or "",
+                                             options=split_options(options), by=interaction.user.name)
+        ticket = result.ticket
+        entry = self.orch.registry.get(project)
+        channel = await self._channel(entry.channel_id if entry else None) or interaction.channel
+        if isinstance(channel, discord.Thread):  # a thread cannot hold threads: post in its parent channel
+            channel = channel.parent
+        try:
+            message = await channel.send(embed=question_embed(ticket, result), allowed_mentions=render.NO_MENTIONS)
+            thread = await message.create_thread(name=ticket.thread_name, auto_archive_duration=ARCHIVE_AFTER_MIN)
+        except (discord.HTTPException, AttributeError) as exc:
+            log.warning("project=%s ticket=%s thread not created: %r", project, ticket.id, exc)
+            await send(interaction, embed=ticket_embed(result, f"{ticket.id} opened, but its thread could not be "
+                                                               "created: answer with /ticket resolve"), ephemeral=True)
+            return
+        await self.orch.set_ticket_thread(project, ticket.id, thread.id, by=interaction.user.name)
+        await send(interaction, f"{ticket.id} opened: answer in {thread.mention}."
+                   + (f" {ticket.story} waits for the answer." if ticket.story else ""), ephemeral=True)
+
+    @app_commands.command(name="resolve", description="Decide a ticket yourself; its story goes on")
+    @app_commands.describe(ticket="The ticket", resolution="The decision")
+    @handled
+    async def resolve(self, interaction: discord.Interaction, ticket: str, resolution: str) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.resolve_ticket(project, ticket, resolution, by=interaction.user.name)
+        await send(interaction, embed=ticket_embed(result, f"{result.ticket.id} resolved by {interaction.user.name}"))
+        thread = await self._channel(result.ticket.thread_id)
+        if isinstance(thread, discord.Thread):
+            await self._say(thread, embed=resolved_embed(result, interaction.user.name))
+            await self._archive(thread, True)
+
+    @app_commands.command(name="reopen", description="Open a resolved ticket again; its story waits again")
+    @app_commands.describe(ticket="The ticket")
+    @handled
+    async def reopen(self, interaction: discord.Interaction, ticket: str) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.reopen_ticket(project, ticket, by=interaction.user.name)
+        await send(interaction, embed=ticket_embed(result, f"{result.ticket.id} reopened by {interaction.user.name}"))
+        thread = await self._channel(result.ticket.thread_id)
+        if isinstance(thread, discord.Thread):
+            await self._archive(thread, False)
+            await self._say(thread, f"Reopened by {interaction.user.name}: the question stands, answer here.")
+
+    @app_commands.command(name="list", description="This project's tickets, open ones first")
+    @app_commands.describe(status="Only tickets with this status")
+    @app_commands.choices(status=[app_commands.Choice(name=s.value, value=s.value) for s in TicketStatus])
+    @handled
+    async def list_(self, interaction: discord.Interaction, status: app_commands.Choice[str] | None = None) -> None:
+        project = self.project(interaction, Access.everyone)
+        result = await self.orch.list_tickets(project, status.value if status else None)
+        await send(interaction, embed=list_embed(result))
+
+    @app_commands.command(name="show", description="A ticket with its replies and resolution")
+    @app_commands.describe(ticket="The ticket")
+    @handled
+    async def show(self, interaction: discord.Interaction, ticket: str) -> None:
+        project = self.project(interaction, Access.everyone)
+        await send(interaction, embed=ticket_embed(await self.orch.show_ticket(project, ticket)))
+
+    @open_.autocomplete("story")
+    async def _stories(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return await self.story_choices(interaction, current)
+
+    @resolve.autocomplete("ticket")
+    @reopen.autocomplete("ticket")
+    @show.autocomplete("ticket")
+    async def _tickets(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        channel_id = channel_id_of(interaction)
+        entry = self.orch.project_for_channel(channel_id) if channel_id else None
+        if entry is None:
+            return []
+        try:
+            listing = await self.orch.list_tickets(entry.name)
+        except OrchError:
+            return []
+        return _matching([(t.id, f"{t.id} · {t.status.value} · {t.question}") for t in listing.tickets], current)
+
+    # -- replies in ticket threads -------------------------------------------------------------------------
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or message.webhook_id or message.type not in REPLY_TYPES:
+            return
+        thread = message.channel
+        if not isinstance(thread, discord.Thread):
+            return
+        try:
+            # The mapping must agree with the thread's parent channel: another project's thread never counts.
+            found = await self.orch.ticket_for_thread(thread.id, parent_channel_id=thread.parent_id)
+            if found is None:
+                return
+            project, ticket = found
+            outcome = await self.orch.reply_to_ticket(project, ticket.id, message.author.name, message.content,
+                                                      is_bot=message.author.bot)
+            log.info("project=%s ticket=%s reply_by=%s outcome=%s score=%s", project, ticket.id, message.author.name,
+                     outcome.action, outcome.score.total if outcome.score else "-")
+            if outcome.action == "resolved":
+                await self._say(thread, embed=resolved_embed(outcome, message.author.name), reference=message)
+                await self._archive(thread, True)
+            elif outcome.action == "unclear":
+                await self._say(thread, embed=follow_up_embed(outcome), reference=message)
+            elif outcome.ticket.status is not TicketStatus.open:
+                await self._say(thread, f"{outcome.ticket.id} is {outcome.ticket.status.value} already; a member "
+                                        "can `/ticket reopen` it.", reference=message)
+        except OrchError as error:  # e.g. the project's files are locked or damaged: say so, change nothing
+            log.warning("ticket reply in thread %s refused: %s", thread.id, error)
+            await self._say(thread, embed=render.error_embed(error), reference=message)
+        except Exception:  # never a traceback in the thread; the log has it
+            log.exception("ticket reply in thread %s failed", thread.id)
+            await self._say(thread, embed=render.crash_embed(), reference=message)
+
+    # -- Discord helpers -------------------------------------------------------------------------------
+    async def _channel(self, channel_id: int | None) -> discord.abc.GuildChannel | discord.Thread | None:
+        if not channel_id:
+            return None
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.bot.fetch_channel(channel_id)
+            except discord.HTTPException:
+                return None
+        return channel
+
+    @staticmethod
+    async def _say(thread: discord.Thread, content: str | None = None, *, embed: discord.Embed | None = None,
+                   reference: discord.Message | None = None) -> None:
+        try:
+            await thread.send(content=render.cut(content, render.CONTENT_MAX) if content else None, embed=embed,
+                              reference=reference, mention_author=False, allowed_mentions=render.NO_MENTIONS)
+        except discord.HTTPException as exc:
+            log.warning("could not post in thread %s: %r", thread.id, exc)
+
+    @staticmethod
+    async def _archive(thread: discord.Thread, archived: bool) -> None:
+        try:
+            await thread.edit(archived=archived)
+        except discord.HTTPException as exc:
+            log.warning("could not %s thread %s: %r", "archive" if archived else "unarchive", thread.id, exc)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(TicketCog(bot))
