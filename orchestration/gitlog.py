@@ -1,26 +1,57 @@
 """Commits .orch-state/ changes to the project repo: batched, path-limited, never touching the user's files.
 
-Each command records a message line; lines recorded for one repo within `batch_ms` go into one commit.
-The commit is limited to .orch-state (`git commit --only -- .orch-state`), so whatever the user has staged
-or modified elsewhere stays exactly as it was. Git runs in a worker thread, one repo at a time per repo.
+How a change reaches git:
+- A command writes its files durably and, still holding the project's file lock, calls `record(root, lines)`;
+  it replies without waiting for git. A commit takes the queued lines under that same lock, so a commit's
+  message always names exactly the changes it holds.
+- Lines recorded for one repo within `batch_ms` go into one commit. One line: the message is that line
+  (`orch(E-3): create epic "X" (/epic by alice)`); several: a subject with the IDs, then one bullet per line.
+- `commit_now` stages and commits .orch-state only (`git add --all -- .orch-state`, then
+  `git commit --only -- .orch-state`), so the user's files elsewhere stay exactly as they were: staged stays
+  staged, modified stays modified, untracked stays untracked. This also holds on an unborn branch (the first
+  commit then holds .orch-state alone).
+- The bot owns .orch-state: a hand edit there, staged or not, is committed as it is in the working tree with
+  the next change (the working tree is what the bot reads and acts on).
+- Every git call runs with the bot's identity as author and committer, with no hooks (`core.hooksPath=/dev/null`
+  plus `--no-verify`) and no signing, whatever the user's git config says; a hung git is killed after a minute.
+- While it stages and commits, it holds the project's file lock (the one commands hold), so a commit never
+  captures half of a command's writes and two processes (bot and CLI) never commit at once.
+
+When git cannot commit now, the outcome says why ("deferred: ..." or "failed: ..."), the lines are kept, and the
+commit is retried every `retry_s` seconds while anything is waiting (and on every `flush()`). Meanwhile nothing
+is lost: the files are on disk, and if the process stops, `recover` commits them at the next start.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
 
-from .store import STATE_DIR
+from .errors import Busy
+from .store import STATE_DIR, ProjectStore
 
 log = logging.getLogger(__name__)
 
-LOCK_RETRIES = 8  # index.lock held by another git: back off 50 ms, 100 ms, ... (about 6 s in all)
+# index.lock held by another git: wait this long before each new try (about 5 s in all), then defer.
+LOCK_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 1.6)
+RETRY_S = 5.0  # while a commit is deferred or failed, try again this often
+GIT_TIMEOUT_S = 60  # a git process that hangs longer is killed
+COMMIT_LOCK_TIMEOUT_S = 10.0
+GIT_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "core.quotepath=off")
+DONE = ("committed", "nothing")
+RECOVER_LINE = "orch: recover uncommitted .orch-state changes left by an interrupted run"
 _IDS = re.compile(r"^orch\(([^)]*)\)")
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+class _IndexLocked(Exception):
+    """Another git process holds index.lock."""
 
 
 @dataclass
@@ -44,8 +75,8 @@ def commit_message(lines: list[str]) -> str:
 
 
 class GitLog:
-    def __init__(self, author_name: str, author_email: str, batch_ms: int = 250) -> None:
-        self.author = f"{author_name} <{author_email}>"
+    def __init__(self, author_name: str, author_email: str, batch_ms: int = 250, *, retry_s: float = RETRY_S,
+                 lock_backoff_s: tuple[float, ...] = LOCK_BACKOFF_S) -> None:
         self._env = {
             "GIT_AUTHOR_NAME": author_name,
             "GIT_AUTHOR_EMAIL": author_email,
@@ -54,103 +85,227 @@ class GitLog:
             "GIT_TERMINAL_PROMPT": "0",
         }
         self.batch_s = batch_ms / 1000
+        self.retry_s = retry_s
+        self.lock_backoff_s = lock_backoff_s
         self._pending: dict[Path, _Pending] = {}
+        self._mutex = threading.Lock()  # guards the queued lines: commands add them from worker threads
+        self._tasks: set[asyncio.Task] = set()
         self.last_outcome: dict[Path, str] = {}
 
-    # -- queueing ------------------------------------------------------------------------------------------
+    # -- queueing --------------------------------------------------------------------------------------------
     def record(self, repo_root: Path, lines: list[str]) -> None:
-        """Queue message lines for the next commit of this repo. Returns at once; the commit follows."""
+        """Queue message lines for the next commit of this repo. Safe from any thread.
+
+        Commands call it from their worker thread while they still hold the file lock, right after writing:
+        a commit takes the lines under that same lock, so its message always matches its content. Called
+        on the event loop, it also schedules the commit; from a worker thread, call `commit_soon` afterwards."""
         if not lines:
             return
-        pending = self._pending.setdefault(repo_root, _Pending())
-        pending.lines.extend(lines)
-        if pending.timer is None:
-            loop = asyncio.get_running_loop()
-            pending.timer = loop.call_later(self.batch_s, lambda: loop.create_task(self.flush(repo_root)))
+        with self._mutex:
+            self._pending.setdefault(repo_root, _Pending()).lines.extend(lines)
+        if _on_event_loop():
+            self.commit_soon(repo_root)
+
+    def commit_soon(self, repo_root: Path) -> None:
+        """Commit what is queued for this repo once the batch window ends (event loop only)."""
+        self._schedule(repo_root, self.batch_s)
 
     def pending_lines(self, repo_root: Path) -> int:
         p = self._pending.get(repo_root)
         return len(p.lines) if p else 0
 
-    async def flush(self, repo_root: Path | None = None) -> None:
-        """Commit what is queued now (for one repo, or all)."""
-        roots = [repo_root] if repo_root is not None else list(self._pending)
-        for root in roots:
+    def _take_lines(self, root: Path) -> list[str]:
+        with self._mutex:
             pending = self._pending.get(root)
             if pending is None:
-                continue
-            async with pending.lock:
-                if pending.timer is not None:
-                    pending.timer.cancel()
-                    pending.timer = None
-                lines, pending.lines = pending.lines, []
-                if not lines:
-                    continue
-                outcome = await asyncio.to_thread(self.commit_now, root, lines)
-                self.last_outcome[root] = outcome
-                if outcome.startswith("deferred"):
-                    pending.lines[:0] = lines  # keep them for the next try; the files are safe on disk
+                return []
+            lines, pending.lines = pending.lines, []
+            return lines
+
+    def _put_back(self, root: Path, lines: list[str]) -> None:
+        with self._mutex:
+            self._pending.setdefault(root, _Pending()).lines[:0] = lines
+
+    def _schedule(self, root: Path, delay: float) -> None:
+        pending = self._pending.get(root)
+        if pending is not None and pending.timer is None:
+            pending.timer = asyncio.get_running_loop().call_later(delay, self._flush_in_background, root)
+
+    def _flush_in_background(self, root: Path) -> None:
+        task = asyncio.get_running_loop().create_task(self.flush(root))
+        self._tasks.add(task)  # keep a reference until it ends (the loop only holds weak ones)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush(self, repo_root: Path | None = None) -> None:
+        """Try to commit what is queued now (for one repo, or all). Never raises for a git problem."""
+        for root in [repo_root] if repo_root is not None else list(self._pending):
+            await self._flush_one(root)
+
+    async def _flush_one(self, root: Path) -> None:
+        pending = self._pending.get(root)
+        if pending is None:
+            return
+        async with pending.lock:  # one commit at a time per repo
+            if pending.timer is not None:
+                pending.timer.cancel()
+                pending.timer = None
+            if not pending.lines:
+                return
+            try:
+                outcome = await asyncio.to_thread(self.commit_now, root)
+            except Exception as exc:  # logged below; the lines are kept and retried
+                outcome = f"failed: {_describe(exc)}"
+            self._note(root, outcome)
+            if outcome not in DONE:
+                self._schedule(root, self.retry_s)
+
+    def _note(self, root: Path, outcome: str) -> None:
+        """Keep the outcome; log it when it changes (a stale index.lock would otherwise log every few seconds)."""
+        previous = self.last_outcome.get(root)
+        self.last_outcome[root] = outcome
+        if outcome == previous:
+            return
+        waiting = self.pending_lines(root)
+        if outcome.startswith("failed"):
+            log.error("commit of %d change(s) in %s %s; kept for a retry in %.0f s", waiting, root, outcome,
+                      self.retry_s)
+        elif outcome.startswith("deferred"):
+            log.warning("commit of %d change(s) in %s %s; retrying every %.0f s", waiting, root, outcome,
+                        self.retry_s)
+        elif previous and previous not in DONE:
+            log.info("commits in %s resumed after: %s", root, previous)
 
     async def close(self) -> None:
+        """Commit what can be committed; what cannot stays on disk for `recover` at the next start."""
+        for pending in self._pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+                pending.timer = None
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()
+        for root, pending in self._pending.items():
+            if pending.timer is not None:
+                pending.timer.cancel()
+                pending.timer = None
+            if pending.lines:
+                log.warning("%d change(s) in %s left uncommitted (%s); the next start commits them",
+                            len(pending.lines), root, self.last_outcome.get(root))
 
-    # -- git work (runs in a worker thread) ----------------------------------------------------------------
-    def commit_now(self, repo_root: Path, lines: list[str]) -> str:
-        """Commit .orch-state of one repo with a message made of `lines`. Returns what happened."""
+    async def recover(self, repo_root: Path) -> str:
+        """At start-up: commit .orch-state changes that a crash left uncommitted (retried like any other)."""
+        if not await asyncio.to_thread(self._state_dirty, repo_root):
+            return "nothing"
+        self.record(repo_root, [RECOVER_LINE])
+        await self.flush(repo_root)
+        return self.last_outcome[repo_root]
+
+    # -- git work (worker thread) ----------------------------------------------------------------------------
+    def commit_now(self, repo_root: Path) -> str:
+        """Commit .orch-state of one repo with the lines queued for it. Returns what happened: "committed",
+        "nothing" (no change left: another process committed it, with its own message) or "deferred: <why>"
+        (the lines stay queued). Raises for anything unexpected (the lines stay queued too)."""
         repo = git.Repo(repo_root)
         try:
             why = _why_not_now(repo)
             if why:
-                log.warning("commit deferred in %s: %s", repo_root, why)
                 return f"deferred: {why}"
-            g = repo.git
-            for attempt in range(LOCK_RETRIES + 1):
+            for delay in (*self.lock_backoff_s, None):
                 try:
-                    with g.custom_environment(**self._env):
-                        g.add("--all", "--", STATE_DIR)
-                        if not g.status("--porcelain", "--", STATE_DIR).strip() and not _staged(g):
-                            return "nothing"
-                        g.commit(
-                            "--only", "--no-verify", "--no-gpg-sign", "--quiet",
-                            f"--author={self.author}", "-m", commit_message(lines), "--", STATE_DIR,
-                        )
-                    return "committed"
-                except git.GitCommandError as exc:
-                    if "index.lock" in str(exc) and attempt < LOCK_RETRIES:
-                        time.sleep(0.05 * (2**attempt) if attempt < 6 else 1.6)
-                        continue
-                    if "index.lock" in str(exc):
-                        log.warning("commit deferred in %s: index.lock held", repo_root)
+                    with ProjectStore(repo_root).locked(timeout=COMMIT_LOCK_TIMEOUT_S):
+                        lines = self._take_lines(repo_root)  # under the file lock: exactly the changes on disk
+                        try:
+                            return self._commit(repo.git, lines)
+                        except BaseException:
+                            self._put_back(repo_root, lines)
+                            raise
+                except _IndexLocked:
+                    if delay is None:
                         return "deferred: another git process holds index.lock"
-                    raise
-            return "deferred"  # pragma: no cover
+                    time.sleep(delay)  # outside the file lock, so commands go on meanwhile
+                except Busy:
+                    return "deferred: the state files stayed locked by another process"
+            raise AssertionError("unreachable")  # pragma: no cover
         finally:
-            repo.close()
+            repo.close()  # ends GitPython's persistent cat-file processes, if any were started
 
-    def recover(self, repo_root: Path) -> str:
-        """At start-up: commit .orch-state changes a crash left uncommitted."""
-        repo = git.Repo(repo_root)
-        try:
-            dirty = repo.git.status("--porcelain", "--", STATE_DIR).strip()
-        finally:
-            repo.close()
-        if not dirty:
+    def _commit(self, g: git.Git, lines: list[str]) -> str:
+        if not lines:
+            return "nothing"  # an earlier try took them; a hand edit alone waits for the next change
+        self._git(g, "add", "--all", "--", STATE_DIR)
+        status, _, _ = self._git(g, "diff", "--cached", "--quiet", "--", STATE_DIR, check=False)
+        if status == 0:
             return "nothing"
-        return self.commit_now(repo_root, ["orch: recover uncommitted .orch-state changes left by an interrupted run"])
+        self._git(g, "commit", "--only", "--no-verify", "--no-gpg-sign", "--quiet", "-m", commit_message(lines),
+                  "--", STATE_DIR)
+        return "committed"
+
+    def _state_dirty(self, repo_root: Path) -> bool:
+        _, out, _ = self._git(git.Git(repo_root), "status", "--porcelain", "--untracked-files=all", "--", STATE_DIR)
+        return bool(out.strip())
+
+    def _git(self, g: git.Git, *args: str, check: bool = True) -> tuple[int, str, str]:
+        """Run one git command in the repo with the bot's identity and options; returns (status, out, err)."""
+        status, out, err = g.execute(["git", *GIT_OPTIONS, *args], env=self._env, with_extended_output=True,
+                                     with_exceptions=False, kill_after_timeout=GIT_TIMEOUT_S)
+        if check and status != 0:
+            if "index.lock" in err:
+                raise _IndexLocked()
+            # Our own message, not GitCommandError's: that one repeats the whole command line.
+            raise RuntimeError(f"git {args[0]} exited with {status}: {err.strip()[:300]}")
+        return status, out, err
 
 
-def _staged(g: git.Git) -> bool:
-    return bool(g.diff("--cached", "--name-only", "--", STATE_DIR).strip())
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+def _describe(exc: Exception) -> str:
+    """An error as one log-safe line: no command line, no credentials in URLs."""
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError) else str(exc)
+    return _URL_CREDENTIALS.sub(r"\1***@", " ".join(text.split()))[:400]
+
+
+def _in_progress(git_dir: Path) -> str | None:
+    """The user's own git operation that a commit of ours must not cut into, or None."""
+    if (git_dir / "MERGE_HEAD").exists():
+        return "a merge"
+    if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
+        return "a rebase"
+    if (git_dir / "CHERRY_PICK_HEAD").exists() or (git_dir / "REVERT_HEAD").exists() or (git_dir / "sequencer").exists():
+        return "a cherry-pick or revert"
+    return None
+
+
+def writes_blocked(repo_root: Path) -> str | None:
+    """Why the state files must not change now, or None: a rebase, cherry-pick or revert in progress.
+
+    A deferred commit would leave our change unstaged in the working tree, where it does harm during these:
+    `git rebase --continue` refuses to go on while there are unstaged changes, and `--abort` resets the work
+    tree, which would throw our change away. A merge is different (`git commit` and `merge --abort` leave
+    unstaged changes alone), so during a merge commands go on and their commit is deferred."""
+    dotgit = repo_root / ".git"
+    if dotgit.is_file():  # a linked worktree or submodule: "gitdir: <path>"
+        dotgit = (repo_root / dotgit.read_text().partition("gitdir:")[2].strip()).resolve()
+    why = _in_progress(dotgit)
+    return None if why in (None, "a merge") else why
 
 
 def _why_not_now(repo: git.Repo) -> str | None:
-    gitdir = Path(repo.git_dir)
-    if (gitdir / "MERGE_HEAD").exists():
-        return "a merge is in progress"
-    if (gitdir / "rebase-merge").exists() or (gitdir / "rebase-apply").exists():
-        return "a rebase is in progress"
-    if (gitdir / "CHERRY_PICK_HEAD").exists() or (gitdir / "REVERT_HEAD").exists():
-        return "a cherry-pick or revert is in progress"
+    """Why committing now would be wrong, or None.
+
+    - A merge, rebase, cherry-pick or revert in progress: the user is in the middle of their own commit; ours
+      waits until they finish.
+    - A detached HEAD (a checkout of an old commit, a bisect): a commit there belongs to no branch and is lost
+      from sight when the user checks out a branch. Deferring keeps the change in the working tree, which
+      `git checkout <branch>` carries over, and it is committed on that branch.
+    """
+    why = _in_progress(Path(repo.git_dir))
+    if why:
+        return f"{why} is in progress"
     if repo.head.is_detached:
         return "HEAD is detached (commit after checking out a branch)"
     return None

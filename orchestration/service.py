@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from . import state_machine as sm
 from .config import Config
-from .errors import InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateCorrupt, UnsafePath
-from .gitlog import GitLog
+from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateCorrupt, UnsafePath
+from .gitlog import GitLog, writes_blocked
 from .models import (
     SLUG, TEXT_MAX, Backlog, BurndownPoint, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Status,
     Story, StoryStatus, Transition, VersionedFile, sprint_id, utcnow,
@@ -165,7 +165,7 @@ class Orchestrator(TicketCommands):
         outcomes = {}
         for entry in self.registry.all():
             try:
-                outcomes[entry.name] = await asyncio.to_thread(self.git.recover, entry.path)
+                outcomes[entry.name] = await self.git.recover(entry.path)
             except Exception as exc:  # a broken project must not keep the others from starting
                 outcomes[entry.name] = f"failed: {exc}"
                 log.warning("start-up recovery of %s failed: %s", entry.name, exc)
@@ -302,12 +302,15 @@ class Orchestrator(TicketCommands):
         project = self.project(name)
         async with project.lock:
             change, result = await asyncio.to_thread(self._run, project, command, by, work)
-        self.git.record(project.entry.path, change.lines)
+        self.git.commit_soon(project.entry.path)  # the lines were recorded under the file lock, in _run
         log.info("project=%s command=%s by=%s changes=%d state=%s", name, command, by, len(change.lines),
                  project.model.state.value)
         return result
 
     def _run(self, project: Project, command: str, by: str, work: Callable[[Change], T]) -> tuple[Change, T]:
+        if why := writes_blocked(project.entry.path):
+            raise Busy(f"{project.entry.name}'s repository is in the middle of {why}; nothing was changed.",
+                       "Finish it (or abort it) in the repository, then try again.")
         with project.store.locked():
             change = Change(project, by, command)
             before = project.model.state
@@ -318,6 +321,7 @@ class Orchestrator(TicketCommands):
                 project.model.state = before
                 project.store.invalidate()
                 raise
+            self.git.record(project.entry.path, change.lines)  # still under the file lock: see gitlog.record
             return change, result
 
     async def _read(self, name: str, work: Callable[[Change], T]) -> T:
