@@ -62,14 +62,17 @@ async def send(interaction: discord.Interaction, content: str | None = None, *, 
             await interaction.response.send_message(**kwargs)
             return
         if ephemeral and interaction.extras.get("deferred_ephemeral") is False:
-            # The first follow-up replaces the public "thinking…" message and would be public too: remove it,
-            # so that the (error) reply can be seen by its author only.
+            # The first follow-up would fill the public "thinking…" message, and be public too. So fill that
+            # message with a placeholder, send the private reply as a message of its own, drop the placeholder.
+            await interaction.edit_original_response(content="…", allowed_mentions=render.NO_MENTIONS)
+            await interaction.followup.send(**kwargs)
             try:
                 await interaction.delete_original_response()
             except discord.HTTPException:
                 pass
-            interaction.extras["deferred_ephemeral"] = None
-        await interaction.followup.send(**kwargs)
+        else:
+            await interaction.followup.send(**kwargs)
+        interaction.extras["deferred_ephemeral"] = None  # the original response is filled now
 
 
 async def send_error(interaction: discord.Interaction, error: OrchError) -> None:
