@@ -189,8 +189,12 @@ class TicketCommands:
         if thread_id in cache:
             found = await asyncio.to_thread(_lookup, self, *cache[thread_id], thread_id)
         if found is None:
-            entries = self.registry.all()
-            projects = [self.project(e.name) for e in entries]  # on the loop: Project objects are shared
+            projects = []
+            for entry in self.registry.all():
+                try:
+                    projects.append(self.project(entry.name))  # on the loop: Project objects are shared
+                except OrchError as exc:  # a damaged project must not keep the others' threads from working
+                    log.warning("project=%s skipped in the thread lookup: %s", entry.name, exc)
             found = await asyncio.to_thread(_scan, self, projects, thread_id)
         if found is None:
             cache.pop(thread_id, None)

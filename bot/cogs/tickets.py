@@ -241,9 +241,13 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
         try:
             # The mapping must agree with the thread's parent channel: another project's thread never counts.
             found = await self.orch.ticket_for_thread(thread.id, parent_channel_id=thread.parent_id)
-            if found is None:
-                return
-            project, ticket = found
+        except Exception:  # not known to be a ticket thread: log only, never talk into an unrelated thread
+            log.exception("ticket lookup for thread %s failed", thread.id)
+            return
+        if found is None:
+            return
+        project, ticket = found
+        try:
             outcome = await self.orch.reply_to_ticket(project, ticket.id, message.author.name, message.content,
                                                       is_bot=message.author.bot)
             log.info("project=%s ticket=%s reply_by=%s outcome=%s score=%s", project, ticket.id, message.author.name,
