@@ -46,6 +46,7 @@ class BacklogPager(discord.ui.View):
         await self._turn(interaction, self.page + 1)
 
 
+@app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
 class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_description="The project's backlog"):
     @app_commands.command(name="view", description="The backlog, highest priority first")
     @app_commands.describe(epic="Only this epic's stories", status="Only stories with this status")

@@ -12,6 +12,7 @@ from ._shared import BaseCog
 class EpicCog(BaseCog):
     @app_commands.command(name="epic", description="Create an epic in this channel's project")
     @app_commands.describe(title="A short title", description="What the epic is about")
+    @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def epic(self, interaction: discord.Interaction, title: str, description: str | None = None) -> None:
         project = self.project(interaction, Access.member)

@@ -13,6 +13,7 @@ class GeneralCog(BaseCog):
     @app_commands.command(name="feedback", description="Close the sprint review with your feedback")
     @app_commands.describe(text="What went well, what to change",
                            changes_requested="True: back to the backlog for changes instead of closing the cycle")
+    @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def feedback(self, interaction: discord.Interaction, text: str, changes_requested: bool = False) -> None:
         project = self.project(interaction, Access.member)
@@ -20,12 +21,14 @@ class GeneralCog(BaseCog):
         await send(interaction, embed=render.feedback_given(result))
 
     @app_commands.command(name="state", description="Where this channel's project stands and what can run now")
+    @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def state(self, interaction: discord.Interaction) -> None:
         project = self.project(interaction, Access.everyone)
         await send(interaction, embed=render.state_view(await self.orch.state(project)))
 
     @app_commands.command(name="health", description="Whether every registered project is in good shape")
+    @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def health(self, interaction: discord.Interaction) -> None:
         self.allow(interaction, Access.everyone)

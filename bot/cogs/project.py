@@ -19,6 +19,7 @@ class ChannelNotCreated(OrchError):
     pass
 
 
+@app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
 class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
                  group_description="Register the git repositories this bot drives"):
 

@@ -20,6 +20,7 @@ def story_ids(text: str | None) -> list[str] | None:
     return ids or None
 
 
+@app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
 class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_description="Plan and run sprints"):
     @app_commands.command(name="plan", description="Plan the next sprint: given stories, or an automatic pick")
     @app_commands.describe(stories="Story IDs separated by spaces or commas; empty: pick by priority",

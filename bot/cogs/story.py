@@ -12,6 +12,7 @@ from ._shared import BaseCog
 STATUSES = [app_commands.Choice(name=s, value=s) for s in ("todo", "in_progress", "done", "blocked")]
 
 
+@app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
 class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description="Work on a story"):
     @app_commands.command(name="update", description="Set a story's status")
     @app_commands.describe(story="The story (type its ID or words of its title)", status="Its new status")

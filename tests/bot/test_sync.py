@@ -52,3 +52,8 @@ async def test_with_guild_id_the_tree_goes_to_that_guild(simcord_env, config, or
     [guild_sync] = [r for r in syncs(env) if f"/guilds/{guild.id}/" in r.path]
     assert {"project", "epic", "backlog", "story", "sprint", "feedback", "state", "health"} <= \
         {c["name"] for c in guild_sync.json}
+
+
+async def test_project_commands_are_not_offered_in_direct_messages(world):
+    dm = world.env.create_user("carol")
+    assert not EXPECTED & set(dm.available_commands())
