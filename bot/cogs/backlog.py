@@ -22,6 +22,18 @@ class BacklogPager(discord.ui.View):
         self.orch, self.project, self.epic, self.status = orch, page.project, epic, status
         self.show(page)
 
+    message: discord.InteractionMessage | None = None
+
+    async def on_timeout(self) -> None:
+        """Grey the buttons out once they stop working, rather than let a click fail."""
+        for item in self.children:
+            item.disabled = True  # type: ignore[attr-defined]
+        if self.message is not None:
+            try:
+                await self.message.edit(view=self)
+            except discord.HTTPException:
+                pass  # deleted meanwhile, or the token expired: nothing to tidy
+
     def show(self, page: BacklogPage) -> None:
         self.page, self.pages = page.page, page.pages
         self.previous.disabled = page.page <= 1
@@ -58,6 +70,8 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
         page = await self.orch.view_backlog(project, epic, status_value, page=1)
         pager = BacklogPager(self.orch, page, epic, status_value) if page.pages > 1 else None
         await send(interaction, embed=render.backlog_page(page), view=pager)
+        if pager is not None:
+            pager.message = await interaction.original_response()
 
     @app_commands.command(name="add_story", description="Add a story to an epic")
     @app_commands.describe(epic="The epic (ID or words of its title)", title="A short title",

@@ -178,6 +178,10 @@ async def test_backlog_view_pages_with_buttons(world, demo, orch):
     await world.alice.click(message, label="Previous")
     assert (await page2.fetch_message(message.id)).embeds[0].footer.text.startswith("page 2/3")
 
+    await world.env.advance_time(601)  # the buttons expire: greyed out rather than failing when clicked
+    expired = await page2.fetch_message(message.id)
+    assert all(c.disabled for c in expired.components[0].children)
+
 
 async def test_sprint_status_attaches_a_burndown_chart(world, demo, orch):
     repo, channel = demo
