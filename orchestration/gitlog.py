@@ -177,13 +177,13 @@ class GitLog:
 
     async def close(self) -> None:
         """Commit what can be committed; what cannot stays on disk for `recover` at the next start."""
-        for pending in self._pending.values():
+        for pending in list(self._pending.values()):  # list(): a worker thread may add a repo meanwhile
             if pending.timer is not None:
                 pending.timer.cancel()
                 pending.timer = None
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()
-        for root, pending in self._pending.items():
+        for root, pending in list(self._pending.items()):
             if pending.timer is not None:
                 pending.timer.cancel()
                 pending.timer = None
