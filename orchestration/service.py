@@ -186,6 +186,7 @@ class Orchestrator(TicketCommands):
         entry = self.registry.get(name)
         if entry is None:
             raise ProjectNotFound(name)
+        _check_repo_present(entry)
         project = self._projects.get(name)
         if project is None or project.entry.path != entry.path:
             store = ProjectStore(entry.path)
@@ -608,6 +609,7 @@ class Orchestrator(TicketCommands):
         problems: list[str] = []
         state = None
         try:
+            _check_repo_present(entry)
             store = ProjectStore(entry.path)
             store.validate_all()
             state = store.status().state
@@ -627,6 +629,12 @@ class Orchestrator(TicketCommands):
 
 
 # -- rules shared by several commands -------------------------------------------------------------------------
+
+def _check_repo_present(entry: ProjectEntry) -> None:
+    if not (entry.path / ".git").exists():
+        raise OrchError(f"The repository of {entry.name} is no longer at {entry.path}.",
+                        "Move it back, or unregister the project and register it where it is now.")
+
 
 def set_story_status(c: Change, story: Story, new: StoryStatus) -> None:
     """Change a story's status and everything that follows from it: dependants that become ready, the

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.errors import InvalidInput, ProjectExists, ProjectNotFound, StateCorrupt, UnsafePath
+from orchestration.errors import InvalidInput, OrchError, ProjectExists, ProjectNotFound, StateCorrupt, UnsafePath
 from orchestration.service import Orchestrator
 from tests.conftest import git
 
@@ -127,3 +127,13 @@ async def test_unregister_keeps_files(orch: Orchestrator, project: str):
         await orch.create_epic(project, "x", by="a")
     with pytest.raises(ProjectNotFound):
         await orch.unregister_project(project)
+
+
+async def test_repository_moved_away_says_so(orch: Orchestrator, project: str, tmp_path):
+    path = orch.project(project).entry.path
+    await orch.flush()
+    path.rename(tmp_path / "moved")
+    with pytest.raises(OrchError, match="no longer at"):
+        await orch.create_epic(project, "x", by="a")
+    health = await orch.health()
+    assert not health.ok and "no longer at" in health.projects[0].problems[0]
