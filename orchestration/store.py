@@ -3,7 +3,8 @@
 - Writes go to a temp file in the same folder, are fsynced, then renamed over the target (and the folder is
   fsynced), so a reader sees the old file or the new one, never half of one.
 - A file lock (.orch-state/.lock) keeps a second process (the CLI beside the bot) from interleaving.
-- Parsed files are cached by (inode, size, mtime): a hand edit or a `git checkout` is seen by the next read.
+- Parsed files are cached by their bytes: each read compares the file's bytes (cheap) with those it parsed
+  (dear), so a hand edit or a `git checkout` is seen by the next read, whatever the clock or inode says.
 - A file that does not parse or validate raises StateCorrupt and is never overwritten.
 """
 from __future__ import annotations
@@ -32,17 +33,27 @@ F = TypeVar("F", bound=VersionedFile)
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that a crash leaves the old file or the new one, and the new one is on disk."""
+    tmp = _durable_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _durable_temp(path: Path, data: bytes) -> Path:
+    """`data` in a fsynced temp file beside `path` (same folder, so the rename is atomic)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    return Path(tmp)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -81,7 +92,7 @@ class ProjectStore:
     def __init__(self, repo_root: Path) -> None:
         self.root = repo_root.resolve()
         self.dir = state_dir_of(self.root)
-        self._cache: dict[str, tuple[tuple[int, int, int], VersionedFile]] = {}
+        self._cache: dict[str, tuple[bytes, VersionedFile]] = {}
 
     # -- locking -------------------------------------------------------------------------------------------
     @contextmanager
@@ -111,16 +122,15 @@ class ProjectStore:
         """The parsed file, or None if it does not exist. Cached until the file changes on disk."""
         path = self.path(rel)
         try:
-            st = path.stat()
+            raw = path.read_bytes()
         except FileNotFoundError:
             self._cache.pop(rel, None)
             return None
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
         cached = self._cache.get(rel)
-        if cached and cached[0] == sig and isinstance(cached[1], model):
+        if cached and cached[0] == raw and isinstance(cached[1], model):
             return cached[1]  # type: ignore[return-value]
-        obj = self._parse(rel, path.read_bytes(), model)
-        self._cache[rel] = (sig, obj)
+        obj = self._parse(rel, raw, model)
+        self._cache[rel] = (raw, obj)
         return obj
 
     def _parse(self, rel: str, raw: bytes, model: type[F]) -> F:
@@ -141,27 +151,22 @@ class ProjectStore:
     def save_many(self, files: dict[str, VersionedFile]) -> None:
         """Write several files: all temp files are written and fsynced first, then renamed in the given order
         (callers put status.json last, so the state never moves ahead of the data it describes)."""
-        staged: list[tuple[str, Path, str]] = []
+        staged: list[tuple[str, Path, Path, bytes]] = []
         try:
             for rel, obj in files.items():
                 path = self.path(rel)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(dump(obj))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                staged.append((rel, path, tmp))
-            for rel, path, tmp in staged:
+                data = dump(obj)
+                staged.append((rel, path, _durable_temp(path, data), data))
+            for rel, path, tmp, data in staged:
                 os.replace(tmp, path)
-                st = path.stat()
-                self._cache[rel] = ((st.st_ino, st.st_size, st.st_mtime_ns), files[rel])
+                self._cache[rel] = (data, files[rel])
         except BaseException:
-            for _, _, tmp in staged:
-                Path(tmp).unlink(missing_ok=True)
+            for _, _, tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
             self.invalidate()
             raise
-        for folder in {p.parent for _, p, _ in staged}:
+        for folder in {path.parent for _, path, _, _ in staged}:
             fsync_dir(folder)
 
     def invalidate(self) -> None:

@@ -1,6 +1,8 @@
 """The state files: corrupt input is refused with the way back, never overwritten; writes stay inside."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from orchestration.errors import InvalidInput, StateCorrupt, UnsafePath
@@ -69,3 +71,17 @@ def test_paths_cannot_leave_the_state_folder(make_repo):
     store = ProjectStore(make_repo("y"))
     with pytest.raises(UnsafePath):
         store.path("../README.md")
+
+
+async def test_in_place_edit_with_same_size_and_mtime_is_seen(orch: Orchestrator, project: str):
+    """A script that rewrites a file in place within one clock tick keeps inode, size and mtime: still seen."""
+    await orch.create_epic(project, "Alpha", by="a")
+    path = orch.project(project).store.dir / "backlog.json"
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        data = fh.read()
+        fh.seek(0)
+        fh.write(data.replace(b"Alpha", b"Omega"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_ino, path.stat().st_size, path.stat().st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+    assert (await orch.view_backlog(project)).epics[0].title == "Omega"
