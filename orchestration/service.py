@@ -233,6 +233,11 @@ class Orchestrator(TicketCommands):
                 raise InvalidInput("path", f"{resolved} is a bare repository; it needs a work tree.")
             if Path(repo.working_tree_dir).resolve() != resolved:
                 raise InvalidInput("path", f"{resolved} is not the top folder of its git repository.")
+            if _ignored_by_git(repo, f"{STATE_DIR}/status.json"):
+                raise InvalidInput("path", f"the repository's ignore rules ignore {STATE_DIR}/, so its history "
+                                   "(the audit trail and undo) could not be committed.",
+                                   f"Remove the rule that ignores {STATE_DIR} (see `git check-ignore -v "
+                                   f"{STATE_DIR}/status.json`), then register again.")
         finally:
             repo.close()
         state_dir_of(resolved)  # refuses a symlinked .orch-state
@@ -629,6 +634,14 @@ class Orchestrator(TicketCommands):
 
 
 # -- rules shared by several commands -------------------------------------------------------------------------
+
+def _ignored_by_git(repo: git.Repo, rel: str) -> bool:
+    try:
+        repo.git.check_ignore("--quiet", "--no-index", rel)
+    except git.GitCommandError:  # exit 1: not ignored
+        return False
+    return True
+
 
 def _check_repo_present(entry: ProjectEntry) -> None:
     if not (entry.path / ".git").exists():

@@ -44,7 +44,8 @@ async def test_existing_state_is_adopted_not_overwritten(orch: Orchestrator, mak
     assert (repo / ".orch-state" / "backlog.json").read_bytes() == backlog
 
 
-@pytest.mark.parametrize("case", ["missing", "outside", "not-a-repo", "subfolder", "bare", "bad-name", "file"])
+@pytest.mark.parametrize("case", ["missing", "outside", "not-a-repo", "subfolder", "bare", "bad-name", "file",
+                                  "ignored"])
 async def test_bad_registrations_are_refused(orch: Orchestrator, make_repo, projects_root: Path, tmp_path, case):
     if case == "missing":
         path, name = projects_root / "nope", None
@@ -62,6 +63,9 @@ async def test_bad_registrations_are_refused(orch: Orchestrator, make_repo, proj
     elif case == "bare":
         path, name = projects_root / "bare.git", None
         git(projects_root, "init", "-q", "--bare", str(path))
+    elif case == "ignored":
+        path, name = make_repo("ignoring"), None
+        (path / ".gitignore").write_text(".orch-state/\n")
     elif case == "bad-name":
         path, name = make_repo("fine"), "Bad Name!"
     else:
