@@ -22,11 +22,13 @@ from pydantic import BaseModel
 from .config import load_config
 from .errors import CommandNotAllowed, InvalidInput, OrchError
 from .models import Sprint, Story, StoryStatus
+from .queue import QueueView
 from .results import (
     BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
     Unregistered,
 )
 from .service import Orchestrator
+from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
 
 Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
 
@@ -77,6 +79,15 @@ async def _backlog_remove(o: Orchestrator, a: argparse.Namespace) -> StoryChange
     return await o.remove_story(project_of(o, a), a.story, by=a.by)
 
 
+async def _backlog_depend(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
+    depends = [d for chunk in a.on for d in chunk.split(",")]  # --on "" leaves nothing: no dependencies
+    return await o.set_dependencies(project_of(o, a), a.story, depends, by=a.by)
+
+
+async def _queue(o: Orchestrator, a: argparse.Namespace) -> QueueView:
+    return await o.next_story(project_of(o, a))
+
+
 async def _story_update(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
     return await o.update_story(project_of(o, a), a.story, a.new_status, by=a.by)
 
@@ -98,6 +109,32 @@ async def _sprint_status(o: Orchestrator, a: argparse.Namespace) -> SprintView:
 
 async def _feedback(o: Orchestrator, a: argparse.Namespace) -> SprintView:
     return await o.feedback(project_of(o, a), a.text, by=a.by, changes_requested=a.changes_requested)
+
+
+async def _ticket_open(o: Orchestrator, a: argparse.Namespace) -> TicketView:
+    return await o.open_ticket(project_of(o, a), a.question, story=a.story, context=a.context, options=a.option,
+                               by=a.by)
+
+
+async def _ticket_list(o: Orchestrator, a: argparse.Namespace) -> TicketList:
+    return await o.list_tickets(project_of(o, a), a.status)
+
+
+async def _ticket_show(o: Orchestrator, a: argparse.Namespace) -> TicketView:
+    return await o.show_ticket(project_of(o, a), a.ticket)
+
+
+async def _ticket_resolve(o: Orchestrator, a: argparse.Namespace) -> TicketView:
+    return await o.resolve_ticket(project_of(o, a), a.ticket, a.resolution, by=a.by)
+
+
+async def _ticket_reopen(o: Orchestrator, a: argparse.Namespace) -> TicketView:
+    return await o.reopen_ticket(project_of(o, a), a.ticket, by=a.by)
+
+
+async def _ticket_reply(o: Orchestrator, a: argparse.Namespace) -> ReplyOutcome:
+    # As if `--by` had written `text` in the ticket's thread: scored, and resolving the ticket if clear enough.
+    return await o.reply_to_ticket(project_of(o, a), a.ticket, a.by, a.text)
 
 
 async def _state(o: Orchestrator, a: argparse.Namespace) -> StateView:
@@ -189,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("priority", metavar="PRIORITY", help="critical, high, medium or low")
     p = command(backlog_cmds, "remove", _backlog_remove, "remove a story", scoped)
     p.add_argument("story", metavar="S-N")
+    p = command(backlog_cmds, "depend", _backlog_depend, "set the stories a story waits for (replaces them)", scoped)
+    p.add_argument("story", metavar="S-N")
+    p.add_argument("--on", metavar="S-1,S-2", action="append", required=True,
+                   help='the stories that must be done first (comma-separated, or repeat); --on "" clears them')
+    command(commands, "queue", _queue, "the next story to work on, and what is ready or waits", scoped)
 
     story = commands.add_parser("story", help="work a story")
     story_cmds = story.add_subparsers(dest="story_command", metavar="ACTION", required=True)
@@ -208,6 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
     command(sprint_cmds, "pause", _sprint_step("pause_sprint"), "pause the active sprint", scoped)
     command(sprint_cmds, "resume", _sprint_step("resume_sprint"), "resume the paused sprint", scoped)
     command(sprint_cmds, "review", _sprint_step("review_sprint"), "end the sprint and open its review", scoped)
+
+    ticket = commands.add_parser("ticket", help="questions for people that hold up the work")
+    ticket_cmds = ticket.add_subparsers(dest="ticket_command", metavar="ACTION", required=True)
+    p = command(ticket_cmds, "open", _ticket_open, "ask a question; a linked story waits for the answer", scoped)
+    p.add_argument("question", metavar="QUESTION", help="the question (name the choices: 'A or B?')")
+    p.add_argument("--story", metavar="S-N", help="the story it holds up")
+    p.add_argument("--option", metavar="TEXT", action="append", default=[],
+                   help="a choice (repeat the option for several)")
+    p.add_argument("--context", metavar="TEXT", default="", help="what whoever answers should know")
+    p = command(ticket_cmds, "list", _ticket_list, "the tickets, open ones first", scoped)
+    p.add_argument("--status", metavar="STATUS", default=S, help="only tickets that are open, resolved or closed")
+    p = command(ticket_cmds, "show", _ticket_show, "a ticket with its replies and resolution", scoped)
+    p.add_argument("ticket", metavar="TK-N")
+    p = command(ticket_cmds, "resolve", _ticket_resolve, "decide a ticket yourself; its story goes on", scoped)
+    p.add_argument("ticket", metavar="TK-N")
+    p.add_argument("resolution", metavar="RESOLUTION")
+    p = command(ticket_cmds, "reopen", _ticket_reopen, "open a resolved or closed ticket again", scoped)
+    p.add_argument("ticket", metavar="TK-N")
+    p = command(ticket_cmds, "reply", _ticket_reply,
+                "answer a ticket as if in its thread: scored; a clear answer resolves it", scoped)
+    p.add_argument("ticket", metavar="TK-N")
+    p.add_argument("text", metavar="TEXT")
 
     p = command(commands, "feedback", _feedback, "close the review with a retrospective", scoped)
     p.add_argument("text", metavar="TEXT")
@@ -293,6 +357,9 @@ def _story_changed(r: StoryChanged) -> list[str]:
         lines = [f'{s.id} "{s.title}": priority {r.previous} -> {s.priority.value}.']
     elif r.action == "removed":
         lines = [f'Removed {s.id} "{s.title}".']
+    elif r.action == "dependencies":
+        now = ", ".join(s.depends_on) or "nothing"
+        lines = [f'{s.id} "{s.title}" depends on {now} (was {r.previous or "nothing"}).']
     else:
         lines = [f'{s.id} "{s.title}": {r.previous} -> {s.status.value}.']
     return lines + _cascade(r.cascade)
@@ -378,6 +445,109 @@ def _render_health(r: Health) -> list[str]:
     return lines
 
 
+def _queue_view(r: QueueView) -> list[str]:
+    where = "the backlog" if r.scope == "backlog" else r.scope
+    if r.next is None:
+        lines = [f"Nothing is ready in {where} of {r.project}."]
+    else:
+        n = r.next
+        lines = [f'Next in {where} of {r.project}: {n.id} "{n.title}" ({n.priority.value}, {_points(n)}).']
+    if r.ready:
+        lines.append("Ready, in order:")
+        lines.append(_table([("ID", "PRIORITY", "POINTS", "TITLE")] + [
+            (s.id, s.priority.value, str(s.points) if s.points is not None else "-", s.title) for s in r.ready]))
+    lines += [f"Waiting: {sid} waits for {', '.join(deps)}." for sid, deps in r.waiting.items()]
+    if r.in_progress:
+        lines.append(f"In progress: {', '.join(r.in_progress)}.")
+    if r.blocked:
+        lines.append(f"Blocked: {', '.join(r.blocked)}.")
+    return lines
+
+
+_TICKET_HEAD = {"opened": "Opened", "resolved": "Resolved", "reopened": "Reopened", "thread": "Thread set for"}
+
+
+def _ticket_view(r: TicketView) -> list[str]:
+    t = r.ticket
+    if r.action == "shown":
+        return _ticket_detail(r)
+    lines = [f"{_TICKET_HEAD.get(r.action, r.action)} {t.id}: {_quote(t.question)}."]
+    if r.action == "opened" and t.story:
+        lines.append(f"{t.story} waits for the answer.")
+    if r.action == "resolved":
+        lines.append(f"Decision: {one_line(t.resolution or '')}")
+    if r.action == "reopened" and r.story is not None and r.story.status is StoryStatus.blocked_awaiting_feedback:
+        lines.append(f"{r.story.id} waits for the answer again.")
+    lines += _cascade(_others(r.cascade, t))
+    if r.action in ("opened", "reopened"):
+        lines.append(f'Answer it: orch ticket reply {t.id} "..." (scored), or orch ticket resolve {t.id} "..."')
+    return lines
+
+
+def _ticket_detail(r: TicketView) -> list[str]:
+    t = r.ticket
+    lines = [f"{t.id} ({t.status.value}): {one_line(t.question)}"]
+    if t.context:
+        lines.append(f"Context: {one_line(t.context)}")
+    if t.options:
+        lines.append("Options: " + " | ".join(t.options))
+    if t.story:
+        s = r.story
+        lines.append(f'Story: {s.id} "{s.title}" [{s.status.value}]' if s else f"Story: {t.story} (not in the backlog)")
+    lines.append(f"Opened by {t.created_by} at {t.created_at:%Y-%m-%d %H:%M}"
+                 + (f"; thread {t.thread_id}" if t.thread_id else "; no thread"))
+    if t.replies:
+        lines.append("Replies:")
+        lines += [f"  {x.author}" + (f" ({x.score.total}/100)" if x.score else "") + f": {one_line(x.text)}"
+                  for x in t.replies]
+    if t.resolution:
+        lines.append(f"Resolution ({t.status.value} by {t.resolved_by}): {one_line(t.resolution)}")
+    return lines
+
+
+def _reply_outcome(r: ReplyOutcome) -> list[str]:
+    t = r.ticket
+    if r.action == "ignored":
+        hint = f" `orch ticket reopen {t.id}` opens it again." if not t.is_open else ""
+        return [f"Nothing changed: the reply was not taken ({r.reason}).{hint}"]
+    if r.action == "resolved":
+        lines = [f"{t.id} resolved by the reply of {t.resolved_by} (clarity {r.score.total}/100, "
+                 f"resolves at {r.threshold}).", f"Decision: {one_line(t.resolution or '')}"]
+        return lines + _cascade(_others(r.cascade, t))
+    s = r.score
+    lines = [f"{t.id} stays open: the reply scored {s.total}/100 (resolves at {r.threshold}); completeness "
+             f"{s.completeness}, consistency {s.consistency}, actionability {s.actionability}."]
+    if r.follow_ups:
+        lines.append("To resolve it, the answer should say:")
+        lines += [f"  - {q}" for q in r.follow_ups]
+    lines.append(f'Reply again (orch ticket reply {t.id} "..."), or decide: orch ticket resolve {t.id} "..."')
+    return lines
+
+
+def _render_ticket_list(r: TicketList) -> list[str]:
+    head = f"Tickets of {r.project}" + (f" ({r.status_filter})" if r.status_filter else "")
+    if not r.tickets:
+        return [f"{head}: none. Ask one: orch ticket open \"question\" [--story S-N]"]
+    lines = [f"{head}: {len(r.tickets)}, {r.open_count} open in all."]
+    lines.append(_table([("ID", "STATUS", "STORY", "REPLIES", "QUESTION")] + [
+        (t.id, t.status.value, t.story or "-", str(len(t.replies)), _cut(one_line(t.question), 80))
+        for t in r.tickets]))
+    return lines
+
+
+def _others(c: Cascade, t: Ticket) -> Cascade:
+    """The cascade without the ticket itself (the headline already says it was resolved)."""
+    return c.model_copy(update={"tickets_resolved": [i for i in c.tickets_resolved if i != t.id]})
+
+
+def _quote(text: str) -> str:
+    return '"' + _cut(one_line(text), 100) + '"'
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _points(s: Story) -> str:
     return "unpointed" if s.points is None else _n(s.points, "point")
 
@@ -395,7 +565,8 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 _RENDERERS: list[tuple[type, Callable[[Any], list[str]]]] = [
     (Registered, _registered), (Unregistered, _unregistered), (EpicCreated, _epic_created),
     (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintView, _sprint), (StateView, _state_view),
-    (Health, _render_health),
+    (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
+    (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list),
 ]
 
 
@@ -442,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(to_json(result) if args.json else render(result), flush=True)
         except BrokenPipeError:  # `orch backlog | head -3`: the reader left; the command itself succeeded
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1 if isinstance(result, Health) and not result.ok else 0
+        return 1 if _failed(result) else 0
     except OrchError as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
@@ -455,6 +626,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def _failed(result: Any) -> bool:
+    """Results that are printed but still mean "nothing done": exit code 1, for scripts."""
+    if isinstance(result, Health):
+        return not result.ok
+    return isinstance(result, ReplyOutcome) and result.action == "ignored"
 
 
 def _user_name() -> str:

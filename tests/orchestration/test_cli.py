@@ -196,6 +196,9 @@ def test_a_config_problem_is_one_line_too(tmp_path, capsys):
     ["sprint"],
     ["sprint", "begin"],
     ["backlog", "--page", "x"],
+    ["ticket"],
+    ["ticket", "resolve", "TK-1"],
+    ["backlog", "depend", "S-1"],
 ])
 def test_bad_usage_exits_2_with_argparse_message(orch_cli, argv):
     code, out, err = orch_cli(*argv)
@@ -323,3 +326,159 @@ def test_the_installed_console_script(cfg, make_repo, tmp_path):
     done = run("sprint", "start")
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "is not possible while the project is BACKLOG_READY" in done.stderr
+
+
+# -- tickets, dependencies and the queue: what an agent process uses without Discord --------------------------
+
+QUESTION = "Should we use PostgreSQL or MongoDB?"
+
+
+def _sprint_of_two(orch_cli, make_repo, name: str = "desk") -> Path:
+    repo = make_repo(name)
+    ok(orch_cli("project", "register", str(repo)))
+    ok(orch_cli("epic", "Storage"))
+    ok(orch_cli("backlog", "add-story", "--epic", "E-1", "Sessions", "--points", "3"))
+    ok(orch_cli("backlog", "add-story", "--epic", "E-1", "Reports", "--points", "2"))
+    ok(orch_cli("sprint", "plan", "S-1", "S-2"))
+    ok(orch_cli("sprint", "start"))
+    return repo
+
+
+def _tickets(repo: Path) -> dict:
+    return json.loads((repo / ".orch-state/tickets.json").read_text())
+
+
+def _status_of(repo: Path, story: str) -> str:
+    return Backlog.model_validate_json((repo / ".orch-state/backlog.json").read_text()).story(story).status.value
+
+
+def test_a_ticket_from_open_to_a_scored_reply_to_reopen(orch_cli, make_repo):
+    repo = _sprint_of_two(orch_cli, make_repo)
+
+    out = ok(orch_cli("ticket", "open", QUESTION, "--story", "S-1", "--option", "PostgreSQL", "--option", "MongoDB",
+                      "--context", "Sessions need a store.", "--by", "agent-7"))
+    assert out.startswith(f'Opened TK-1: "{QUESTION}".\nS-1 waits for the answer.')
+    assert "orch ticket reply TK-1" in out and "State: SPRINT_ACTIVE" in out
+    stored = _tickets(repo)["tickets"][0]
+    assert stored["options"] == ["PostgreSQL", "MongoDB"] and stored["created_by"] == "agent-7"
+    assert stored["thread_id"] is None and _status_of(repo, "S-1") == "blocked_awaiting_feedback"
+    assert 'orch(TK-1, S-1): open ticket "Should we use PostgreSQL or MongoDB?"; S-1 waits for the answer' \
+        in orch_log(repo)[-1] and "by agent-7" in orch_log(repo)[-1]
+
+    # An unclear reply: the ticket stays open and the output says what is missing.
+    out = ok(orch_cli("ticket", "reply", "TK-1", "maybe mongo? not sure", "--by", "alice"))
+    assert out.startswith("TK-1 stays open: the reply scored") and "(resolves at 85)" in out
+    assert "  - " in out and "decide firmly" in out
+    assert _status_of(repo, "S-1") == "blocked_awaiting_feedback"
+
+    # A clear one resolves it, gives S-1 back and is committed as a reply by its author.
+    out = ok(orch_cli("ticket", "reply", "TK-1", "PostgreSQL, because we already run it.", "--by", "alice"))
+    assert out.startswith("TK-1 resolved by the reply of alice (clarity 100/100, resolves at 85).")
+    assert "Decision: PostgreSQL, because we already run it." in out and "Unblocked: S-1." in out
+    assert "Tickets resolved" not in out  # the headline says it once
+    assert _status_of(repo, "S-1") == "todo"
+    assert "with a reply scored 100; S-1 unblocked (reply by alice)" in orch_log(repo)[-1]
+
+    # A reply to a resolved ticket changes nothing and exits 1, so a script notices.
+    before = (repo / ".orch-state/tickets.json").read_bytes()
+    code, out, err = orch_cli("ticket", "reply", "TK-1", "MongoDB after all, since it is schemaless.")
+    assert code == 1 and err == "" and "Nothing changed" in out and "TK-1 is resolved" in out
+    assert "orch ticket reopen TK-1" in out
+    assert (repo / ".orch-state/tickets.json").read_bytes() == before
+
+    out = ok(orch_cli("ticket", "show", "tk-1"))
+    assert out.startswith(f"TK-1 (resolved): {QUESTION}\nContext: Sessions need a store.")
+    assert "Options: PostgreSQL | MongoDB" in out and 'Story: S-1 "Sessions" [todo]' in out
+    assert "alice (" in out and "Resolution (resolved by alice): PostgreSQL" in out and "no thread" in out
+
+    out = ok(orch_cli("ticket", "reopen", "TK-1", "--by", "bob"))
+    assert out.startswith("Reopened TK-1") and "S-1 waits for the answer again." in out
+    assert _status_of(repo, "S-1") == "blocked_awaiting_feedback"
+    out = ok(orch_cli("ticket", "resolve", "TK-1", "MongoDB: the team decided.", "--by", "bob"))
+    assert out.startswith("Resolved TK-1") and "Decision: MongoDB: the team decided." in out
+    assert "Unblocked: S-1." in out and _tickets(repo)["tickets"][0]["resolved_by"] == "bob"
+    ProjectStore(repo).validate_all()
+
+
+def test_ticket_list_json_and_a_done_story_closing_its_ticket(orch_cli, make_repo):
+    repo = _sprint_of_two(orch_cli, make_repo)
+    assert "none. Ask one: orch ticket open" in ok(orch_cli("ticket", "list"))
+    ok(orch_cli("ticket", "open", "Which port: 8080 or 9000?", "--story", "S-2"))
+    opened = as_json(orch_cli("--json", "ticket", "open", "What should the report be called?"))
+    assert opened["action"] == "opened" and opened["ticket"]["id"] == "TK-2" and opened["ticket"]["story"] is None
+
+    out = ok(orch_cli("ticket", "list"))
+    assert "Tickets of desk: 2, 2 open in all." in out
+    rows = out.splitlines()[1:4]
+    assert rows[0].split()[:4] == ["ID", "STATUS", "STORY", "REPLIES"]
+    assert rows[1].split()[:4] == ["TK-1", "open", "S-2", "0"] and rows[2].split()[:4] == ["TK-2", "open", "-", "0"]
+
+    out = ok(orch_cli("story", "update", "S-2", "done"))  # finishing the story closes what still asked about it
+    assert "Tickets resolved: TK-1." in out
+    listed = as_json(orch_cli("ticket", "list", "--status", "closed", "--json"))
+    assert [t["id"] for t in listed["tickets"]] == ["TK-1"] and listed["open_count"] == 1
+    assert listed["tickets"][0]["resolution"] == "S-2 was finished without an answer."
+    reply = as_json(orch_cli("--json", "ticket", "reply", "TK-2", "Call it the weekly summary, since it is weekly."))
+    assert reply["action"] == "resolved" and reply["score"]["total"] >= reply["threshold"]
+
+
+def test_ticket_errors_are_one_line_and_change_nothing(orch_cli, make_repo):
+    repo = _sprint_of_two(orch_cli, make_repo)
+    ok(orch_cli("ticket", "open", QUESTION))
+    before = (repo / ".orch-state/tickets.json").read_bytes()
+    backlog = (repo / ".orch-state/backlog.json").read_bytes()
+    commits = git(repo, "rev-list", "--count", "HEAD")
+    for argv, expected in [
+        (["ticket", "open", QUESTION, "--story", "S-9"], "there is no story 'S-9' in desk"),
+        (["ticket", "open", "   "], "question"),
+        (["ticket", "open", "Which?", *sum((["--option", f"o{i}"] for i in range(11)), [])], "at most 10 options"),
+        (["ticket", "show", "TK-9"], "there is no ticket TK-9 in desk"),
+        (["ticket", "resolve", "TK-1", "  "], "resolution: is empty"),
+        (["ticket", "reopen", "TK-1"], "TK-1 is open already"),
+        (["ticket", "reply", "TK-4", "Yes."], "there is no ticket TK-4"),
+        (["ticket", "list", "--status", "pending"], "'pending' is not a ticket status"),
+        (["backlog", "depend", "S-1", "--on", "S-1"], "cannot depend on itself"),
+        (["backlog", "depend", "S-1", "--on", "S-7"], "there is no story S-7"),
+    ]:
+        code, out, err = orch_cli(*argv)
+        assert (code, out) == (1, ""), (argv, out, err)
+        assert err.startswith("orch: error: ") and err.count("\n") == 1 and expected in err, err
+    assert (repo / ".orch-state/tickets.json").read_bytes() == before
+    assert (repo / ".orch-state/backlog.json").read_bytes() == backlog
+    assert git(repo, "rev-list", "--count", "HEAD") == commits
+
+
+def test_backlog_depend_and_the_queue(orch_cli, make_repo):
+    repo = make_repo("line")
+    ok(orch_cli("project", "register", str(repo)))
+    ok(orch_cli("epic", "Pipeline"))
+    for title, priority in [("Fetch", "medium"), ("Parse", "medium"), ("Publish", "critical"), ("Docs", "low")]:
+        ok(orch_cli("backlog", "add-story", "--epic", "E-1", title, "--priority", priority, "--points", "1"))
+
+    out = ok(orch_cli("backlog", "depend", "S-3", "--on", "S-1,S-2"))
+    assert out.startswith('S-3 "Publish" depends on S-1, S-2 (was nothing).')
+    assert "depends on S-1, S-2 (was nothing)" in orch_log(repo)[-1]
+    out = ok(orch_cli("backlog", "depend", "S-2", "--on", "S-1"))
+    assert "depends on S-1 (was nothing)" in out
+    code, _, err = orch_cli("backlog", "depend", "S-1", "--on", "S-3")
+    assert code == 1 and "cycle: S-1 -> S-3 -> S-1" in err
+
+    out = ok(orch_cli("queue"))
+    assert out.startswith('Next in the backlog of line: S-1 "Fetch" (medium, 1 point).')
+    assert "Waiting: S-2 waits for S-1." in out and "Waiting: S-3 waits for S-1, S-2." in out
+    ready = [line.split()[0] for line in out.splitlines() if line.startswith("S-")]
+    assert ready == ["S-1", "S-4"]  # the critical S-3 waits; among the ready, medium before low
+
+    ok(orch_cli("story", "update", "S-1", "done"))
+    view = as_json(orch_cli("--json", "queue"))
+    assert view["next"]["id"] == "S-2" and view["waiting"] == {"S-3": ["S-2"]} and view["scope"] == "backlog"
+
+    out = ok(orch_cli("backlog", "depend", "S-3", "--on", ""))  # clears: S-3 is ready, and critical
+    assert 'S-3 "Publish" depends on nothing (was S-1, S-2).' in out and "Ready now" in out
+    assert as_json(orch_cli("queue", "--json"))["next"]["id"] == "S-3"
+    changed = as_json(orch_cli("--json", "backlog", "depend", "S-4", "--on", "S-2", "--on", "S-3"))
+    assert changed["action"] == "dependencies" and changed["story"]["depends_on"] == ["S-2", "S-3"]
+
+    ok(orch_cli("sprint", "plan", "S-2", "S-3", "S-4"))  # while a sprint is planned, its stories are the queue
+    out = ok(orch_cli("queue"))
+    assert out.startswith('Next in sprint-001 of line: S-3 "Publish"') and "Waiting: S-4 waits for S-2, S-3." in out
