@@ -14,15 +14,16 @@ BACKGROUND, AXIS, GRID, IDEAL, ACTUAL, TEXT = "#2b2d31", "#b5bac1", "#3f4147", "
 
 
 def remaining_per_day(view: SprintView) -> tuple[list[date], list[int], str]:
-    """(days, remaining per day, unit). Points when the sprint has points, else stories. A day with no
-    recorded point carries the previous value forward."""
+    """(the sprint's days, remaining per elapsed day, unit). Points when the sprint has points, else stories.
+    A day with no recorded point carries the previous value forward; days still to come have no value."""
     by_points = view.total_points > 0
     unit = "points" if by_points else "stories"
     total = view.total_points if by_points else view.total_stories
     recorded = {p.day: (p.remaining_points if by_points else p.remaining_stories) for p in view.burndown}
     days = list(view.days) or sorted(recorded) or [date.today()]
+    elapsed = days[: view.elapsed_days] if view.days else days
     values, last = [], total
-    for day in days:
+    for day in elapsed:
         last = recorded.get(day, last)
         values.append(last)
     return days, values, unit
@@ -51,14 +52,17 @@ def burndown_png(view: SprintView) -> bytes:
         x, _ = xy(i, 0)
         draw.text((x - 14, TOP + plot_h + 8), days[i].strftime("%m-%d"), fill=AXIS, font=font)
 
-    if len(days) > 1:
+    if len(days) > 1:  # the ideal line reaches zero on the sprint's planned last day
         draw.line([xy(0, total), xy(len(days) - 1, 0)], fill=IDEAL, width=1)
+    if len(values) > 1:
         draw.line([xy(i, v) for i, v in enumerate(values)], fill=ACTUAL, width=3)
     for i, v in enumerate(values):
         x, y = xy(i, v)
         draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=ACTUAL)
 
-    title = f"{view.sprint.id} burndown · {values[-1]} of {total} {unit} remaining"
+    end = view.sprint.planned_end
+    title = f"{view.sprint.id} burndown · {values[-1]} of {total} {unit} remaining" + (
+        f" · ends {end:%m-%d}" if end else "")
     draw.text((LEFT, 12), title, fill=TEXT, font=font)
     out = io.BytesIO()
     img.save(out, format="PNG", optimize=True)

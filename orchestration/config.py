@@ -25,6 +25,7 @@ class OrchestratorSettings(_Section):
     allowed_roots: list[Path] = Field(default_factory=list)
     commit_author: str = "Orch Bot <orch-bot@localhost>"
     commit_batch_ms: int = Field(250, ge=0, le=60_000)
+    sprint_days: int = Field(14, ge=1, le=90)
 
     @field_validator("commit_author")
     @classmethod

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -162,6 +162,7 @@ class Sprint(VersionedFile):
     stories: list[str] = Field(default_factory=list)
     status: SprintStatus = SprintStatus.planned
     capacity: int | None = None
+    length_days: int = Field(14, ge=1, le=90)
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -171,6 +172,11 @@ class Sprint(VersionedFile):
     @property
     def number(self) -> int:
         return int(self.id.split("-")[1])
+
+    @property
+    def planned_end(self) -> date | None:
+        """The last day of the sprint as planned (None before it starts)."""
+        return self.started_at.date() + timedelta(days=self.length_days - 1) if self.started_at else None
 
 
 def sprint_id(number: int) -> str:

@@ -80,7 +80,9 @@ class SprintView(Result):
     total_points: int
     blocked: list[str]
     burndown: list[BurndownPoint]
-    days: list[date] = Field(default_factory=list, description="each day from start to today (or the end)")
+    days: list[date] = Field(default_factory=list, description="the sprint's calendar: start to planned end "
+                             "(or to today / the real end, if later)")
+    elapsed_days: int = Field(0, description="how many of `days` have passed (up to today or the real end)")
     cascade: Cascade = Field(default_factory=Cascade)
 
 

@@ -483,7 +483,8 @@ class Orchestrator(TicketCommands):
                     if (s := b.story(sid)) is not None:
                         s.sprint = None
             else:
-                sprint = Sprint(id=sprint_id(_next_sprint_number(c.store)))
+                sprint = Sprint(id=sprint_id(_next_sprint_number(c.store)),
+                                length_days=self.config.orchestrator.sprint_days)
             if capacity is not None and capacity < 1:
                 raise InvalidInput("capacity", "must be at least 1 point.")
             chosen = _explicit_pick(b, stories, sprint.id) if stories else _auto_pick(b, capacity or DEFAULT_CAPACITY)
@@ -705,14 +706,18 @@ def _sprint_view(c: Change, sprint: Sprint) -> SprintView:
     stories = [s for i in sprint.stories if (s := backlog.story(i))]
     done = [s for s in stories if s.status is StoryStatus.done]
     days: list[date] = []
+    elapsed = 0
     if sprint.started_at:
-        first, last = sprint.started_at.date(), (sprint.ended_at.date() if sprint.ended_at else date.today())
+        first = sprint.started_at.date()
+        through = sprint.ended_at.date() if sprint.ended_at else date.today()
+        last = max(through, sprint.planned_end or through)
         days = [first + timedelta(d) for d in range((last - first).days + 1)]
+        elapsed = (through - first).days + 1
     return SprintView(
         **c.result_fields(), sprint=sprint, stories=stories, done_stories=len(done), total_stories=len(stories),
         done_points=sum(s.points or 0 for s in done), total_points=sum(s.points or 0 for s in stories),
         blocked=[s.id for s in stories if s.status.is_blocked], burndown=sprint.burndown, days=days,
-        cascade=c.cascade)
+        elapsed_days=elapsed, cascade=c.cascade)
 
 
 def _plannable(s: Story) -> bool:

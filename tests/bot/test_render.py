@@ -1,6 +1,9 @@
 """Discord's limits, enforced in bot/render.py whatever the input."""
 from __future__ import annotations
 
+import json
+from datetime import date, timedelta
+
 import discord
 
 from bot import render
@@ -57,6 +60,26 @@ async def test_the_burndown_chart_is_a_png(orch, project):
     await orch.plan_sprint(project, by="t")
     view = await orch.start_sprint(project, by="t")
     days, values, unit = remaining_per_day(view)
-    assert unit == "points" and values == [3] and len(days) == 1
+    assert unit == "points" and values == [3] and len(days) == 14  # sprint_days, from the config's default
+    assert view.sprint.planned_end == days[-1]
     png = burndown_png(view)
     assert png.startswith(b"\x89PNG") and 1000 < len(png) < 200_000
+
+
+async def test_burndown_carries_days_forward_and_leaves_the_future_empty(orch, project):
+    await orch.create_epic(project, "E", by="t")
+    await orch.add_story(project, "E-1", "A", points=3, by="t")
+    await orch.plan_sprint(project, by="t")
+    await orch.start_sprint(project, by="t")
+    # A sprint that started four days ago (a hand edit of its file, as a restore from git would be).
+    path = orch.project(project).store.dir / "sprints" / "sprint-001.json"
+    data = json.loads(path.read_text())
+    start = date.today() - timedelta(days=4)
+    data["started_at"] = f"{start.isoformat()}T09:00:00Z"
+    data["burndown"] = [{"day": start.isoformat(), "remaining_points": 3, "remaining_stories": 1},
+                        {"day": (start + timedelta(days=2)).isoformat(), "remaining_points": 1, "remaining_stories": 1}]
+    path.write_text(json.dumps(data))
+    view = await orch.sprint_status(project)
+    days, values, unit = remaining_per_day(view)
+    assert (len(days), view.elapsed_days, values) == (14, 5, [3, 3, 1, 1, 1])
+    assert burndown_png(view).startswith(b"\x89PNG")
