@@ -8,6 +8,7 @@ server admin can change.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Callable
 
 import discord
 
@@ -43,9 +44,21 @@ def is_admin(interaction: discord.Interaction, settings: DiscordSettings) -> boo
 
 
 def is_member(interaction: discord.Interaction, settings: DiscordSettings) -> bool:
+    return _member_rule(interaction.user, lambda: is_admin(interaction, settings), settings)
+
+
+def author_is_member(author: discord.abc.User, settings: DiscordSettings) -> bool:
+    """The member rule for the author of a message (no interaction: their server-wide permissions count)."""
+    def admin() -> bool:
+        manages = isinstance(author, discord.Member) and author.guild_permissions.manage_guild
+        return manages or _has_role(author, settings.admin_role)
+    return _member_rule(author, admin, settings)
+
+
+def _member_rule(user: discord.abc.User, admin: Callable[[], bool], settings: DiscordSettings) -> bool:
     if not settings.member_role:
         return True
-    return _has_role(interaction.user, settings.member_role) or is_admin(interaction, settings)
+    return _has_role(user, settings.member_role) or admin()
 
 
 def require(interaction: discord.Interaction, settings: DiscordSettings, needed: Access) -> None:

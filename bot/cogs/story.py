@@ -7,6 +7,7 @@ from .. import render
 from ..handling import handled, send
 from ..permissions import Access
 from ._shared import BaseCog
+from .tickets import close_threads
 
 # The statuses a person sets (blocked_awaiting_feedback belongs to tickets).
 STATUSES = [app_commands.Choice(name=s, value=s) for s in ("todo", "in_progress", "done", "blocked")]
@@ -22,6 +23,8 @@ class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description
         project = self.project(interaction, Access.member)
         result = await self.orch.update_story(project, story, status.value, by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
+        if result.cascade.tickets_resolved:  # finishing the story closed its open tickets: say so in their threads
+            await close_threads(self.bot, project, result.cascade.tickets_resolved, result.story.id)
 
     @update.autocomplete("story")
     async def _stories(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -9,6 +9,7 @@ orchestration/; this module only moves messages.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -20,9 +21,12 @@ from orchestration.tickets import ReplyOutcome, Ticket, TicketList, TicketStatus
 
 from .. import render
 from ..handling import defer, handled, send
-from ..permissions import Access
+from ..permissions import Access, author_is_member
 from ..routing import channel_id_of
 from ._shared import BaseCog, _matching
+
+if TYPE_CHECKING:
+    from ..client import OrchBot
 
 log = logging.getLogger("bot.tickets")
 
@@ -142,7 +146,56 @@ def list_embed(result: TicketList) -> discord.Embed:
     return render.fit(embed)
 
 
+# -- Discord helpers (also used by the story cog) -----------------------------------------------------------
+async def channel_by_id(bot: OrchBot, channel_id: int | None) -> discord.abc.GuildChannel | discord.Thread | None:
+    if not channel_id:
+        return None
+    channel = bot.get_channel(channel_id)
+    if channel is None:
+        try:
+            channel = await bot.fetch_channel(channel_id)
+        except discord.HTTPException:
+            return None
+    return channel
+
+
+async def say_in(thread: discord.Thread, content: str | None = None, *, embed: discord.Embed | None = None,
+                 reference: discord.Message | None = None) -> None:
+    try:
+        await thread.send(content=render.cut(content, render.CONTENT_MAX) if content else None, embed=embed,
+                          reference=reference, mention_author=False, allowed_mentions=render.NO_MENTIONS)
+    except discord.HTTPException as exc:
+        log.warning("could not post in thread %s: %r", thread.id, exc)
+
+
+async def set_archived(thread: discord.Thread, archived: bool) -> None:
+    try:
+        await thread.edit(archived=archived)
+    except discord.HTTPException as exc:
+        log.warning("could not %s thread %s: %r", "archive" if archived else "unarchive", thread.id, exc)
+
+
+async def close_threads(bot: OrchBot, project: str, ticket_ids: list[str], story: str) -> None:
+    """After `story` was finished and that closed `ticket_ids`: a short note in each one's thread, then archive
+    it, as for a resolved ticket. Runs after the command's reply; never raises (the change is made already)."""
+    for ident in ticket_ids:
+        try:
+            ticket = (await bot.orchestrator.show_ticket(project, ident)).ticket
+            if ticket.status is not TicketStatus.closed:  # reopened meanwhile: its thread stays as it is
+                continue
+            thread = await channel_by_id(bot, ticket.thread_id)
+            if isinstance(thread, discord.Thread):
+                await say_in(thread, f"Closed: {story} was finished, so this question is no longer needed "
+                                     f"(`/ticket reopen {ticket.id}` brings it back).")
+                await set_archived(thread, True)
+        except OrchError as exc:
+            log.warning("project=%s ticket=%s thread not closed: %s", project, ident, exc)
+        except Exception:  # the story is done and the user has their answer: only the log hears of this
+            log.exception("project=%s ticket=%s thread not closed", project, ident)
+
+
 # -- the cog ---------------------------------------------------------------------------------------------
+@app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
 class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
                 group_description="Questions for people, answered in threads, that unblock the work"):
     @app_commands.command(name="open", description="Ask a question in a thread; the story waits for the answer")
@@ -157,7 +210,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
                                              options=split_options(options), by=interaction.user.name)
         ticket = result.ticket
         entry = self.orch.registry.get(project)
-        channel = await self._channel(entry.channel_id if entry else None) or interaction.channel
+        channel = await channel_by_id(self.bot, entry.channel_id if entry else None) or interaction.channel
         if isinstance(channel, discord.Thread):  # a thread cannot hold threads: post in its parent channel
             channel = channel.parent
         try:
@@ -179,10 +232,10 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
         project = self.project(interaction, Access.member)
         result = await self.orch.resolve_ticket(project, ticket, resolution, by=interaction.user.name)
         await send(interaction, embed=ticket_embed(result, f"{result.ticket.id} resolved by {interaction.user.name}"))
-        thread = await self._channel(result.ticket.thread_id)
+        thread = await channel_by_id(self.bot, result.ticket.thread_id)
         if isinstance(thread, discord.Thread):
-            await self._say(thread, embed=resolved_embed(result, interaction.user.name))
-            await self._archive(thread, True)
+            await say_in(thread, embed=resolved_embed(result, interaction.user.name))
+            await set_archived(thread, True)
 
     @app_commands.command(name="reopen", description="Open a resolved ticket again; its story waits again")
     @app_commands.describe(ticket="The ticket")
@@ -191,10 +244,10 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
         project = self.project(interaction, Access.member)
         result = await self.orch.reopen_ticket(project, ticket, by=interaction.user.name)
         await send(interaction, embed=ticket_embed(result, f"{result.ticket.id} reopened by {interaction.user.name}"))
-        thread = await self._channel(result.ticket.thread_id)
+        thread = await channel_by_id(self.bot, result.ticket.thread_id)
         if isinstance(thread, discord.Thread):
-            await self._archive(thread, False)
-            await self._say(thread, f"Reopened by {interaction.user.name}: the question stands, answer here.")
+            await set_archived(thread, False)
+            await say_in(thread, f"Reopened by {interaction.user.name}: the question stands, answer here.")
 
     @app_commands.command(name="list", description="This project's tickets, open ones first")
     @app_commands.describe(status="Only tickets with this status")
@@ -247,53 +300,31 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
         if found is None:
             return
         project, ticket = found
+        if not author_is_member(message.author, self.bot.config.discord):  # the same rule as /ticket resolve
+            log.info("project=%s ticket=%s reply by non-member %s ignored", project, ticket.id, message.author.name)
+            role = self.bot.config.discord.member_role
+            await say_in(thread, f"Only members (the `{role}` role) can answer tickets; this reply changes "
+                                    "nothing.", reference=message)
+            return
         try:
             outcome = await self.orch.reply_to_ticket(project, ticket.id, message.author.name, message.content,
                                                       is_bot=message.author.bot)
             log.info("project=%s ticket=%s reply_by=%s outcome=%s score=%s", project, ticket.id, message.author.name,
                      outcome.action, outcome.score.total if outcome.score else "-")
             if outcome.action == "resolved":
-                await self._say(thread, embed=resolved_embed(outcome, message.author.name), reference=message)
-                await self._archive(thread, True)
+                await say_in(thread, embed=resolved_embed(outcome, message.author.name), reference=message)
+                await set_archived(thread, True)
             elif outcome.action == "unclear":
-                await self._say(thread, embed=follow_up_embed(outcome), reference=message)
+                await say_in(thread, embed=follow_up_embed(outcome), reference=message)
             elif outcome.ticket.status is not TicketStatus.open:
-                await self._say(thread, f"{outcome.ticket.id} is {outcome.ticket.status.value} already; a member "
+                await say_in(thread, f"{outcome.ticket.id} is {outcome.ticket.status.value} already; a member "
                                         "can `/ticket reopen` it.", reference=message)
         except OrchError as error:  # e.g. the project's files are locked or damaged: say so, change nothing
             log.warning("ticket reply in thread %s refused: %s", thread.id, error)
-            await self._say(thread, embed=render.error_embed(error), reference=message)
+            await say_in(thread, embed=render.error_embed(error), reference=message)
         except Exception:  # never a traceback in the thread; the log has it
             log.exception("ticket reply in thread %s failed", thread.id)
-            await self._say(thread, embed=render.crash_embed(), reference=message)
-
-    # -- Discord helpers -------------------------------------------------------------------------------
-    async def _channel(self, channel_id: int | None) -> discord.abc.GuildChannel | discord.Thread | None:
-        if not channel_id:
-            return None
-        channel = self.bot.get_channel(channel_id)
-        if channel is None:
-            try:
-                channel = await self.bot.fetch_channel(channel_id)
-            except discord.HTTPException:
-                return None
-        return channel
-
-    @staticmethod
-    async def _say(thread: discord.Thread, content: str | None = None, *, embed: discord.Embed | None = None,
-                   reference: discord.Message | None = None) -> None:
-        try:
-            await thread.send(content=render.cut(content, render.CONTENT_MAX) if content else None, embed=embed,
-                              reference=reference, mention_author=False, allowed_mentions=render.NO_MENTIONS)
-        except discord.HTTPException as exc:
-            log.warning("could not post in thread %s: %r", thread.id, exc)
-
-    @staticmethod
-    async def _archive(thread: discord.Thread, archived: bool) -> None:
-        try:
-            await thread.edit(archived=archived)
-        except discord.HTTPException as exc:
-            log.warning("could not %s thread %s: %r", "archive" if archived else "unarchive", thread.id, exc)
+            await say_in(thread, embed=render.crash_embed(), reference=message)
 
 
 async def setup(bot: commands.Bot) -> None:
