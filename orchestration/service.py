@@ -19,15 +19,15 @@ from pydantic import ValidationError
 
 from . import state_machine as sm
 from .config import Config
-from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateCorrupt, UnsafePath
+from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound
 from .gitlog import GitLog, writes_blocked
 from .models import (
-    SLUG, TEXT_MAX, Backlog, BurndownPoint, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Status,
+    SLUG, Backlog, BurndownPoint, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Status,
     Story, StoryStatus, Transition, VersionedFile, sprint_id, utcnow,
 )
 from .registry import ProjectEntry, Registry
 from .results import (
-    BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView,
+    BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, SprintView,
     StateView, StoryChanged, Unregistered,
 )
 from .store import STATE_DIR, ProjectStore, create_from_templates, state_dir_of

@@ -5,10 +5,8 @@ import logging
 import re
 
 import discord
-import pytest
 
-from bot import render
-from tests.bot.conftest import assert_within_limits, embed_of, field, load, register, reply
+from tests.bot.conftest import assert_within_limits, embed_of, field, load, reply
 from tests.conftest import git
 
 

@@ -2,7 +2,6 @@
 are closed, non-members cannot answer tickets, and /ticket is guild-only."""
 from __future__ import annotations
 
-import discord
 
 from tests.bot.conftest import embed_of, load
 from tests.bot.test_tickets_bot import CLEAR, archived, bot_messages, open_ticket, sprint_with_stories, \

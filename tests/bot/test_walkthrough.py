@@ -9,7 +9,7 @@ async def test_walkthrough_from_register_to_feedback(world, make_repo, orch):
     repo = make_repo("shop")
     (repo / "notes.txt").write_text("the user's own work in progress\n")
     git(repo, "add", "notes.txt")  # staged by the user: must stay staged and uncommitted
-    ada, alice = world.admin, world.alice
+    alice = world.alice
 
     registered, channel = await register(world, repo)
     assert channel is not None and "Registered shop" in embed_of(registered).title

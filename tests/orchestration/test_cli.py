@@ -401,7 +401,7 @@ def test_a_ticket_from_open_to_a_scored_reply_to_reopen(orch_cli, make_repo):
 
 
 def test_ticket_list_json_and_a_done_story_closing_its_ticket(orch_cli, make_repo):
-    repo = _sprint_of_two(orch_cli, make_repo)
+    _sprint_of_two(orch_cli, make_repo)
     assert "none. Ask one: orch ticket open" in ok(orch_cli("ticket", "list"))
     ok(orch_cli("ticket", "open", "Which port: 8080 or 9000?", "--story", "S-2"))
     opened = as_json(orch_cli("--json", "ticket", "open", "What should the report be called?"))
