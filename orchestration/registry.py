@@ -7,10 +7,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from pydantic import Field, ValidationError
 
-from .errors import StateCorrupt
+from .errors import Busy, StateCorrupt
 from .models import SLUG, Model, VersionedFile, utcnow
 from .store import atomic_write, dump
 
@@ -71,9 +71,16 @@ class Registry:
     def edit(self) -> Iterator[RegistryFile]:
         """Read-modify-write under a cross-process lock; written only if the block finishes."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.data_dir / "registry.lock"), timeout=10):
+        lock = FileLock(str(self.data_dir / "registry.lock"), timeout=10)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise Busy("Another process is changing the list of projects right now.", "Try again in a moment.") from None
+        try:
             self._sig = None  # re-read under the lock
             data = self._load().model_copy(deep=True)
             yield data
             atomic_write(self.file, dump(data))
             self._sig = None
+        finally:
+            lock.release()
