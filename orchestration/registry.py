@@ -29,30 +29,30 @@ class RegistryFile(VersionedFile):
 
 
 class Registry:
-    """Read-through cache of data_dir/registry.json; `edit()` is the only way to change it."""
+    """Read-through cache of data_dir/registry.json (by its bytes, like the state files: another process, the
+    CLI beside the bot, may change it); `edit()` is the only way to change it."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.file = data_dir / "registry.json"
-        self._sig: tuple[int, int, int] | None = None
+        self._raw: bytes | None = None
         self._data = RegistryFile()
 
     def _load(self) -> RegistryFile:
         try:
-            st = self.file.stat()
+            raw = self.file.read_bytes()
         except FileNotFoundError:
-            self._sig, self._data = None, RegistryFile()
+            self._raw, self._data = None, RegistryFile()
             return self._data
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if sig != self._sig:
+        if raw != self._raw:
             try:
-                data = RegistryFile.model_validate(RegistryFile.migrate(json.loads(self.file.read_bytes())))
+                data = RegistryFile.model_validate(RegistryFile.migrate(json.loads(raw)))
             except (ValueError, ValidationError) as exc:
                 raise StateCorrupt(
                     str(self.file), getattr(exc, "lineno", None), str(exc).splitlines()[0],
                     "Fix the file by hand or restore it from a backup; the bot does not overwrite it.",
                 ) from None
-            self._sig, self._data = sig, data
+            self._raw, self._data = raw, data
         return self._data
 
     def all(self) -> list[ProjectEntry]:
@@ -77,10 +77,8 @@ class Registry:
         except Timeout:
             raise Busy("Another process is changing the list of projects right now.", "Try again in a moment.") from None
         try:
-            self._sig = None  # re-read under the lock
             data = self._load().model_copy(deep=True)
             yield data
             atomic_write(self.file, dump(data))
-            self._sig = None
         finally:
             lock.release()
