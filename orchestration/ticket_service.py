@@ -163,21 +163,48 @@ class TicketCommands:
 
     async def set_ticket_thread(self: Orchestrator, project: str, ticket: str, thread_id: int,
                                 by: str = "unknown") -> TicketView:
-        """Remember the thread a ticket is discussed in (the persisted thread -> ticket mapping)."""
+        """Remember the thread a ticket is discussed in (the persisted thread -> ticket mapping).
+
+        A ticket keeps its first thread: if it has one already, nothing changes and the view (action
+        "thread_kept") names the thread it has, so a caller that raced another one can remove its own."""
         def work(c: Change) -> TicketView:
             tf = tickets_of(c)
             t = find_ticket(c, tf, ticket)
             other = tf.by_thread(thread_id)
             if other is not None and other.id != t.id:
                 raise InvalidInput("thread", f"that thread already belongs to {other.id}.")
+            if t.thread_id is not None:
+                return TicketView(**c.result_fields(), action="thread_kept", ticket=t, story=_story_of(c, t))
             t.thread_id = thread_id
             touch_tickets(c, tf)
             c.note(t.id, f"discussed in thread {thread_id}")
             return TicketView(**c.result_fields(), action="thread", ticket=t, story=_story_of(c, t))
 
         view = await self._change(project, "set_ticket_thread", by, work)
-        _thread_cache(self)[thread_id] = (project, view.ticket.id)
+        _thread_cache(self)[view.ticket.thread_id] = (project, view.ticket.id)
         return view
+
+    async def tickets_awaiting_thread(self: Orchestrator) -> list[tuple[str, Ticket]]:
+        """Open tickets with no Discord thread yet, as (project, ticket), in every registered project that has
+        a channel: those an agent or `orch ticket open` opened, for the bot to post. Cheap enough to call every
+        few seconds (tickets.json is read through the store's cache). A project that cannot be read is skipped
+        with one log line (again only when its error changes), so it never holds up the others."""
+        found: list[tuple[str, Ticket]] = []
+        skipped = _handoff_skipped(self)
+        for entry in self.registry.all():
+            if not entry.channel_id:
+                continue
+            try:
+                waiting = await self._read(entry.name, _awaiting_thread)
+            except (OrchError, OSError) as exc:  # damaged, moved away, unreadable: the others still go on
+                if skipped.get(entry.name) != str(exc):
+                    log.warning("project=%s skipped in the ticket hand-off: %s", entry.name, exc)
+                skipped[entry.name] = str(exc)
+                continue
+            if skipped.pop(entry.name, None) is not None:
+                log.info("project=%s readable again: its tickets are handed off", entry.name)
+            found.extend((entry.name, t) for t in waiting)
+        return found
 
     async def ticket_for_thread(self: Orchestrator, thread_id: int,
                                 parent_channel_id: int | None = None) -> tuple[str, Ticket] | None:
@@ -329,6 +356,15 @@ def _ignored(c: Change, tf: TicketFile, ticket: str, threshold: int, reason: str
     t = find_ticket(c, tf, ticket)
     return ReplyOutcome(**c.result_fields(), action="ignored", ticket=t, threshold=threshold, reason=reason,
                         story=_story_of(c, t))
+
+
+def _awaiting_thread(c: Change) -> list[Ticket]:
+    return [t for t in tickets_of(c).tickets if t.is_open and t.thread_id is None]
+
+
+def _handoff_skipped(orch: Any) -> dict[str, str]:
+    """project -> the error it was last skipped for, so a damaged project is logged once, not every round."""
+    return orch.__dict__.setdefault("_handoff_skipped", {})
 
 
 def _thread_cache(orch: Any) -> dict[int, tuple[str, str]]:

@@ -111,7 +111,7 @@ def normalize_id(ident: str) -> str:
 
 # -- what the ticket commands return ---------------------------------------------------------------------
 class TicketView(Result):
-    action: str  # opened | thread | resolved | reopened | shown
+    action: str  # opened | thread | thread_kept (it had one already) | resolved | reopened | shown
     ticket: Ticket
     story: Story | None = None
     cascade: Cascade = Field(default_factory=Cascade)

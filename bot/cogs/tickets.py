@@ -1,19 +1,22 @@
 """/ticket open | resolve | reopen | list | show, and the listener that reads replies in ticket threads.
 
 A ticket is a message in the project's channel (the question) with a thread started on it, named
-`TK-7: <question>`. A person's reply in that thread goes to `Orchestrator.reply_to_ticket`, which scores it:
+`TK-7: <question>`. A ticket opened without Discord (an agent, `orch ticket open`) is handed off by a
+background loop: every few seconds it posts the question and starts the thread exactly as /ticket open does
+(one function, `TicketCog.post_question`). A person's reply in that thread goes to `Orchestrator.reply_to_ticket`, which scores it:
 clear -> the thread gets a confirmation naming what was unblocked and is archived; unclear -> the thread
 gets the follow-up questions. The rules (scoring, which thread belongs to which project) live in
 orchestration/; this module only moves messages.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, tasks
 
 from orchestration.errors import OrchError
 from orchestration.results import Cascade
@@ -35,6 +38,9 @@ STATUS_ICON = {TicketStatus.open: "❓", TicketStatus.resolved: "✅", TicketSta
 LIST_MAX = 25
 # Only what a person types is an answer; joins, pins, thread renames and the like are not.
 REPLY_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+HANDOFF_EVERY_S = 5.0  # how soon a ticket opened by an agent shows up in its project's channel
+BACKOFF_MAX_ROUNDS = 60  # a ticket Discord keeps refusing is tried at least every 5 minutes
+HANDOFF_BY = "bot"  # who recorded a handed-off ticket's thread, in the commit message
 
 
 def split_options(text: str | None) -> list[str]:
@@ -168,6 +174,16 @@ async def say_in(thread: discord.Thread, content: str | None = None, *, embed: d
         log.warning("could not post in thread %s: %r", thread.id, exc)
 
 
+async def delete_quietly(target: discord.Message | discord.Thread | None) -> None:
+    """Remove what a failed hand-off left half done, so a retry leaves no orphan copy behind."""
+    if target is None:
+        return
+    try:
+        await target.delete()
+    except discord.HTTPException as exc:
+        log.warning("could not remove %s %s: %r", type(target).__name__, target.id, exc)
+
+
 async def set_archived(thread: discord.Thread, archived: bool) -> None:
     try:
         await thread.edit(archived=archived)
@@ -198,6 +214,102 @@ async def close_threads(bot: OrchBot, project: str, ticket_ids: list[str], story
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
 class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
                 group_description="Questions for people, answered in threads, that unblock the work"):
+    def __init__(self, bot: OrchBot) -> None:
+        super().__init__(bot)
+        # One ticket is posted at a time, and each re-reads its ticket under this lock first: so a ticket never
+        # gets two threads, whether the hand-off races /ticket open or a direct call overlaps a round.
+        self._posting = asyncio.Lock()
+        self._backoff: dict[tuple[str, str], tuple[int, int]] = {}  # (project, ticket) -> (failures, rounds to skip)
+        self._handoff_error = ""  # the last error listing the tickets, logged once rather than every round
+
+    async def cog_load(self) -> None:
+        self.hand_off.start()
+
+    async def cog_unload(self) -> None:
+        self.hand_off.cancel()
+
+    # -- posting a ticket: the one code path for /ticket open and the hand-off ---------------------------
+    async def post_question(self, project: str, ticket_id: str, *, by: str,
+                            fallback: discord.abc.Messageable | None = None) -> discord.Thread | None:
+        """Post the ticket's question in its project's channel (else in `fallback`), start its thread on that
+        message and record it with set_ticket_thread. Returns the ticket's thread: the new one, or the one it
+        had already (then nothing is posted); None if there is none (Discord refused: logged, and whatever
+        was half made is removed, so the hand-off's retry posts the question once)."""
+        async with self._posting:
+            try:
+                view = await self.orch.show_ticket(project, ticket_id)
+            except OrchError as exc:
+                log.warning("project=%s ticket=%s not posted: %s", project, ticket_id, exc)
+                return None
+            ticket = view.ticket
+            if ticket.thread_id is not None or not ticket.is_open:
+                existing = await channel_by_id(self.bot, ticket.thread_id)
+                return existing if isinstance(existing, discord.Thread) else None
+            entry = self.orch.registry.get(project)
+            channel = await channel_by_id(self.bot, entry.channel_id if entry else None) or fallback
+            if isinstance(channel, discord.Thread):  # a thread cannot hold threads: post in its parent channel
+                channel = channel.parent
+            if channel is None:
+                log.warning("project=%s ticket=%s not posted: channel %s not found", project, ticket.id,
+                            entry.channel_id if entry else None)
+                return None
+            message = thread = None
+            try:
+                message = await channel.send(embed=question_embed(ticket, view), allowed_mentions=render.NO_MENTIONS)
+                thread = await message.create_thread(name=ticket.thread_name,
+                                                     auto_archive_duration=ARCHIVE_AFTER_MIN)
+                recorded = await self.orch.set_ticket_thread(project, ticket.id, thread.id, by=by)
+            except (discord.HTTPException, AttributeError, OrchError) as exc:  # AttributeError: cannot hold messages
+                log.warning("project=%s ticket=%s thread not created: %r", project, ticket.id, exc)
+                await delete_quietly(thread)
+                await delete_quietly(message)
+                return None
+            if recorded.ticket.thread_id != thread.id:  # another process recorded one first: that one stays
+                await delete_quietly(thread)
+                await delete_quietly(message)
+                existing = await channel_by_id(self.bot, recorded.ticket.thread_id)
+                return existing if isinstance(existing, discord.Thread) else None
+            return thread
+
+    @tasks.loop(seconds=HANDOFF_EVERY_S)
+    async def hand_off(self) -> None:
+        await self.hand_off_once()
+
+    @hand_off.before_loop
+    async def _until_ready(self) -> None:
+        await self.bot.wait_until_ready()  # the first round runs as soon as the bot is ready (start-up)
+
+    async def hand_off_once(self) -> None:
+        """One round: give every open ticket that has no thread yet (opened by an agent or `orch ticket open`)
+        its question and thread in its project's channel. Never raises: what fails is logged and tried again
+        next round, then less often while it keeps failing."""
+        try:
+            waiting = await self.orch.tickets_awaiting_thread()
+        except Exception as exc:  # e.g. a damaged registry: the loop goes on, and says so once
+            if str(exc) != self._handoff_error:
+                log.warning("ticket hand-off cannot list the tickets: %r", exc)
+            self._handoff_error = str(exc)
+            return
+        self._handoff_error = ""
+        keys = {(project, t.id) for project, t in waiting}
+        self._backoff = {key: value for key, value in self._backoff.items() if key in keys}
+        for key in sorted(keys, key=lambda k: (k[0], int(k[1][3:]))):
+            failures, skip = self._backoff.get(key, (0, 0))
+            if skip:
+                self._backoff[key] = (failures, skip - 1)
+                continue
+            try:
+                thread = await self.post_question(*key, by=HANDOFF_BY)
+            except Exception:  # never crash the loop; the log has it
+                log.exception("project=%s ticket=%s hand-off failed", *key)
+                thread = None
+            if thread is None:
+                failures += 1
+                self._backoff[key] = (failures, min(2 ** (failures - 1) - 1, BACKOFF_MAX_ROUNDS))
+            else:
+                self._backoff.pop(key, None)
+                log.info("project=%s ticket=%s handed off to thread %s", *key, thread.id)
+
     @app_commands.command(name="open", description="Ask a question in a thread; the story waits for the answer")
     @app_commands.describe(question="The question (name the choices: 'A or B?')", story="The story it holds up",
                            options="The choices, separated by |", context="What whoever answers should know")
@@ -209,19 +321,12 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
         result = await self.orch.open_ticket(project, question, story=story, context=context or "",
                                              options=split_options(options), by=interaction.user.name)
         ticket = result.ticket
-        entry = self.orch.registry.get(project)
-        channel = await channel_by_id(self.bot, entry.channel_id if entry else None) or interaction.channel
-        if isinstance(channel, discord.Thread):  # a thread cannot hold threads: post in its parent channel
-            channel = channel.parent
-        try:
-            message = await channel.send(embed=question_embed(ticket, result), allowed_mentions=render.NO_MENTIONS)
-            thread = await message.create_thread(name=ticket.thread_name, auto_archive_duration=ARCHIVE_AFTER_MIN)
-        except (discord.HTTPException, AttributeError) as exc:
-            log.warning("project=%s ticket=%s thread not created: %r", project, ticket.id, exc)
+        thread = await self.post_question(project, ticket.id, by=interaction.user.name, fallback=interaction.channel)
+        if thread is None:  # the hand-off loop tries again: the ticket has no thread yet
             await send(interaction, embed=ticket_embed(result, f"{ticket.id} opened, but its thread could not be "
-                                                               "created: answer with /ticket resolve"), ephemeral=True)
+                                                               "created yet: the bot tries again shortly, or decide "
+                                                               "it with /ticket resolve"), ephemeral=True)
             return
-        await self.orch.set_ticket_thread(project, ticket.id, thread.id, by=interaction.user.name)
         await send(interaction, f"{ticket.id} opened: answer in {thread.mention}."
                    + (f" {ticket.story} waits for the answer." if ticket.story else ""), ephemeral=True)
 
