@@ -206,7 +206,7 @@ class GitLog:
         (the lines stay queued). Raises for anything unexpected (the lines stay queued too)."""
         repo = git.Repo(repo_root)
         try:
-            why = _why_not_now(repo)
+            why = why_commit_waits(repo)
             if why:
                 return f"deferred: {why}"
             for delay in (*self.lock_backoff_s, None):
@@ -294,7 +294,7 @@ def writes_blocked(repo_root: Path) -> str | None:
     return None if why in (None, "a merge") else why
 
 
-def _why_not_now(repo: git.Repo) -> str | None:
+def why_commit_waits(repo: git.Repo) -> str | None:
     """Why committing now would be wrong, or None.
 
     - A merge, rebase, cherry-pick or revert in progress: the user is in the middle of their own commit; ours

@@ -17,10 +17,10 @@ from typing import Callable, TypeVar
 import git
 from pydantic import ValidationError
 
-from . import state_machine as sm
+from . import consistency, state_machine as sm
 from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound
-from .gitlog import GitLog, writes_blocked
+from .gitlog import GitLog, why_commit_waits, writes_blocked
 from .models import (
     SLUG, Backlog, BurndownPoint, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Status,
     Story, StoryStatus, Transition, VersionedFile, sprint_id, utcnow,
@@ -619,12 +619,11 @@ class Orchestrator(TicketCommands):
             store = ProjectStore(entry.path)
             store.validate_all()
             state = store.status().state
+            problems += consistency.problems(store)
             repo = git.Repo(entry.path)
             try:
-                if repo.head.is_detached:
-                    problems.append("HEAD is detached: commits wait until a branch is checked out")
-                if (Path(repo.git_dir) / "MERGE_HEAD").exists():
-                    problems.append("a merge is in progress: commits wait until it ends")
+                if why := why_commit_waits(repo):
+                    problems.append(f"commits wait: {why}")
             finally:
                 repo.close()
         except (OrchError, git.GitError, OSError) as exc:
