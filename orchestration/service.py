@@ -188,7 +188,9 @@ class Orchestrator(TicketCommands):
             raise ProjectNotFound(name)
         _check_repo_present(entry)
         project = self._projects.get(name)
-        if project is None or project.entry.path != entry.path:
+        if project is None or project.entry.path != entry.path:  # first use, or re-registered elsewhere
+            if project is not None:
+                sm.forget_model(project.model)
             store = ProjectStore(entry.path)
             project = Project(entry, store, sm.new_model(name, store.status().state))
             self._projects[name] = project
