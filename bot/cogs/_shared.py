@@ -39,7 +39,10 @@ class BaseCog(commands.Cog):
     # -- autocomplete (never raises: a failing autocomplete just offers nothing) ---------------------------
     def _channel_project(self, interaction: discord.Interaction) -> str | None:
         channel_id = channel_id_of(interaction)
-        entry = self.orch.project_for_channel(channel_id) if channel_id else None
+        try:
+            entry = self.orch.project_for_channel(channel_id) if channel_id else None
+        except OrchError:  # e.g. a damaged registry.json: the command itself will say so
+            return None
         return entry.name if entry else None
 
     async def epic_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -88,7 +88,10 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
 
     @unregister.autocomplete("name")
     async def _project_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        names = [p.name for p in self.orch.list_projects() if current.lower() in p.name]
+        try:
+            names = [p.name for p in self.orch.registry.all() if current.lower() in p.name]
+        except OrchError:  # a damaged registry.json: offer nothing (the command itself will say why)
+            return []
         return [app_commands.Choice(name=n, value=n) for n in names[: render.CHOICES_MAX]]
 
 

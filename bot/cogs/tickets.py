@@ -25,7 +25,6 @@ from orchestration.tickets import ReplyOutcome, Ticket, TicketList, TicketStatus
 from .. import render
 from ..handling import defer, handled, send
 from ..permissions import Access, author_is_member
-from ..routing import channel_id_of
 from ._shared import BaseCog, _matching
 
 if TYPE_CHECKING:
@@ -378,12 +377,11 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
     @reopen.autocomplete("ticket")
     @show.autocomplete("ticket")
     async def _tickets(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        channel_id = channel_id_of(interaction)
-        entry = self.orch.project_for_channel(channel_id) if channel_id else None
-        if entry is None:
+        name = self._channel_project(interaction)
+        if name is None:
             return []
         try:
-            listing = await self.orch.list_tickets(entry.name)
+            listing = await self.orch.list_tickets(name)
         except OrchError:
             return []
         return _matching([(t.id, f"{t.id} · {t.status.value} · {t.question}") for t in listing.tickets], current)

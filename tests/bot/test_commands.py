@@ -239,3 +239,20 @@ async def test_one_structured_log_line_per_command(world, demo, caplog):
     assert re.fullmatch(r"project=demo command=epic user=alice outcome=ok latency_ms=\d+", lines[0])
     assert "command=\"sprint start\"" in lines[1] and "outcome=refused:CommandNotAllowed" in lines[1]
     assert lines[2].startswith("project=- command=state") and "outcome=refused:WrongChannel" in lines[2]
+
+
+async def test_autocomplete_answers_with_no_choices_when_the_registry_is_damaged(world, demo, config):
+    """An autocomplete that raises is never answered (Discord shows "loading options failed"): it offers none."""
+    repo, channel = demo
+    (config.orchestrator.data_dir / "registry.json").write_text("{ not json")
+
+    def answered() -> int:
+        return sum(1 for r in world.env.http_requests
+                   if r.path.endswith("/callback") and r.json.get("type") == 8)
+
+    for user, command, option in ((world.alice, "story update", "story"), (world.alice, "backlog add_story", "epic"),
+                                  (world.alice, "ticket show", "ticket"),
+                                  (world.admin, "project unregister", "name")):
+        before = answered()
+        assert await user.autocomplete(channel, command, option, "") == []
+        assert answered() == before + 1, command
