@@ -98,8 +98,9 @@ class ProjectStore:
     @contextmanager
     def locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         """Hold the cross-process lock of this project's state."""
+        lock_file = state_dir_of(self.root) / LOCK_NAME  # checked on every use, like `path`
         try:
-            with FileLock(str(self.dir / LOCK_NAME), timeout=timeout):
+            with FileLock(str(lock_file), timeout=timeout):
                 yield
         except Timeout:
             raise Busy(
@@ -108,9 +109,11 @@ class ProjectStore:
 
     # -- paths ---------------------------------------------------------------------------------------------
     def path(self, rel: str) -> Path:
-        """A path inside .orch-state; anything that would leave it is refused."""
-        target = (self.dir / rel).resolve()
-        if self.dir.resolve() not in target.parents:
+        """A path inside .orch-state; anything that would leave it is refused. The folder is checked again on
+        every use: it may have been swapped for a symlink since this store was made (the bot runs for weeks)."""
+        folder = state_dir_of(self.root)
+        target = (folder / rel).resolve()
+        if folder not in target.parents:
             raise UnsafePath(f"{rel!r} is outside {STATE_DIR}.")
         return target
 

@@ -85,3 +85,19 @@ async def test_in_place_edit_with_same_size_and_mtime_is_seen(orch: Orchestrator
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert (path.stat().st_ino, path.stat().st_size, path.stat().st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
     assert (await orch.view_backlog(project)).epics[0].title == "Omega"
+
+
+async def test_state_folder_swapped_for_a_symlink_later_is_refused(orch: Orchestrator, project: str, tmp_path):
+    """The bot runs for weeks: .orch-state replaced by a symlink after registration must not lead writes out."""
+    import shutil
+
+    await orch.create_epic(project, "E", by="a")
+    folder = orch.project(project).store.dir
+    outside = tmp_path / "outside"
+    shutil.copytree(folder, outside)
+    shutil.rmtree(folder)
+    folder.symlink_to(outside)
+    before = {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+    with pytest.raises(UnsafePath, match="symlink"):
+        await orch.create_epic(project, "Another", by="a")
+    assert {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
