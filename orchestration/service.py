@@ -517,9 +517,9 @@ class Orchestrator(TicketCommands):
             sprint.status = SprintStatus.active
             sprint.started_at = utcnow()
             c.save_sprint(sprint)
-            _record_burndown(c, sprint)
             c.transition()
             c.note(sprint.id, f"start {sprint.id}")
+            _settle_sprint(c, sprint)  # its stories may all be blocked (or done) already
             return _sprint_view(c, sprint)
 
         return await self._change(project, "start", by, work)
@@ -543,9 +543,9 @@ class Orchestrator(TicketCommands):
                 sprint.ended_at = utcnow()
             c.save_sprint(sprint)
             c.transition()
-            if command == "resume":
-                _update_blocked_state(c, sprint)
             c.note(sprint.id, f"{command} {sprint.id}")
+            if command == "resume":
+                _settle_sprint(c, sprint)  # stories may have been finished or blocked during the pause
             return _sprint_view(c, sprint)
 
         return await self._change(project, command, by, work)
@@ -666,11 +666,16 @@ def set_story_status(c: Change, story: Story, new: StoryStatus) -> None:
     if not (story.sprint and story.sprint == c.status.current_sprint):
         return
     sprint = c.current_sprint()
-    if sprint.status is not SprintStatus.active:
-        return
+    if sprint.status is SprintStatus.active:
+        _settle_sprint(c, sprint)
+
+
+def _settle_sprint(c: Change, sprint: Sprint) -> None:
+    """What an active sprint's stories imply: its burndown, the automatic review once every story is done,
+    and BLOCKED in and out."""
     _record_burndown(c, sprint)
     members = [c.backlog.story(i) for i in sprint.stories]
-    if all(s is None or s.status is StoryStatus.done for s in members):
+    if members and all(s is None or s.status is StoryStatus.done for s in members):
         if c.state is State.BLOCKED:
             c.transition("unblock", by="orchestrator")
         sprint.status = SprintStatus.review

@@ -126,3 +126,21 @@ async def test_sprint_goes_to_review_when_every_story_is_done(orch: Orchestrator
     status = await orch.sprint_status(project)
     assert (status.done_stories, status.total_stories, status.done_points, status.total_points) == (2, 2, 4, 4)
     assert status.burndown[-1].remaining_points == 0
+
+
+async def test_sprint_resumed_with_every_story_done_goes_to_review(orch: Orchestrator, project: str):
+    """Stories finished while the sprint was paused: resuming it must not leave a finished sprint active."""
+    await reach(orch, project, S.SPRINT_PAUSED)
+    await orch.update_story(project, "S-1", "done", by="t")
+    await orch.update_story(project, "S-2", "done", by="t")
+    view = await orch.resume_sprint(project, by="t")
+    assert view.state is S.SPRINT_REVIEW and view.cascade.sprint_to_review
+    assert view.sprint.status.value == "review" and view.burndown[-1].remaining_points == 0
+
+
+async def test_sprint_started_with_every_story_blocked_is_blocked(orch: Orchestrator, project: str):
+    await reach(orch, project, S.SPRINT_PLANNED)
+    await orch.update_story(project, "S-1", "blocked", by="t")
+    await orch.open_ticket(project, "Cash or card?", story="S-2", by="t")
+    view = await orch.start_sprint(project, by="t")
+    assert view.state is S.BLOCKED and view.cascade.state_change == (S.SPRINT_PLANNED, S.BLOCKED)
