@@ -274,13 +274,11 @@ class Orchestrator(TicketCommands):
 
     def _prepare_state(self, root: Path, name: str) -> tuple[list[str], bool]:
         """Adopt a valid existing .orch-state (never overwriting it) or create one from the templates."""
-        folder = state_dir_of(root)
-        adopted = folder.exists() and (folder / "status.json").exists()
-        if adopted:
-            ProjectStore(root).validate_all()
-        store_dir_created = create_from_templates(root, name)
+        adopted = (state_dir_of(root) / "status.json").exists()
+        ProjectStore(root).validate_all(partial=True)  # before anything is created: a refusal changes nothing
+        created = create_from_templates(root, name)
         ProjectStore(root).validate_all()
-        return store_dir_created, adopted
+        return created, adopted
 
     async def set_channel(self, name: str, guild_id: int | None, channel_id: int | None) -> ProjectEntry:
         async with self._registry_lock:

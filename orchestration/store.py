@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from .errors import Busy, StateCorrupt, UnsafePath
 from .models import Backlog, Sprint, Status, VersionedFile
+from .tickets import TicketFile
 
 STATE_DIR = ".orch-state"
 LOCK_NAME = ".lock"
@@ -196,12 +197,15 @@ class ProjectStore:
             raise StateCorrupt(shown, None, "the file is missing", _recovery_hint(shown))
         return obj
 
-    def validate_all(self) -> None:
-        """Parse every state file (raising StateCorrupt on the first bad one)."""
-        self.backlog()
-        self.status()
+    def validate_all(self, *, partial: bool = False) -> None:
+        """Parse every state file (raising StateCorrupt on the first bad one). With `partial`, a missing backlog
+        or status is no error: registration checks what exists before the templates fill in the rest."""
+        load = self.load if partial else self._required
+        load("backlog.json", Backlog)
+        load("status.json", Status)
         for sid in self.sprint_ids():
             self.sprint(sid)
+        self.load("tickets.json", TicketFile)
 
 
 def _describe(exc: ValueError) -> str:

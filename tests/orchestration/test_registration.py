@@ -123,6 +123,23 @@ async def test_corrupt_existing_state_is_refused_and_kept(orch: Orchestrator, ma
     assert "DANCING" in (state / "status.json").read_text()
 
 
+@pytest.mark.parametrize("damaged", ["backlog.json", "tickets.json"])
+async def test_damaged_partial_state_is_refused_before_anything_is_created(orch: Orchestrator, make_repo, damaged):
+    """A failed registration changes nothing: no template files beside the damaged one, whichever file it is."""
+    repo = make_repo("partial")
+    state = repo / ".orch-state"
+    state.mkdir()
+    if damaged == "tickets.json":  # an otherwise complete folder, as another install of the bot left it
+        (state / "status.json").write_text('{"schema_version": 1, "project": "partial"}')
+        (state / "backlog.json").write_text('{"schema_version": 1, "project": "partial"}')
+    (state / damaged).write_text("{not json")
+    before = sorted(p.name for p in state.iterdir())
+    with pytest.raises(StateCorrupt) as err:
+        await orch.register_project(str(repo), by="admin")
+    assert damaged in err.value.message
+    assert sorted(p.name for p in state.iterdir()) == before and registry_bytes(orch) is None
+
+
 async def test_unregister_keeps_files(orch: Orchestrator, project: str):
     path = orch.project(project).entry.path
     gone = await orch.unregister_project(project)
