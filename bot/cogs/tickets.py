@@ -164,6 +164,21 @@ async def channel_by_id(bot: OrchBot, channel_id: int | None) -> discord.abc.Gui
     return channel
 
 
+async def ticket_thread(bot: OrchBot, project: str, ticket: Ticket) -> discord.Thread | None:
+    """The ticket's thread, if it really is the thread of this ticket in its project's channel: the rule replies
+    follow (Orchestrator.ticket_for_thread), so a hand-edited mapping never has the bot post in, or archive,
+    another project's thread."""
+    thread = await channel_by_id(bot, ticket.thread_id)
+    if not isinstance(thread, discord.Thread):
+        return None
+    try:
+        found = await bot.orchestrator.ticket_for_thread(thread.id, parent_channel_id=thread.parent_id)
+    except OrchError as exc:  # the change is made already: only the thread goes without its note
+        log.warning("project=%s ticket=%s thread %s not checked: %s", project, ticket.id, thread.id, exc)
+        return None
+    return thread if found is not None and (found[0], found[1].id) == (project, ticket.id) else None
+
+
 async def say_in(thread: discord.Thread, content: str | None = None, *, embed: discord.Embed | None = None,
                  reference: discord.Message | None = None) -> None:
     try:
@@ -198,8 +213,8 @@ async def close_threads(bot: OrchBot, project: str, ticket_ids: list[str], story
             ticket = (await bot.orchestrator.show_ticket(project, ident)).ticket
             if ticket.status is not TicketStatus.closed:  # reopened meanwhile: its thread stays as it is
                 continue
-            thread = await channel_by_id(bot, ticket.thread_id)
-            if isinstance(thread, discord.Thread):
+            thread = await ticket_thread(bot, project, ticket)
+            if thread is not None:
                 await say_in(thread, f"Closed: {story} was finished, so this question is no longer needed "
                                      f"(`/ticket reopen {ticket.id}` brings it back).")
                 await set_archived(thread, True)
@@ -336,8 +351,8 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
         project = self.project(interaction, Access.member)
         result = await self.orch.resolve_ticket(project, ticket, resolution, by=interaction.user.name)
         await send(interaction, embed=ticket_embed(result, f"{result.ticket.id} resolved by {interaction.user.name}"))
-        thread = await channel_by_id(self.bot, result.ticket.thread_id)
-        if isinstance(thread, discord.Thread):
+        thread = await ticket_thread(self.bot, project, result.ticket)
+        if thread is not None:
             await say_in(thread, embed=resolved_embed(result, interaction.user.name))
             await set_archived(thread, True)
 
@@ -348,8 +363,8 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
         project = self.project(interaction, Access.member)
         result = await self.orch.reopen_ticket(project, ticket, by=interaction.user.name)
         await send(interaction, embed=ticket_embed(result, f"{result.ticket.id} reopened by {interaction.user.name}"))
-        thread = await channel_by_id(self.bot, result.ticket.thread_id)
-        if isinstance(thread, discord.Thread):
+        thread = await ticket_thread(self.bot, project, result.ticket)
+        if thread is not None:
             await set_archived(thread, False)
             await say_in(thread, f"Reopened by {interaction.user.name}: the question stands, answer here.")
 

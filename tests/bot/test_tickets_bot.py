@@ -235,3 +235,29 @@ async def test_long_questions_and_mentions_stay_within_discords_rules(world, dem
     assert_within_limits(bot_messages(world, thread)[-1])
     sent = [r for r in world.env.http_requests if r.method == "POST" and r.path.endswith("/messages")]
     assert sent and all(r.json.get("allowed_mentions", {}).get("parse") == [] for r in sent)
+
+
+async def test_deciding_a_ticket_never_posts_in_or_archives_another_projects_thread(world, demo, make_repo):
+    repo, channel = demo
+    other_repo = make_repo("other")
+    _, other_channel = await register(world, other_repo)
+    await world.alice.slash(channel, "epic", title="Demo work")
+    await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Demo story")
+    await open_ticket(world, channel, story="S-1")
+    _, other_thread = await open_ticket(world, other_channel, question="Should the logo be blue or green?")
+    # A hand edit points demo's ticket at the other project's thread.
+    path = repo / ".orch-state" / "tickets.json"
+    data = json.loads(path.read_text())
+    data["tickets"][0]["thread_id"] = other_thread.id
+    path.write_text(json.dumps(data, indent=2))
+
+    resolved = await world.alice.slash(channel, "ticket resolve", ticket="TK-1", resolution="Use PostgreSQL.")
+    assert ticket(repo)["status"] == "resolved" and not reply(resolved).ephemeral  # demo's own ticket is decided
+    await world.alice.slash(channel, "ticket reopen", ticket="TK-1")
+    assert ticket(repo)["status"] == "open"
+    await world.alice.slash(channel, "story update", story="S-1", status="done")  # closes TK-1: no note there
+    assert ticket(repo)["status"] == "closed"
+
+    assert bot_messages(world, other_thread) == []
+    assert not await archived(world, other_thread)
+    assert ticket(other_repo)["status"] == "open"
