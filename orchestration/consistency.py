@@ -67,11 +67,11 @@ def problems(store: ProjectStore) -> list[str]:
 
     tickets = store.load("tickets.json", TicketFile)
     for t in tickets.tickets if tickets else []:
-        if not t.story:
-            continue
+        if not (t.story and t.is_open):
+            continue  # an answered ticket is history, even once its story has been removed
         story = backlog.story(t.story)
         if story is None:
             found.append(f"{t.id} is about {t.story}, which is not in the backlog")
-        elif t.is_open and story.status is not StoryStatus.blocked_awaiting_feedback:
+        elif story.status is not StoryStatus.blocked_awaiting_feedback:
             found.append(f"{t.id} is open, but {story.id} is {story.status.value}, not waiting for it")
     return found

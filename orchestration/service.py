@@ -32,7 +32,7 @@ from .results import (
 )
 from .store import STATE_DIR, ProjectStore, create_from_templates, state_dir_of
 from .queue import queue_order as _queue_order, unmet_dependencies as _unmet_dependencies
-from .ticket_service import TicketCommands, close_tickets_of_done_story
+from .ticket_service import TicketCommands, close_tickets_of_done_story, tickets_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -406,6 +406,9 @@ class Orchestrator(TicketCommands):
             if dependants:
                 raise InvalidInput("story", f"{', '.join(dependants)} depend on {s.id}.",
                                    "Remove those first, or keep this story.")
+            if asking := tickets_of(c).open_for_story(s.id):  # else a ticket would ask about nothing
+                raise InvalidInput("story", f"{', '.join(t.id for t in asking)} still asks about {s.id}.",
+                                   "Resolve the ticket first (`ticket resolve`), then remove the story.")
             if s.sprint and s.sprint == c.status.current_sprint:
                 sprint = c.current_sprint()
                 if sprint.status is not SprintStatus.planned:

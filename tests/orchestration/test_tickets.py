@@ -223,3 +223,21 @@ async def test_thread_mapping_is_persisted_and_bound_to_the_project_channel(conf
             await again.open_ticket("one", "Another?", by="a") and await again.set_ticket_thread("one", "TK-2", 9001)
     finally:
         await again.close()
+
+
+async def test_a_story_held_by_an_open_ticket_cannot_be_removed_and_one_answered_can(orch, project):
+    """Removing a story must not leave a ticket asking about nothing (/health would report it forever)."""
+    from orchestration import consistency
+
+    await orch.create_epic(project, "Accounts", by="po")
+    await orch.add_story(project, "E-1", "Sessions", by="po")
+    await orch.open_ticket(project, QUESTION, story="S-1", by="agent")
+    backlog = orch.project(project).store.dir / "backlog.json"
+    before = backlog.read_bytes()
+    with pytest.raises(InvalidInput, match="TK-1"):
+        await orch.remove_story(project, "S-1", by="po")
+    assert backlog.read_bytes() == before
+    await orch.resolve_ticket(project, "TK-1", "PostgreSQL.", by="po")
+    await orch.remove_story(project, "S-1", by="po")  # the answered ticket stays as history
+    assert consistency.problems(orch.project(project).store) == []
+    assert (await orch.health()).ok
