@@ -87,7 +87,14 @@ class OrchBot(commands.Bot):
             log.info("command tree unchanged; no sync")
             self.synced = False
             return False
-        synced = await self.tree.sync(guild=scope)
+        try:
+            synced = await self.tree.sync(guild=scope)
+        except discord.HTTPException as exc:  # the commands synced last time still work; the next start retries
+            log.warning("command tree not synced (%s %s): was the bot invited with the applications.commands "
+                        "scope? Commands from the last sync stay in use; the next start tries again.",
+                        exc.status, exc.text or "")
+            self.synced = False
+            return False
         data_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(hash_file, (fingerprint + "\n").encode())
         log.info("command tree synced: %d commands to %s", len(synced), f"guild {scope.id}" if scope else "all guilds")

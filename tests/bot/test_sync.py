@@ -57,3 +57,21 @@ async def test_with_guild_id_the_tree_goes_to_that_guild(simcord_env, config, or
 async def test_project_commands_are_not_offered_in_direct_messages(world):
     dm = world.env.create_user("carol")
     assert not EXPECTED & set(dm.available_commands())
+
+
+async def test_a_refused_sync_is_one_warning_and_the_bot_runs_on(world, config, orch, caplog):
+    """Discord refusing the sync (no applications.commands scope, an outage) must not stop the bot with a
+    traceback: the last synced commands keep working, and the next start tries again."""
+    env = world.env
+    hash_file = config.orchestrator.data_dir / TREE_HASH_FILE
+    hash_file.write_text("0" * 64 + "\n")
+    env.inject_error("PUT", "/applications/*/commands", status=403, code=50001, message="Missing Access")
+
+    restarted = create_bot(config, orch)
+    await env.restart_bot(restarted)
+
+    assert restarted.synced is False and hash_file.read_text().strip() == "0" * 64  # tried again next start
+    [warning] = [r for r in caplog.records if r.name == "bot" and r.levelname == "WARNING"]
+    assert "applications.commands" in warning.getMessage() and not warning.exc_info
+    answered = await world.alice.slash(world.general, "project list")
+    assert answered.response is not None  # the bot runs on
