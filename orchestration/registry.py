@@ -46,7 +46,10 @@ class Registry:
             return self._data
         if raw != self._raw:
             try:
-                data = RegistryFile.model_validate(RegistryFile.migrate(json.loads(raw)))
+                parsed = json.loads(raw)
+                if not isinstance(parsed, dict):
+                    raise ValueError("expected a JSON object")
+                data = RegistryFile.model_validate(RegistryFile.migrate(parsed))
             except (ValueError, ValidationError) as exc:
                 raise StateCorrupt(
                     str(self.file), getattr(exc, "lineno", None), str(exc).splitlines()[0],

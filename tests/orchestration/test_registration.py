@@ -158,3 +158,12 @@ async def test_repository_moved_away_says_so(orch: Orchestrator, project: str, t
         await orch.create_epic(project, "x", by="a")
     health = await orch.health()
     assert not health.ok and "no longer at" in health.projects[0].problems[0]
+
+
+@pytest.mark.parametrize("content", ["[]", '"projects"', "{bad"])
+async def test_damaged_registry_is_a_clear_error_and_kept(orch: Orchestrator, config, content):
+    config.orchestrator.data_dir.mkdir(parents=True)
+    orch.registry.file.write_text(content)
+    with pytest.raises(StateCorrupt, match="registry.json"):
+        orch.list_projects()
+    assert orch.registry.file.read_text() == content
