@@ -1,4 +1,5 @@
 """/project register | list | unregister. Registering creates the project's channel; the two succeed together."""
+import asyncio
 import logging
 
 import discord
@@ -22,6 +23,11 @@ class ChannelNotCreated(OrchError):
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
 class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
                  group_description="Register the git repositories this bot drives"):
+    def __init__(self, bot) -> None:
+        super().__init__(bot)
+        # One registration at a time: two at once could both pick the same free channel, and the loser's
+        # rollback would then delete the winner's channel.
+        self._registering = asyncio.Lock()
 
     @app_commands.command(name="register", description="Register a git repository and create its channel (admins)")
     @app_commands.describe(path="The repository's folder on the bot's machine",
@@ -31,9 +37,13 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
         self.allow(interaction, Access.admin)
         if interaction.guild is None:
             raise OrchError("Projects are registered from a server channel, not a direct message.")
+        await defer(interaction, ephemeral=True)
+        async with self._registering:
+            await self._register(interaction, path, name)
+
+    async def _register(self, interaction: discord.Interaction, path: str, name: str | None) -> None:
         # Validate first (fast, changes nothing): a refused registration creates no channel.
         _resolved, slug = self.orch.check_registration(path, name)
-        await defer(interaction, ephemeral=True)
         interaction.extras["project"] = slug
         channel, created = await self._channel_for(interaction.guild, slug)
         try:
