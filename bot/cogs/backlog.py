@@ -1,4 +1,6 @@
 """/backlog view | add_story | prioritize | remove. The view pages with Previous / Next buttons."""
+import logging
+
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -12,6 +14,8 @@ from .. import render
 from ..handling import handled, send, send_error
 from ..permissions import Access
 from ._shared import BaseCog
+
+log = logging.getLogger(__name__)
 
 
 class BacklogPager(discord.ui.View):
@@ -33,6 +37,11 @@ class BacklogPager(discord.ui.View):
                 await self.message.edit(view=self)
             except discord.HTTPException:
                 pass  # deleted meanwhile, or the token expired: nothing to tidy
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
+        """An unexpected failure of a click: logged with its traceback, and the click still gets an answer."""
+        log.error("backlog pager of %s failed: %r", self.project, error, exc_info=error)
+        await send(interaction, embed=render.crash_embed(), ephemeral=True)
 
     def show(self, page: BacklogPage) -> None:
         self.page, self.pages = page.page, page.pages

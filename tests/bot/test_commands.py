@@ -181,6 +181,29 @@ async def test_backlog_view_pages_with_buttons(world, demo, orch):
     assert all(c.disabled for c in expired.components[0].children)
 
 
+async def test_a_failing_page_turn_still_answers_the_click(world, demo, orch, caplog):
+    repo, channel = demo
+    await orch.create_epic("demo", "Shop", by="t")
+    for n in range(12):
+        await orch.add_story("demo", "E-1", f"Story {n + 1}", by="t")
+    message = reply(await world.alice.slash(channel, "backlog view"))
+    backlog = repo / ".orch-state" / "backlog.json"
+    saved = backlog.read_bytes()
+    backlog.unlink()
+    backlog.mkdir()  # reading it now fails with an OSError, no OrchError: an unexpected failure
+    try:
+        with caplog.at_level(logging.ERROR):
+            clicked = await world.alice.click(message, label="Next")
+    finally:
+        backlog.rmdir()
+        backlog.write_bytes(saved)
+    answer = clicked.response or clicked.followups[0]
+    assert answer.ephemeral and answer.embeds[0].title == "Something went wrong"
+    assert any(r.exc_info for r in caplog.records if "backlog pager" in r.getMessage())
+    [error] = world.env.errors  # recorded by the view's on_error (acknowledged here)
+    assert isinstance(error, IsADirectoryError)
+
+
 async def test_sprint_status_attaches_a_burndown_chart(world, demo, orch):
     repo, channel = demo
     await orch.create_epic("demo", "Shop", by="t")
