@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from .errors import Busy, StateCorrupt, UnsafePath
-from .models import Backlog, Sprint, Status, VersionedFile
+from .models import SPRINT_ID, Backlog, Sprint, Status, VersionedFile
 from .tickets import TicketFile
 
 STATE_DIR = ".orch-state"
@@ -187,8 +187,11 @@ class ProjectStore:
         return self.load(f"sprints/{sprint_id}.json", Sprint)
 
     def sprint_ids(self) -> list[str]:
+        """The sprints, in order of their number (as text, sprint-1000 would sort before sprint-999); a file
+        whose name is no sprint ID (a copy someone left there) is not a sprint."""
         folder = self.path("sprints")
-        return sorted(p.stem for p in folder.glob("sprint-*.json")) if folder.is_dir() else []
+        ids = [p.stem for p in folder.glob("sprint-*.json")] if folder.is_dir() else []
+        return sorted((i for i in ids if SPRINT_ID.match(i)), key=lambda i: int(i.split("-")[1]))
 
     def _required(self, rel: str, model: type[F]) -> F:
         obj = self.load(rel, model)

@@ -101,3 +101,20 @@ async def test_state_folder_swapped_for_a_symlink_later_is_refused(orch: Orchest
     with pytest.raises(UnsafePath, match="symlink"):
         await orch.create_epic(project, "Another", by="a")
     assert {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+
+
+async def test_next_sprint_number_counts_numbers_and_ignores_stray_files(orch: Orchestrator, project: str):
+    """sprint-1000 sorts before sprint-999 as text, and a copy someone left beside the sprints is not one."""
+    from orchestration.models import Sprint, SprintStatus
+    from orchestration.store import dump
+
+    await orch.create_epic(project, "E", by="a")
+    await orch.add_story(project, "E-1", "S", by="a")
+    sprints = orch.project(project).store.dir / "sprints"
+    for ident in ("sprint-999", "sprint-1000"):
+        (sprints / f"{ident}.json").write_bytes(dump(Sprint(id=ident, status=SprintStatus.closed)))
+    kept = (sprints / "sprint-1000.json").read_bytes()
+    (sprints / "sprint-1000 copy.json").write_bytes(kept)
+    view = await orch.plan_sprint(project, ["S-1"], by="a")
+    assert view.sprint.id == "sprint-1001"
+    assert (sprints / "sprint-1000.json").read_bytes() == kept
