@@ -702,7 +702,7 @@ def _update_blocked_state(c: Change, sprint: Sprint) -> None:
 def _record_burndown(c: Change, sprint: Sprint) -> None:
     members = [s for i in sprint.stories if (s := c.backlog.story(i))]
     open_ = [s for s in members if s.status is not StoryStatus.done]
-    point = BurndownPoint(day=date.today(), remaining_points=sum(s.points or 0 for s in open_),
+    point = BurndownPoint(day=utcnow().date(), remaining_points=sum(s.points or 0 for s in open_),
                           remaining_stories=len(open_))
     sprint.burndown = [p for p in sprint.burndown if p.day != point.day] + [point]
     c.save_sprint(sprint)
@@ -716,7 +716,7 @@ def _sprint_view(c: Change, sprint: Sprint) -> SprintView:
     elapsed = 0
     if sprint.started_at:
         first = sprint.started_at.date()
-        through = sprint.ended_at.date() if sprint.ended_at else date.today()
+        through = (sprint.ended_at or utcnow()).date()  # UTC, like started_at and the burndown's days
         last = max(through, sprint.planned_end or through)
         days = [first + timedelta(d) for d in range((last - first).days + 1)]
         elapsed = (through - first).days + 1

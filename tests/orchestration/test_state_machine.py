@@ -144,3 +144,20 @@ async def test_sprint_started_with_every_story_blocked_is_blocked(orch: Orchestr
     await orch.open_ticket(project, "Cash or card?", story="S-2", by="t")
     view = await orch.start_sprint(project, by="t")
     assert view.state is S.BLOCKED and view.cascade.state_change == (S.SPRINT_PLANNED, S.BLOCKED)
+
+
+async def test_burndown_and_sprint_calendar_use_one_clock(orch: Orchestrator, project: str, monkeypatch):
+    """On a machine whose local date differs from the UTC date, the first burndown point is still day 1."""
+    import time
+    from datetime import datetime, timezone
+
+    await reach(orch, project, S.SPRINT_PLANNED)
+    # Whatever the hour, one of these zones is on another date than UTC right now.
+    monkeypatch.setenv("TZ", "ZZZ-14" if datetime.now(timezone.utc).hour >= 10 else "ZZZ+12")
+    time.tzset()
+    try:
+        view = await orch.start_sprint(project, by="t")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert view.burndown[0].day == view.days[0] and view.elapsed_days == 1
