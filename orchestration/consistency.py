@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .models import SprintStatus, State, StoryStatus
 from .queue import dependency_problems
-from .store import ProjectStore
+from .store import TEMPLATE_DIR, ProjectStore
 from .tickets import TicketFile
 
 # The sprint status each state implies for the current sprint (None: there is no current sprint).
@@ -65,6 +65,8 @@ def problems(store: ProjectStore) -> list[str]:
             elif story.sprint != current.id:
                 found.append(f"{current.id} lists {sid}, but {sid} says it is in {story.sprint or 'no sprint'}")
 
+    found += _unignored_working_files(store)
+
     tickets = store.load("tickets.json", TicketFile)
     for t in tickets.tickets if tickets else []:
         if not (t.story and t.is_open):
@@ -75,3 +77,18 @@ def problems(store: ProjectStore) -> list[str]:
         elif story.status is not StoryStatus.blocked_awaiting_feedback:
             found.append(f"{t.id} is open, but {story.id} is {story.status.value}, not waiting for it")
     return found
+
+
+def _unignored_working_files(store: ProjectStore) -> list[str]:
+    """The bot's working files (lock, temp files, commit queue) must stay out of commits: .orch-state/.gitignore
+    has to keep every pattern of templates/.gitignore."""
+    def patterns(path) -> set[str]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return set()
+        return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
+
+    missing = sorted(patterns(TEMPLATE_DIR / ".gitignore") - patterns(store.dir / ".gitignore"))
+    return [f".orch-state/.gitignore lacks {', '.join(missing)}: the bot's working files would be committed"] \
+        if missing else []

@@ -1,9 +1,11 @@
 """Commits .orch-state/ changes to the project repo: batched, path-limited, never touching the user's files.
 
 How a change reaches git:
-- A command writes its files durably and, still holding the project's file lock, calls `record(root, lines)`;
-  it replies without waiting for git. A commit takes the queued lines under that same lock, so a commit's
-  message always names exactly the changes it holds.
+- A command writes its files durably and, still holding the project's file lock, calls `record(root, lines)`,
+  which appends its message lines to `.orch-state/.commit-queue` (fsynced; never committed itself); it replies
+  without waiting for git. A commit reads the queue under that same lock and empties it once committed, so a
+  commit's message always names exactly the changes it holds, whichever process (bot or CLI) makes it, and
+  the lines of a change whose process died before its commit are still there for the next start.
 - Lines recorded for one repo within `batch_ms` go into one commit. One line: the message is that line
   (`orch(E-3): create epic "X" (/epic by alice)`); several: a subject with the IDs, then one bullet per line.
 - `commit_now` stages and commits .orch-state only (`git add --all -- .orch-state`, then
@@ -17,16 +19,18 @@ How a change reaches git:
 - While it stages and commits, it holds the project's file lock (the one commands hold), so a commit never
   captures half of a command's writes and two processes (bot and CLI) never commit at once.
 
-When git cannot commit now, the outcome says why ("deferred: ..." or "failed: ..."), the lines are kept, and the
-commit is retried every `retry_s` seconds while anything is waiting (and on every `flush()`). Meanwhile nothing
-is lost: the files are on disk, and if the process stops, `recover` commits them at the next start.
+When git cannot commit now, the outcome says why ("deferred: ..." or "failed: ..."), the lines stay queued, and
+the commit is retried every `retry_s` seconds while anything is waiting (and on every `flush()`). Meanwhile
+nothing is lost: the files and the queue are on disk, and if the process stops, `recover` commits them at the
+next start, with their own messages.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +38,7 @@ from pathlib import Path
 import git
 
 from .errors import Busy
-from .store import STATE_DIR, ProjectStore
+from .store import STATE_DIR, ProjectStore, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,9 @@ GIT_TIMEOUT_S = 60  # a git process that hangs longer is killed
 COMMIT_LOCK_TIMEOUT_S = 10.0
 GIT_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "core.quotepath=off")
 DONE = ("committed", "nothing")
-RECOVER_LINE = "orch: recover uncommitted .orch-state changes left by an interrupted run"
+RECOVER_LINE = "orch: commit .orch-state changes made outside the bot (or before an interrupted run recorded them)"
+QUEUE = ".commit-queue"  # in .orch-state: message lines waiting for their commit, one JSON string a line
+_STATE_PATHS = ("--", STATE_DIR)  # .orch-state/.gitignore (from templates/) keeps .lock, *.tmp and the queue out
 _IDS = re.compile(r"^orch\(([^)]*)\)")
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
 
@@ -56,9 +62,43 @@ class _IndexLocked(Exception):
 
 @dataclass
 class _Pending:
-    lines: list[str] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _queue_path(repo_root: Path) -> Path:
+    return repo_root / STATE_DIR / QUEUE
+
+
+def queued_lines(repo_root: Path) -> list[str]:
+    """The message lines waiting for a commit in this repo (from every process)."""
+    try:
+        text = _queue_path(repo_root).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = []
+    for raw in text.splitlines():
+        try:
+            lines.append(str(json.loads(raw)))
+        except ValueError:  # a line torn by a crash mid-append: skip it, the change itself is in the files
+            continue
+    return lines
+
+
+def _append_queue(repo_root: Path, lines: list[str]) -> None:
+    with open(_queue_path(repo_root), "a", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(line) + "\n" for line in lines))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _drop_queued(repo_root: Path, count: int) -> None:
+    """Remove the first `count` lines (those just committed); later ones stay for the next commit."""
+    rest = queued_lines(repo_root)[count:]
+    if rest:
+        atomic_write(_queue_path(repo_root), "".join(json.dumps(line) + "\n" for line in rest).encode())
+    else:
+        _queue_path(repo_root).unlink(missing_ok=True)
 
 
 def commit_message(lines: list[str]) -> str:
@@ -87,22 +127,19 @@ class GitLog:
         self.batch_s = batch_ms / 1000
         self.retry_s = retry_s
         self.lock_backoff_s = lock_backoff_s
-        self._pending: dict[Path, _Pending] = {}
-        self._mutex = threading.Lock()  # guards the queued lines: commands add them from worker threads
+        self._pending: dict[Path, _Pending] = {}  # event loop only
         self._tasks: set[asyncio.Task] = set()
         self.last_outcome: dict[Path, str] = {}
 
     # -- queueing --------------------------------------------------------------------------------------------
     def record(self, repo_root: Path, lines: list[str]) -> None:
-        """Queue message lines for the next commit of this repo. Safe from any thread.
-
-        Commands call it from their worker thread while they still hold the file lock, right after writing:
-        a commit takes the lines under that same lock, so its message always matches its content. Called
-        on the event loop, it also schedules the commit; from a worker thread, call `commit_soon` afterwards."""
+        """Queue message lines for the next commit of this repo. The caller holds the project's file lock
+        (commands do, in their worker thread, right after writing; a commit reads the queue under the same lock,
+        so its message always matches its content). Called on the event loop, it also schedules the commit;
+        from a worker thread, call `commit_soon` afterwards."""
         if not lines:
             return
-        with self._mutex:
-            self._pending.setdefault(repo_root, _Pending()).lines.extend(lines)
+        _append_queue(repo_root, lines)
         if _on_event_loop():
             self.commit_soon(repo_root)
 
@@ -111,24 +148,11 @@ class GitLog:
         self._schedule(repo_root, self.batch_s)
 
     def pending_lines(self, repo_root: Path) -> int:
-        p = self._pending.get(repo_root)
-        return len(p.lines) if p else 0
-
-    def _take_lines(self, root: Path) -> list[str]:
-        with self._mutex:
-            pending = self._pending.get(root)
-            if pending is None:
-                return []
-            lines, pending.lines = pending.lines, []
-            return lines
-
-    def _put_back(self, root: Path, lines: list[str]) -> None:
-        with self._mutex:
-            self._pending.setdefault(root, _Pending()).lines[:0] = lines
+        return len(queued_lines(repo_root))
 
     def _schedule(self, root: Path, delay: float) -> None:
-        pending = self._pending.get(root)
-        if pending is not None and pending.timer is None:
+        pending = self._pending.setdefault(root, _Pending())
+        if pending.timer is None:
             pending.timer = asyncio.get_running_loop().call_later(delay, self._flush_in_background, root)
 
     def _flush_in_background(self, root: Path) -> None:
@@ -142,14 +166,12 @@ class GitLog:
             await self._flush_one(root)
 
     async def _flush_one(self, root: Path) -> None:
-        pending = self._pending.get(root)
-        if pending is None:
-            return
+        pending = self._pending.setdefault(root, _Pending())
         async with pending.lock:  # one commit at a time per repo
             if pending.timer is not None:
                 pending.timer.cancel()
                 pending.timer = None
-            if not pending.lines:
+            if not await asyncio.to_thread(self.pending_lines, root):
                 return
             try:
                 outcome = await asyncio.to_thread(self.commit_now, root)
@@ -187,15 +209,15 @@ class GitLog:
             if pending.timer is not None:
                 pending.timer.cancel()
                 pending.timer = None
-            if pending.lines:
+            if waiting := self.pending_lines(root):
                 log.warning("%d change(s) in %s left uncommitted (%s); the next start commits them",
-                            len(pending.lines), root, self.last_outcome.get(root))
+                            waiting, root, self.last_outcome.get(root))
 
     async def recover(self, repo_root: Path) -> str:
-        """At start-up: commit .orch-state changes that a crash left uncommitted (retried like any other)."""
-        if not await asyncio.to_thread(self._state_dirty, repo_root):
+        """At start-up: commit what a stopped process left uncommitted, with the messages it queued (retried
+        like any other commit)."""
+        if not await asyncio.to_thread(self._queue_leftovers, repo_root):
             return "nothing"
-        self.record(repo_root, [RECOVER_LINE])
         await self.flush(repo_root)
         return self.last_outcome[repo_root]
 
@@ -212,12 +234,10 @@ class GitLog:
             for delay in (*self.lock_backoff_s, None):
                 try:
                     with ProjectStore(repo_root).locked(timeout=COMMIT_LOCK_TIMEOUT_S):
-                        lines = self._take_lines(repo_root)  # under the file lock: exactly the changes on disk
-                        try:
-                            return self._commit(repo.git, lines)
-                        except BaseException:
-                            self._put_back(repo_root, lines)
-                            raise
+                        lines = queued_lines(repo_root)  # under the file lock: exactly the changes on disk
+                        outcome = self._commit(repo.git, lines)
+                        _drop_queued(repo_root, len(lines))  # only now: a failure above keeps them queued
+                        return outcome
                 except _IndexLocked:
                     if delay is None:
                         return "deferred: another git process holds index.lock"
@@ -231,17 +251,25 @@ class GitLog:
     def _commit(self, g: git.Git, lines: list[str]) -> str:
         if not lines:
             return "nothing"  # an earlier try took them; a hand edit alone waits for the next change
-        self._git(g, "add", "--all", "--", STATE_DIR)
-        status, _, _ = self._git(g, "diff", "--cached", "--quiet", "--", STATE_DIR, check=False)
+        self._git(g, "add", "--all", *_STATE_PATHS)
+        status, _, _ = self._git(g, "diff", "--cached", "--quiet", *_STATE_PATHS, check=False)
         if status == 0:
             return "nothing"
         self._git(g, "commit", "--only", "--no-verify", "--no-gpg-sign", "--quiet", "-m", commit_message(lines),
-                  "--", STATE_DIR)
+                  *_STATE_PATHS)
         return "committed"
 
-    def _state_dirty(self, repo_root: Path) -> bool:
-        _, out, _ = self._git(git.Git(repo_root), "status", "--porcelain", "--untracked-files=all", "--", STATE_DIR)
-        return bool(out.strip())
+    def _queue_leftovers(self, repo_root: Path) -> bool:
+        """Under the file lock: whether anything waits for a commit. Changed state files with no queued line
+        (a hand edit, or a process that died between writing and recording) get RECOVER_LINE."""
+        with ProjectStore(repo_root).locked(timeout=COMMIT_LOCK_TIMEOUT_S):
+            if queued_lines(repo_root):
+                return True
+            _, out, _ = self._git(git.Git(repo_root), "status", "--porcelain", "--untracked-files=all", *_STATE_PATHS)
+            if not out.strip():
+                return False
+            _append_queue(repo_root, [RECOVER_LINE])
+            return True
 
     def _git(self, g: git.Git, *args: str, check: bool = True) -> tuple[int, str, str]:
         """Run one git command in the repo with the bot's identity and options; returns (status, out, err)."""

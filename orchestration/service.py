@@ -258,26 +258,29 @@ class Orchestrator(TicketCommands):
                                guild_id: int | None = None, channel_id: int | None = None) -> Registered:
         async with self._registry_lock:
             resolved, name = self.check_registration(path, name)
-            created, adopted = await asyncio.to_thread(self._prepare_state, resolved, name)
+            created, adopted = await asyncio.to_thread(self._prepare_state, resolved, name, by)
             with self.registry.edit() as data:
                 if any(p.path == resolved or p.name == name for p in data.projects):  # another process won
                     raise ProjectExists(name, str(resolved))
                 entry = ProjectEntry(name=name, path=resolved, guild_id=guild_id, channel_id=channel_id, created_by=by)
                 data.projects.append(entry)
-        verb = "adopt existing" if adopted else "initialise"
-        self.git.record(resolved, [f"orch({name}): {verb} .orch-state for project {name} (/project register by {by})"])
+        self.git.commit_soon(resolved)
         project = self.project(name)
         state = project.model.state
         return Registered(project=name, state=state, allowed=sm.allowed_commands(state), next_step=sm.NEXT_STEP[state],
                           info=ProjectInfo(**entry.model_dump(exclude={"created_by"}), state=state),
                           created_files=created, adopted=adopted)
 
-    def _prepare_state(self, root: Path, name: str) -> tuple[list[str], bool]:
+    def _prepare_state(self, root: Path, name: str, by: str) -> tuple[list[str], bool]:
         """Adopt a valid existing .orch-state (never overwriting it) or create one from the templates."""
         adopted = (state_dir_of(root) / "status.json").exists()
         ProjectStore(root).validate_all(partial=True)  # before anything is created: a refusal changes nothing
         created = create_from_templates(root, name)
-        ProjectStore(root).validate_all()
+        store = ProjectStore(root)
+        store.validate_all()
+        with store.locked():
+            verb = "adopt existing" if adopted else "initialise"
+            self.git.record(root, [f"orch({name}): {verb} .orch-state for project {name} (/project register by {by})"])
         return created, adopted
 
     async def set_channel(self, name: str, guild_id: int | None, channel_id: int | None) -> ProjectEntry:

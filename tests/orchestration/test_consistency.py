@@ -62,3 +62,10 @@ async def test_an_open_ticket_whose_story_does_not_wait_is_reported(orch: Orches
     await orch.open_ticket(project, "Cash or card?", story="S-1", by="agent")
     edit_json(orch.project(project).store.dir / "backlog.json", lambda d: d["stories"][0].update(status="todo"))
     assert consistency.problems(orch.project(project).store) == ["TK-1 is open, but S-1 is todo, not waiting for it"]
+
+
+async def test_a_gitignore_missing_the_working_files_is_reported(orch: Orchestrator, project: str):
+    ignore = orch.project(project).store.dir / ".gitignore"
+    ignore.write_text(".lock\n")
+    assert consistency.problems(orch.project(project).store) == [
+        ".orch-state/.gitignore lacks *.tmp, .commit-queue: the bot's working files would be committed"]

@@ -335,11 +335,45 @@ async def test_start_commits_what_a_crash_left_uncommitted(config, orch, project
     try:
         assert await restarted.start() == {"demo": "committed"}
         assert git(repo, "status", "--porcelain") == ""
-        assert git(repo, "log", "-1", "--format=%s").strip() == RECOVER_LINE
+        # The crashed command's own message survived in the queue: the audit trail says who did what.
+        assert git(repo, "log", "-1", "--format=%s").strip() == \
+            'orch(E-1): create epic "Written just before a crash" (/epic by carol)'
         assert "Written just before a crash" in git(repo, "show", "HEAD:.orch-state/backlog.json")
         assert await restarted.start() == {"demo": "nothing"}
     finally:
         await restarted.close()
+
+
+async def test_start_commits_a_hand_edit_with_a_line_that_says_so(config, orch, project):
+    repo = repo_of(orch)
+    notes = repo / ".orch-state" / "architecture.md"
+    notes.write_text(notes.read_text() + "- Edited by hand.\n")
+    restarted = Orchestrator(config)
+    try:
+        assert await restarted.start() == {"demo": "committed"}
+        assert git(repo, "log", "-1", "--format=%s").strip() == RECOVER_LINE
+        assert git(repo, "status", "--porcelain") == ""
+    finally:
+        await restarted.close()
+
+
+async def test_a_commit_by_another_process_carries_this_ones_lines_too(config, orch, project):
+    """The bot and the CLI share the queue: whichever commits first names every change it holds."""
+    repo = repo_of(orch)
+    slow_config = config.model_copy(deep=True)
+    slow_config.orchestrator.commit_batch_ms = 60_000  # the "bot": its commit would come much later
+    bot = Orchestrator(slow_config)
+    try:
+        await bot.create_epic(project, "From the bot", by="alice")
+        await orch.create_epic(project, "From the CLI", by="bob")
+        await orch.flush()  # the "CLI" commits first
+        subject_and_body = git(repo, "log", "-1", "--format=%B")
+        assert '"From the bot" (/epic by alice)' in subject_and_body
+        assert '"From the CLI" (/epic by bob)' in subject_and_body
+        assert git(repo, "status", "--porcelain") == "" and bot.git.pending_lines(repo) == 0
+    finally:
+        await bot.close()
+    assert git(repo, "log", "-1", "--format=%B") == subject_and_body  # the bot found nothing left to commit
 
 
 # -- a long run ---------------------------------------------------------------------------------------------
