@@ -340,6 +340,7 @@ class Orchestrator(TicketCommands):
 
     @staticmethod
     def _read_sync(project: Project, work: Callable[[Change], T]) -> T:
+        project.store.settle()
         return work(Change(project, "read", "read"))
 
     # -- backlog -------------------------------------------------------------------------------------------

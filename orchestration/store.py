@@ -1,7 +1,9 @@
 """Reading and writing one project's .orch-state/: atomic, locked, cached, and confined to that folder.
 
 - Writes go to a temp file in the same folder, are fsynced, then renamed over the target (and the folder is
-  fsynced), so a reader sees the old file or the new one, never half of one.
+  fsynced), so a reader sees the old file or the new one, never half of one. A command that changes several
+  files writes a journal first, so a crash between two renames is finished by the next command: never half
+  of a command either (`save_many`).
 - A file lock (.orch-state/.lock) keeps a second process (the CLI beside the bot) from interleaving.
 - Parsed files are cached by their bytes: each read compares the file's bytes (cheap) with those it parsed
   (dear), so a hand edit or a `git checkout` is seen by the next read, whatever the clock or inode says.
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -26,9 +29,11 @@ from .tickets import TicketFile
 
 STATE_DIR = ".orch-state"
 LOCK_NAME = ".lock"
+JOURNAL = ".journal.tmp"  # names the temp files of a multi-file write in progress; *.tmp is never committed
 LOCK_TIMEOUT_S = 10.0
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=VersionedFile)
 
 
@@ -102,6 +107,7 @@ class ProjectStore:
         lock_file = state_dir_of(self.root) / LOCK_NAME  # checked on every use, like `path`
         try:
             with FileLock(str(lock_file), timeout=timeout):
+                self._finish_interrupted_write()
                 yield
         except Timeout:
             raise Busy(
@@ -153,25 +159,70 @@ class ProjectStore:
             raise StateCorrupt(shown, None, _describe(exc), _recovery_hint(shown)) from None
 
     def save_many(self, files: dict[str, VersionedFile]) -> None:
-        """Write several files: all temp files are written and fsynced first, then renamed in the given order
-        (callers put status.json last, so the state never moves ahead of the data it describes)."""
+        """Write one command's files so that they change together (the caller holds the lock).
+
+        Every file goes to a fsynced temp file first. With more than one file, a journal naming the temp files
+        is made durable next: from then on the change is decided. Then the temp files are renamed in the given
+        order (callers put status.json last) and the journal is removed. A crash between two renames leaves the
+        journal, and whoever takes the lock next finishes the renames before reading anything, so no command
+        ever sees half of another."""
+        folder = state_dir_of(self.root)
         staged: list[tuple[str, Path, Path, bytes]] = []
+        journal = folder / JOURNAL if len(files) > 1 else None
         try:
             for rel, obj in files.items():
                 path = self.path(rel)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 data = dump(obj)
                 staged.append((rel, path, _durable_temp(path, data), data))
-            for rel, path, tmp, data in staged:
-                os.replace(tmp, path)
-                self._cache[rel] = (data, files[rel])
+            if journal is not None:
+                atomic_write(journal, json.dumps(
+                    [[tmp.relative_to(folder).as_posix(), rel] for rel, _, tmp, _ in staged]).encode())
         except BaseException:
             for _, _, tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
             self.invalidate()
             raise
-        for folder in {path.parent for _, path, _, _ in staged}:
+        try:
+            for rel, path, tmp, data in staged:
+                os.replace(tmp, path)
+                self._cache[rel] = (data, files[rel])
+        except BaseException:
+            self.invalidate()  # the journal stays: the next holder of the lock finishes the renames
+            raise
+        for parent in {path.parent for _, path, _, _ in staged}:
+            fsync_dir(parent)
+        if journal is not None:
+            journal.unlink()
             fsync_dir(folder)
+
+    def settle(self) -> None:
+        """For readers, which take no lock: if a write was interrupted, finish it (under the lock) first."""
+        if (state_dir_of(self.root) / JOURNAL).exists():
+            with self.locked():
+                pass
+
+    def _finish_interrupted_write(self) -> None:
+        """Under the lock, before anything is read: finish the renames of a write that a crash interrupted
+        (its journal is there), and remove temp files that a crash left before any journal was made."""
+        folder = state_dir_of(self.root)
+        journal = folder / JOURNAL
+        if journal.exists():
+            finished = []
+            for tmp_rel, rel in json.loads(journal.read_bytes()):
+                tmp, target = self.path(tmp_rel), self.path(rel)
+                if tmp.exists():  # not renamed yet
+                    os.replace(tmp, target)
+                    finished.append(rel)
+            for parent in {folder, folder / "sprints"}:
+                if parent.is_dir():
+                    fsync_dir(parent)
+            journal.unlink()
+            fsync_dir(folder)
+            self.invalidate()
+            log.warning("finished a write to %s that a crash interrupted: %s", self.root, ", ".join(finished) or "-")
+        for orphan in folder.rglob(".*.tmp"):  # a crash before the journal: the command never happened
+            orphan.unlink(missing_ok=True)
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -190,7 +241,7 @@ class ProjectStore:
         """The sprints, in order of their number (as text, sprint-1000 would sort before sprint-999); a file
         whose name is no sprint ID (a copy someone left there) is not a sprint."""
         folder = self.path("sprints")
-        ids = [p.stem for p in folder.glob("sprint-*.json")] if folder.is_dir() else []
+        ids = [p.stem for p in folder.glob("sprint-*.json") if p.is_file()] if folder.is_dir() else []
         return sorted((i for i in ids if SPRINT_ID.match(i)), key=lambda i: int(i.split("-")[1]))
 
     def _required(self, rel: str, model: type[F]) -> F:

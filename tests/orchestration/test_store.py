@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from orchestration import consistency
 from orchestration.errors import InvalidInput, StateCorrupt, UnsafePath
 from orchestration.service import Orchestrator
 from orchestration.store import ProjectStore
@@ -118,3 +119,34 @@ async def test_next_sprint_number_counts_numbers_and_ignores_stray_files(orch: O
     view = await orch.plan_sprint(project, ["S-1"], by="a")
     assert view.sprint.id == "sprint-1001"
     assert (sprints / "sprint-1000.json").read_bytes() == kept
+
+
+async def test_a_write_interrupted_between_two_renames_is_finished_before_anything_reads(orch: Orchestrator,
+                                                                                        project: str):
+    """/sprint plan writes backlog.json, the sprint file and status.json. Here the second rename fails (its
+    target is in the way), as a crash there would leave it: the next reader finishes the write, whole."""
+    await orch.create_epic(project, "E", by="a")
+    await orch.add_story(project, "E-1", "S", by="a")
+    store = orch.project(project).store
+    obstacle = store.dir / "sprints" / "sprint-001.json"
+    obstacle.mkdir()
+    with pytest.raises(OSError):
+        await orch.plan_sprint(project, goal="g", by="a")
+    assert (store.dir / ".journal.tmp").exists()
+    assert '"sprint": "sprint-001"' in (store.dir / "backlog.json").read_text()  # half written
+    assert '"state": "BACKLOG_READY"' in (store.dir / "status.json").read_text()
+    obstacle.rmdir()  # the crash is over
+
+    view = await orch.state(project)
+    assert view.state.value == "SPRINT_PLANNED" and view.current_sprint == "sprint-001"
+    assert (store.dir / "sprints" / "sprint-001.json").is_file()
+    assert not list(store.dir.rglob("*.tmp"))
+    assert consistency.problems(store) == []
+
+
+async def test_temp_files_of_a_write_that_never_decided_are_swept(orch: Orchestrator, project: str):
+    store = orch.project(project).store
+    orphan = store.dir / ".backlog.json.abc123.tmp"
+    orphan.write_text("{half")
+    await orch.create_epic(project, "E", by="a")
+    assert not orphan.exists()
