@@ -101,6 +101,13 @@ def _drop_queued(repo_root: Path, count: int) -> None:
         _queue_path(repo_root).unlink(missing_ok=True)
 
 
+def quote(text: str, limit: int = 72) -> str:
+    """User text inside a commit line: one line, cut to `limit`, in double quotes (inner ones made single)."""
+    text = " ".join(text.split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return '"' + text.replace('"', "'") + '"'
+
+
 def commit_message(lines: list[str]) -> str:
     """One line: used as is. Several: a subject with the IDs they touch, then each line."""
     if len(lines) == 1:

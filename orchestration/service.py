@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from . import consistency, state_machine as sm
 from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound
-from .gitlog import GitLog, why_commit_waits, writes_blocked
+from .gitlog import GitLog, quote, why_commit_waits, writes_blocked
 from .models import (
     SLUG, Backlog, BurndownPoint, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Status,
     Story, StoryStatus, Transition, VersionedFile, sprint_id, utcnow,
@@ -354,7 +354,7 @@ class Orchestrator(TicketCommands):
             b.next_epic += 1
             c.touch_backlog()
             c.transition()
-            c.note(epic.id, f"create epic {_q(epic.title)}")
+            c.note(epic.id, f"create epic {quote(epic.title)}")
             return EpicCreated(**c.result_fields(), epic=epic)
 
         return await self._change(project, "epic", by, work)
@@ -381,7 +381,7 @@ class Orchestrator(TicketCommands):
             b.next_story += 1
             c.touch_backlog()
             c.transition()
-            c.note(f"{story.id}, {parent.id}", f"add story {_q(story.title)} [{story.priority.value}]")
+            c.note(f"{story.id}, {parent.id}", f"add story {quote(story.title)} [{story.priority.value}]")
             return StoryChanged(**c.result_fields(), action="added", story=story)
 
         return await self._change(project, "add_story", by, work)
@@ -423,7 +423,7 @@ class Orchestrator(TicketCommands):
             b.stories.remove(s)
             c.touch_backlog()
             c.transition()
-            c.note(s.id, f"remove story {_q(s.title)}")
+            c.note(s.id, f"remove story {quote(s.title)}")
             return StoryChanged(**c.result_fields(), action="removed", story=s)
 
         return await self._change(project, "remove_story", by, work)
@@ -820,11 +820,6 @@ def _validated(build: Callable[[], T]) -> T:
 
 def _known(kind: str, ids: list[str]) -> str:
     return f"{kind} here: {', '.join(ids)}." if ids else f"There are no {kind.lower()} yet."
-
-
-def _q(text: str, limit: int = 72) -> str:
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return '"' + text.replace('"', "'") + '"'
 
 
 def _slugify(name: str) -> str:

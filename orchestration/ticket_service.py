@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import queue
 from .errors import InvalidInput, OrchError
+from .gitlog import quote
 from .models import TEXT_MAX, Story, StoryStatus, utcnow
 from .results import StoryChanged
 from .scoring import DEFAULT_SCORER, Scorer
@@ -118,12 +119,6 @@ def _unblocked_text(c: Change) -> str:
     return "; " + "; ".join(parts) if parts else ""
 
 
-def _q(text: str, limit: int = 72) -> str:
-    text = " ".join(text.split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return '"' + text.replace('"', "'") + '"'
-
-
 # -- the commands ----------------------------------------------------------------------------------------------
 class TicketCommands:
     """Async ticket and queue commands; mixed into Orchestrator, whose `_change`/`_read` they use."""
@@ -156,7 +151,7 @@ class TicketCommands:
             tf.next_ticket += 1
             touch_tickets(c, tf)
             held = f"; {linked.id} waits for the answer" if linked else ""
-            c.note(_ids(ticket), f"open ticket {_q(ticket.question)}{held}{_unblocked_text(c)}")
+            c.note(_ids(ticket), f"open ticket {quote(ticket.question)}{held}{_unblocked_text(c)}")
             return TicketView(**c.result_fields(), action="opened", ticket=ticket, story=linked, cascade=c.cascade)
 
         return await self._change(project, "open_ticket", by, work)
@@ -258,7 +253,7 @@ class TicketCommands:
             touch_tickets(c, tf)
             if score.total >= threshold:
                 story = _resolve(c, tf, t, clean, author)
-                c.note(_ids(t), f"resolve ticket {_q(t.question)} with a reply scored {score.total}"
+                c.note(_ids(t), f"resolve ticket {quote(t.question)} with a reply scored {score.total}"
                                 f"{_unblocked_text(c)}")
                 return ReplyOutcome(**c.result_fields(), action="resolved", ticket=t, score=score,
                                     threshold=threshold, story=story or _story_of(c, t), cascade=c.cascade)
@@ -282,7 +277,7 @@ class TicketCommands:
             if len(text) > TEXT_MAX:
                 raise InvalidInput("resolution", f"must be at most {TEXT_MAX} characters (got {len(text)}).")
             story = _resolve(c, tf, t, text, by)
-            c.note(_ids(t), f"resolve ticket {_q(t.question)}: {_q(text, 60)}{_unblocked_text(c)}")
+            c.note(_ids(t), f"resolve ticket {quote(t.question)}: {quote(text, 60)}{_unblocked_text(c)}")
             return TicketView(**c.result_fields(), action="resolved", ticket=t, story=story or _story_of(c, t),
                               cascade=c.cascade)
 
@@ -303,7 +298,7 @@ class TicketCommands:
                 hold_story(c, tf, t, story)
                 held = f"; {story.id} waits for the answer again"
             touch_tickets(c, tf)
-            c.note(_ids(t), f"reopen ticket {_q(t.question)}{held}{_unblocked_text(c)}")
+            c.note(_ids(t), f"reopen ticket {quote(t.question)}{held}{_unblocked_text(c)}")
             return TicketView(**c.result_fields(), action="reopened", ticket=t, story=story, cascade=c.cascade)
 
         return await self._change(project, "reopen_ticket", by, work)
