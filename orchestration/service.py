@@ -257,7 +257,7 @@ class Orchestrator(TicketCommands):
     async def register_project(self, path: str, name: str | None = None, by: str = "unknown",
                                guild_id: int | None = None, channel_id: int | None = None) -> Registered:
         async with self._registry_lock:
-            resolved, name = self.check_registration(path, name)
+            resolved, name = await asyncio.to_thread(self.check_registration, path, name)  # runs git: off the loop
             created, adopted = await asyncio.to_thread(self._prepare_state, resolved, name, by)
             with self.registry.edit() as data:
                 if any(p.path == resolved or p.name == name for p in data.projects):  # another process won
