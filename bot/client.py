@@ -18,6 +18,7 @@ from orchestration.store import atomic_write
 
 from . import cogs, render
 from .handling import send
+from .metrics import Metrics
 
 log = logging.getLogger("bot")
 
@@ -50,6 +51,7 @@ class OrchBot(commands.Bot):
         self.orchestrator = orchestrator
         self._owns_orchestrator = owns_orchestrator
         self.synced: bool | None = None  # whether the last start-up synced the tree (None: not started)
+        self.metrics = Metrics()  # per command and project since start, fed by @handled, shown by /health
 
     async def setup_hook(self) -> None:
         # Every module of bot/cogs is a command group (or a feature such as tickets); `_`-modules are helpers.

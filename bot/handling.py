@@ -3,7 +3,8 @@
 `@handled` wraps each command callback. A typed OrchError is an expected outcome (a refusal), not a crash:
 it becomes an ephemeral embed with the message, the state, the allowed commands and a hint. Any other
 exception goes on to the tree's on_error (bot/client.py), which logs it and answers "something went wrong".
-Either way, one structured log line per command: project, command, user, outcome, latency.
+Either way, one structured log line per command: project, command, user, outcome, latency; and the same
+command, project, outcome and latency go into the bot's metrics (bot/metrics.py), shown by /health.
 
 Replies go through `send`, which knows whether the interaction was answered or deferred already. If a
 command has not answered after DEFER_AFTER_S (a file lock held by the CLI, a slow disk), the interaction is
@@ -25,6 +26,7 @@ import discord
 from orchestration.errors import OrchError
 
 from . import render
+from .metrics import Metrics
 
 log = logging.getLogger("bot.commands")
 
@@ -79,16 +81,23 @@ async def send_error(interaction: discord.Interaction, error: OrchError) -> None
     await send(interaction, embed=render.error_embed(error), ephemeral=True)
 
 
-def _log_line(interaction: discord.Interaction, outcome: str, started: float) -> None:
+def _finished(interaction: discord.Interaction, outcome: str, started: float) -> None:
+    """The command's one log line, and its count and latency in the bot's metrics (bot/metrics.py)."""
+    latency_s = time.perf_counter() - started
+    command = interaction.command.qualified_name if interaction.command else "?"
+    project = interaction.extras.get("project")
     fields = {
-        "project": interaction.extras.get("project", "-"),
-        "command": interaction.command.qualified_name if interaction.command else "?",
+        "project": project or "-",
+        "command": command,
         "user": interaction.user.name,
         "outcome": outcome,
-        "latency_ms": round((time.perf_counter() - started) * 1000),
+        "latency_ms": round(latency_s * 1000),
     }
     # key=value, values quoted only when needed, so a log line stays one line and machine-readable.
     log.info(" ".join(f"{k}={v if _BARE.fullmatch(str(v)) else json.dumps(str(v))}" for k, v in fields.items()))
+    metrics: Metrics | None = getattr(interaction.client, "metrics", None)
+    if metrics is not None:
+        metrics.record(command, project, outcome, latency_s)
 
 
 async def _defer_when_slow(interaction: discord.Interaction) -> None:
@@ -130,7 +139,7 @@ def handled(callback: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable
             raise  # to the tree's on_error: logged with its traceback, "something went wrong" for the user
         finally:
             watchdog.cancel()
-            _log_line(interaction, outcome, started)
+            _finished(interaction, outcome, started)
 
     wrapper.__signature__ = _resolved_signature(callback)  # type: ignore[attr-defined]
     return wrapper

@@ -13,6 +13,7 @@ import discord
 
 from orchestration.errors import CommandNotAllowed, OrchError, ProjectExists
 from orchestration.models import Epic, State, Story, StoryStatus
+from orchestration.queue import QueueView
 from orchestration.results import (
     BacklogPage, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
     Unregistered,
@@ -49,8 +50,8 @@ SLASH = {
 # Command names the core writes in backticks (`sprint plan`); shown here with their slash.
 _COMMANDS = (
     "project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",
-    "backlog prioritize", "backlog remove", "story update", "sprint plan", "sprint start", "sprint status",
-    "sprint pause", "sprint resume", "sprint review", "feedback", "state", "health",
+    "backlog prioritize", "backlog remove", "backlog depend", "backlog next", "story update", "sprint plan",
+    "sprint start", "sprint status", "sprint pause", "sprint resume", "sprint review", "feedback", "state", "health",
     "ticket open", "ticket resolve", "ticket reopen", "ticket list", "ticket show",
 )
 _BACKTICKED = re.compile(r"`(" + "|".join(sorted(map(re.escape, _COMMANDS), key=len, reverse=True)) + r")`")
@@ -238,7 +239,7 @@ def epic_created(result: EpicCreated) -> discord.Embed:
 def story_changed(result: StoryChanged) -> discord.Embed:
     s = result.story
     verb = {"added": "Story added", "reprioritized": "Priority changed", "removed": "Story removed",
-            "status": "Status changed"}.get(result.action, result.action)
+            "status": "Status changed", "dependencies": "Dependencies set"}.get(result.action, result.action)
     embed = _embed(f"{s.id} · {s.title}", cut(s.description, 1000) if result.action == "added" else "",
                    COLOR_WARN if result.action == "removed" else COLOR_OK)
     embed.set_author(name=verb)
@@ -252,6 +253,11 @@ def story_changed(result: StoryChanged) -> discord.Embed:
     if result.action == "status" and result.previous:
         status = f"{result.previous} → {status}"
     embed.add_field(name="Status", value=status, inline=True)
+    if result.action == "dependencies" or s.depends_on:
+        depends = ", ".join(s.depends_on) or "nothing"
+        if result.action == "dependencies":
+            depends += f" (was {result.previous or 'nothing'})"
+        embed.add_field(name="Depends on", value=depends, inline=False)
     _cascade(embed, result.cascade)
     _next(embed, result)
     return fit(_footer(embed, result))
@@ -286,13 +292,45 @@ def backlog_page(result: BacklogPage) -> discord.Embed:
 
 
 def _epic_lines(epics: list[Epic]) -> str:
+    return _listed([f"**{e.id}** {one_line(e.title, 80)}" for e in epics])
+
+
+def _listed(items: list[str], sep: str = "\n", limit: int = FIELD_VALUE_MAX) -> str:
+    """As many whole items as fit in `limit` (a field's value); the rest become a note "… and 7 more"."""
     text = ""
-    for i, e in enumerate(epics):
-        line = f"**{e.id}** {one_line(e.title, 80)}\n"
-        if len(text) + len(line) > FIELD_VALUE_MAX - 30:
-            return text + f"… and {len(epics) - i} more"
-        text += line
-    return text.strip()
+    for i, item in enumerate(items):
+        if len(text) + len(item) + len(sep) > limit - 30:  # room for the note
+            return text + f"… and {len(items) - i} more"
+        text += item + sep
+    return text[: len(text) - len(sep)] if text else ""
+
+
+# -- the work queue ----------------------------------------------------------------------------------------
+
+def queue_view(result: QueueView) -> discord.Embed:
+    """The next story, the ready ones (next first), what waits and for what, the blocked and the in-progress."""
+    in_sprint = result.scope != "backlog"
+    where = f"{result.scope}'s stories" if in_sprint else "the backlog (no sprint under way)"
+    n = result.next
+    if n is not None:
+        embed = _embed(f"Next: {n.id} · {n.title}", _story_line(n, 200, show_sprint=not in_sprint), COLOR_OK)
+    else:
+        embed = _embed("Nothing is ready", "No story is `todo` with all its dependencies done.", COLOR_WARN)
+    embed.set_author(name=f"Work queue of {result.project}")
+    embed.add_field(name="Scope", value=where, inline=False)
+    if result.ready:
+        embed.add_field(name=f"Ready, next first ({len(result.ready)})", inline=False, value=_listed(
+            [_story_line(s, 70, show_sprint=not in_sprint) for s in result.ready]))
+    if result.waiting:
+        embed.add_field(name=f"Waiting ({len(result.waiting)})", inline=False, value=_listed(
+            [one_line(f"**{sid}** waits for {', '.join(deps)}", 300) for sid, deps in result.waiting.items()]))
+    if result.in_progress:
+        embed.add_field(name=f"In progress ({len(result.in_progress)})", value=_listed(result.in_progress, ", "),
+                        inline=False)
+    if result.blocked:
+        embed.add_field(name=f"Blocked ({len(result.blocked)})", value=_listed(result.blocked, ", "),
+                        inline=False)
+    return fit(_footer(embed, result))
 
 
 # -- sprints -----------------------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class ProjectHealth(BaseModel):
     problems: list[str] = Field(default_factory=list)
     pending_commit_lines: int = 0
     last_commit: str | None = None
+    transitions_last_7_days: int = Field(0, description="state changes in status.json's history over the last 7 days")
 
 
 class Health(BaseModel):

@@ -48,7 +48,7 @@ LABEL = {
     "plan": "/sprint plan", "start": "/sprint start", "pause": "/sprint pause", "resume": "/sprint resume",
     "review": "/sprint review", "feedback": "/feedback", "request_changes": "/feedback",
     "open_ticket": "/ticket open", "set_ticket_thread": "/ticket open", "reply_ticket": "reply",
-    "resolve_ticket": "/ticket resolve", "reopen_ticket": "/ticket reopen", "set_dependencies": "dependencies",
+    "resolve_ticket": "/ticket resolve", "reopen_ticket": "/ticket reopen", "set_dependencies": "/backlog depend",
 }
 
 

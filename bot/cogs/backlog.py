@@ -1,4 +1,5 @@
-"""/backlog view | add_story | prioritize | remove. The view pages with Previous / Next buttons."""
+"""/backlog view | add_story | prioritize | remove | depend | next. The view pages with Previous / Next buttons;
+next is the work queue (orchestration/queue.py holds its rules)."""
 import logging
 
 import discord
@@ -13,7 +14,7 @@ from orchestration.service import Orchestrator
 from .. import render
 from ..handling import handled, send, send_error
 from ..permissions import Access
-from ._shared import BaseCog
+from ._shared import BaseCog, story_ids
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,15 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
     @app_commands.command(name="add_story", description="Add a story to an epic")
     @app_commands.describe(epic="The epic (ID or words of its title)", title="A short title",
                            description="What it takes, how we know it is done", points="Estimate in points",
-                           priority="critical, high, medium (default) or low")
+                           priority="critical, high, medium (default) or low",
+                           depends_on="IDs of the stories it waits for, separated by spaces or commas")
     @handled
     async def add_story(self, interaction: discord.Interaction, epic: str, title: str, description: str | None = None,
-                        points: int | None = None, priority: Priority = Priority.medium) -> None:
+                        points: int | None = None, priority: Priority = Priority.medium,
+                        depends_on: str | None = None) -> None:
         project = self.project(interaction, Access.member)
         result = await self.orch.add_story(project, epic, title, description or "", points, priority,
-                                           by=interaction.user.name)
+                                           depends_on=story_ids(depends_on), by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
 
     @app_commands.command(name="prioritize", description="Change a story's priority")
@@ -110,6 +113,22 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
         result = await self.orch.remove_story(project, story, by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
 
+    @app_commands.command(name="depend", description="Set the stories a story waits for (replaces them)")
+    @app_commands.describe(story="The story (type its ID or words of its title)",
+                           on="IDs of the stories it waits for, separated by spaces or commas; leave out to clear")
+    @handled
+    async def depend(self, interaction: discord.Interaction, story: str, on: str | None = None) -> None:
+        project = self.project(interaction, Access.member)
+        result = await self.orch.set_dependencies(project, story, story_ids(on) or [], by=interaction.user.name)
+        await send(interaction, embed=render.story_changed(result))
+
+    @app_commands.command(name="next", description="The next story to work on, and what is ready or waits")
+    @handled
+    async def next_story(self, interaction: discord.Interaction) -> None:
+        project = self.project(interaction, Access.everyone)
+        result = await self.orch.next_story(project)
+        await send(interaction, embed=render.queue_view(result))
+
     @view.autocomplete("epic")
     @add_story.autocomplete("epic")
     async def _epics(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -117,6 +136,7 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
 
     @prioritize.autocomplete("story")
     @remove.autocomplete("story")
+    @depend.autocomplete("story")
     async def _stories(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return await self.story_choices(interaction, current)
 

@@ -32,7 +32,9 @@ class GeneralCog(BaseCog):
     @handled
     async def health(self, interaction: discord.Interaction) -> None:
         self.allow(interaction, Access.everyone)
-        await send(interaction, embed=render.health(await self.orch.health()))
+        report = await self.orch.health()
+        # bot.latency is the last heartbeat's round trip: NaN before the first one (rendered "n/a").
+        await send(interaction, embed=render.health(report, self.bot.metrics.snapshot(), self.bot.latency))
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -1,7 +1,6 @@
 """/sprint plan | start | status | pause | resume | review. Status comes with a burndown chart."""
 import asyncio
 import io
-import re
 
 import discord
 from discord import app_commands
@@ -11,13 +10,7 @@ from .. import render
 from ..chart import burndown_png
 from ..handling import defer, handled, send
 from ..permissions import Access
-from ._shared import BaseCog
-
-
-def story_ids(text: str | None) -> list[str] | None:
-    """"S-1, S-2 S-3" -> ["S-1", "S-2", "S-3"]; empty -> None (the orchestrator picks)."""
-    ids = [part for part in re.split(r"[\s,;]+", text or "") if part]
-    return ids or None
+from ._shared import BaseCog, story_ids
 
 
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs

@@ -4,8 +4,9 @@ from __future__ import annotations
 from bot.client import TREE_HASH_FILE, create_bot
 
 EXPECTED = {"project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",
-            "backlog prioritize", "backlog remove", "story update", "sprint plan", "sprint start", "sprint status",
-            "sprint pause", "sprint resume", "sprint review", "feedback", "state", "health"}
+            "backlog prioritize", "backlog remove", "backlog depend", "backlog next", "story update", "sprint plan",
+            "sprint start", "sprint status", "sprint pause", "sprint resume", "sprint review", "feedback", "state",
+            "health"}
 
 
 def syncs(env) -> list:
