@@ -6,6 +6,7 @@ than refused, so a reply always goes out.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
@@ -15,9 +16,11 @@ from orchestration.errors import CommandNotAllowed, OrchError, ProjectExists
 from orchestration.models import Epic, State, Story, StoryStatus
 from orchestration.queue import QueueView
 from orchestration.results import (
-    BacklogPage, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
-    Unregistered,
+    BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView, StateView,
+    StoryChanged, Unregistered,
 )
+
+from .metrics import Snapshot
 
 CONTENT_MAX = 2000
 TITLE_MAX = 256
@@ -381,19 +384,94 @@ def state_view(result: StateView) -> discord.Embed:
     return fit(embed)
 
 
-def health(result: Health) -> discord.Embed:
+def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: float = math.nan) -> discord.Embed:
+    """The orchestrator's health per project (problems first), then, when given, the bot's own figures: uptime,
+    gateway latency, and the metrics since start (most used commands with p50/p95 and error rate)."""
     embed = _embed("Healthy" if result.ok else "Needs attention", "", COLOR_OK if result.ok else COLOR_WARN)
+    lines = []
+    if metrics is not None:
+        lines.append(f"Bot up {duration(metrics.uptime_s)} · gateway latency {millis(gateway_latency_s * 1000)}")
+        lines.append(f"{metrics.total} commands since start · {metrics.errors} errors · {metrics.refused} refused")
+        embed.add_field(name="Commands (most used)", value=_command_lines(metrics), inline=False)
     if not result.projects:
-        embed.description = "No project is registered yet."
-    for p in result.projects:
-        lines = [f"state {state_text(p.state)}"]
-        if p.pending_commit_lines:
-            lines.append(f"{p.pending_commit_lines} change(s) waiting for a commit")
-        if p.last_commit:
-            lines.append(f"last commit: {one_line(p.last_commit, 200)}")
-        lines += [f"⚠️ {one_line(problem, 300)}" for problem in p.problems]
-        embed.add_field(name=("✅ " if p.ok else "⚠️ ") + p.name, value="\n".join(lines), inline=False)
+        lines.append("No project is registered yet.")
+    embed.description = "\n".join(lines) or None
+    # Problems first: with many projects, the last ones go to one compact field, within 25 fields and 6,000 chars.
+    projects = sorted(result.projects, key=lambda p: p.ok)
+    shown = 0
+    for p in projects:
+        value = cut("\n".join(_project_health_lines(p, metrics)), FIELD_VALUE_MAX)
+        name = ("✅ " if p.ok else "⚠️ ") + p.name
+        rest = len(projects) - shown - 1
+        room = EMBED_TOTAL_MAX - _embed_size(embed) - (_OVERFLOW_ROOM if rest else 0)
+        if len(embed.fields) >= FIELDS_MAX - 1 or len(name) + len(value) > room:
+            break
+        embed.add_field(name=name, value=value, inline=False)
+        shown += 1
+    if shown < len(projects):
+        compact = [f"{'✅' if p.ok else '⚠️'} **{p.name}** · " + (state_text(p.state) if p.ok else
+                   f"{len(p.problems)} problem(s)") for p in projects[shown:]]
+        embed.add_field(name=f"{len(projects) - shown} more projects", value=_within(compact, FIELD_VALUE_MAX),
+                        inline=False)
     return fit(embed)
+
+
+_OVERFLOW_ROOM = 40 + FIELD_VALUE_MAX  # the "N more projects" field: its name and its value at most
+_TOP_COMMANDS = 10
+
+
+def _project_health_lines(p: ProjectHealth, metrics: Snapshot | None) -> list[str]:
+    lines = [f"state {state_text(p.state)}" +
+             (f" · {p.transitions_last_7_days} state change(s) in 7 days" if p.state is not None else "")]
+    used = metrics.projects.get(p.name) if metrics is not None else None
+    if used is not None:
+        lines.append(f"{used.commands} command(s) since start · {used.errors} error(s) · {used.refused} refused")
+    if p.pending_commit_lines:
+        lines.append(f"{p.pending_commit_lines} change(s) waiting for a commit")
+    if p.last_commit:
+        lines.append(f"last commit: {one_line(p.last_commit, 200)}")
+    lines += [f"⚠️ {one_line(problem, 300)}" for problem in p.problems]
+    return lines
+
+
+def _command_lines(metrics: Snapshot) -> str:
+    if not metrics.commands:
+        return "none yet"
+    lines = [f"`/{c.name}` ×{c.count} · p50 {millis(c.p50_ms)} · p95 {millis(c.p95_ms)} · "
+             f"errors {c.error_rate:.0%}" + (f" · {c.refused} refused" if c.refused else "")
+             for c in metrics.commands[:_TOP_COMMANDS]]
+    others = len(metrics.commands) - _TOP_COMMANDS
+    if others > 0:
+        lines.append(f"… and {others} more commands")
+    return _within(lines, FIELD_VALUE_MAX)
+
+
+def _within(lines: list[str], limit: int) -> str:
+    """As many whole lines as fit in `limit`, then "… and N more"."""
+    text = ""
+    for i, line in enumerate(lines):
+        if len(text) + len(line) + 1 > limit - 30:  # room for the note
+            return text + f"… and {len(lines) - i} more"
+        text += line + "\n"
+    return text.rstrip("\n")
+
+
+def duration(seconds: float) -> str:
+    """3725 -> "1 h 2 min": the two largest units."""
+    s = int(seconds)
+    days, hours, minutes = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {s % 60} s" if minutes else f"{s} s"
+
+
+def millis(value_ms: float) -> str:
+    """A latency in ms; "n/a" when unknown (NaN: no heartbeat yet, no sample)."""
+    if not math.isfinite(value_ms):
+        return "n/a"
+    return f"{value_ms:.1f} ms" if value_ms < 10 else f"{value_ms:.0f} ms"
 
 
 def choice_name(text: str) -> str:

@@ -40,6 +40,7 @@ T = TypeVar("T")
 DEFAULT_CAPACITY = 20  # points, when /sprint plan picks stories itself and no capacity is given
 UNPOINTED = 1  # a story without points counts as 1 point towards capacity
 PAGE_SIZE = 10
+TRANSITION_WINDOW = timedelta(days=7)  # health counts the state changes of this window (transitions_last_7_days)
 
 # How a command appears in commit messages and logs.
 LABEL = {
@@ -621,11 +622,15 @@ class Orchestrator(TicketCommands):
     def _project_health(self, entry: ProjectEntry) -> ProjectHealth:
         problems: list[str] = []
         state = None
+        transitions = 0
         try:
             _check_repo_present(entry)
             store = ProjectStore(entry.path)
             store.validate_all()
-            state = store.status().state
+            status = store.status()
+            state = status.state
+            since = utcnow() - TRANSITION_WINDOW
+            transitions = sum(1 for t in status.history if t.at >= since)  # the design's transition frequency
             problems += consistency.problems(store)
             repo = git.Repo(entry.path)
             try:
@@ -637,7 +642,7 @@ class Orchestrator(TicketCommands):
             problems.append(str(exc))
         return ProjectHealth(name=entry.name, path=entry.path, ok=not problems, state=state, problems=problems,
                              pending_commit_lines=self.git.pending_lines(entry.path),
-                             last_commit=self.git.last_outcome.get(entry.path))
+                             last_commit=self.git.last_outcome.get(entry.path), transitions_last_7_days=transitions)
 
 
 # -- rules shared by several commands -------------------------------------------------------------------------
