@@ -411,7 +411,7 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
     if shown < len(projects):
         compact = [f"{'✅' if p.ok else '⚠️'} **{p.name}** · " + (state_text(p.state) if p.ok else
                    f"{len(p.problems)} problem(s)") for p in projects[shown:]]
-        embed.add_field(name=f"{len(projects) - shown} more projects", value=_within(compact, FIELD_VALUE_MAX),
+        embed.add_field(name=f"{len(projects) - shown} more projects", value=_listed(compact),
                         inline=False)
     return fit(embed)
 
@@ -443,17 +443,7 @@ def _command_lines(metrics: Snapshot) -> str:
     others = len(metrics.commands) - _TOP_COMMANDS
     if others > 0:
         lines.append(f"… and {others} more commands")
-    return _within(lines, FIELD_VALUE_MAX)
-
-
-def _within(lines: list[str], limit: int) -> str:
-    """As many whole lines as fit in `limit`, then "… and N more"."""
-    text = ""
-    for i, line in enumerate(lines):
-        if len(text) + len(line) + 1 > limit - 30:  # room for the note
-            return text + f"… and {len(lines) - i} more"
-        text += line + "\n"
-    return text.rstrip("\n")
+    return _listed(lines)
 
 
 def duration(seconds: float) -> str:
