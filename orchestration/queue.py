@@ -3,7 +3,7 @@
 - A story is *ready* when it is `todo` and every story it depends on is `done`.
 - The next story is the ready one with the highest priority; among equals, the oldest (IDs grow with age).
   While a sprint is under way the queue is that sprint's stories; otherwise it is the whole backlog.
-- Finishing a story makes its dependants ready (service.set_story_status reports them in the cascade).
+- Finishing a story makes its dependants ready (sprint_rules.set_story_status reports them in the cascade).
 - A dependency must name an existing story other than itself and must not close a cycle.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .models import Backlog, SprintStatus, Story, StoryStatus, utcnow
 from .results import Result, StoryChanged
 
 if TYPE_CHECKING:
-    from .service import Change
+    from .unit_of_work import Change
 
 
 def queue_order(s: Story) -> tuple[int, int]:

@@ -8,147 +8,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import git
-from pydantic import ValidationError
 
 from . import consistency, state_machine as sm
 from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound
 from .gitlog import GitLog, quote, why_commit_waits, writes_blocked
 from .models import (
-    SLUG, Backlog, BurndownPoint, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Status,
-    Story, StoryStatus, Transition, VersionedFile, sprint_id, utcnow,
+    SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, sprint_id, utcnow,
 )
 from .registry import ProjectEntry, Registry
 from .results import (
-    BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, SprintView,
+    BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, SprintView,
     StateView, StoryChanged, Unregistered,
 )
+from .inputs import known_ids, priority_of, slugify, status_of, story_of, validated
+from .queue import queue_order, unmet_dependencies
+from .sprint_rules import (
+    DEFAULT_CAPACITY, auto_pick, explicit_pick, next_sprint_number, set_story_status, settle_sprint, sprint_view,
+)
 from .store import STATE_DIR, ProjectStore, create_from_templates, state_dir_of
-from .queue import queue_order as _queue_order, unmet_dependencies as _unmet_dependencies
-from .ticket_service import TicketCommands, close_tickets_of_done_story, tickets_of
+from .ticket_service import TicketCommands, tickets_of
+from .unit_of_work import Change, Project
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_CAPACITY = 20  # points, when /sprint plan picks stories itself and no capacity is given
-UNPOINTED = 1  # a story without points counts as 1 point towards capacity
 PAGE_SIZE = 10
 TRANSITION_WINDOW = timedelta(days=7)  # health counts the state changes of this window (transitions_last_7_days)
-
-# How a command appears in commit messages and logs.
-LABEL = {
-    "register": "/project register", "epic": "/epic", "add_story": "/backlog add_story",
-    "prioritize": "/backlog prioritize", "remove_story": "/backlog remove", "update_story": "/story update",
-    "plan": "/sprint plan", "start": "/sprint start", "pause": "/sprint pause", "resume": "/sprint resume",
-    "review": "/sprint review", "feedback": "/feedback", "request_changes": "/feedback",
-    "open_ticket": "/ticket open", "set_ticket_thread": "/ticket open", "reply_ticket": "reply",
-    "resolve_ticket": "/ticket resolve", "reopen_ticket": "/ticket reopen", "set_dependencies": "/backlog depend",
-}
-
-
-@dataclass
-class Project:
-    """A registered project at run time: its files, its machine model, its lock."""
-
-    entry: ProjectEntry
-    store: ProjectStore
-    model: sm.ProjectModel
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-class Change:
-    """One command's unit of work on one project: loaded state in, changed files and commit lines out.
-
-    It mutates the store's cached objects in place; if the command fails, `_run` drops the cache, so the
-    next command reads the files again and nothing half-changed survives."""
-
-    def __init__(self, project: Project, by: str, command: str) -> None:
-        self.project = project
-        self.store = project.store
-        self.by = by
-        self.command = command
-        self.status: Status = self.store.status()
-        project.model.state = self.status.state  # the file is the truth (it may have been checked out)
-        self._backlog: Backlog | None = None
-        self.dirty: dict[str, VersionedFile] = {}
-        self.lines: list[str] = []
-        self.cascade = Cascade()
-
-    @property
-    def name(self) -> str:
-        return self.project.entry.name
-
-    @property
-    def state(self) -> State:
-        return self.project.model.state
-
-    @property
-    def backlog(self) -> Backlog:
-        if self._backlog is None:
-            self._backlog = self.store.backlog()
-        return self._backlog
-
-    def touch_backlog(self) -> None:
-        self.dirty["backlog.json"] = self.backlog
-
-    def sprint(self, ident: str) -> Sprint:
-        rel = f"sprints/{ident}.json"
-        if rel in self.dirty:
-            return self.dirty[rel]  # type: ignore[return-value]
-        sprint = self.store.sprint(ident)
-        if sprint is None:
-            raise NotFound("sprint", ident)
-        return sprint
-
-    def save_sprint(self, sprint: Sprint) -> None:
-        self.dirty[f"sprints/{sprint.id}.json"] = sprint
-
-    def current_sprint(self) -> Sprint:
-        if not self.status.current_sprint:
-            raise NotFound("current sprint", "", "Plan one with `sprint plan`.")
-        return self.sprint(self.status.current_sprint)
-
-    def check(self, command: str | None = None) -> None:
-        sm.check(self.project.model, command or self.command)
-
-    def transition(self, command: str | None = None, by: str | None = None) -> None:
-        """Fire a trigger; a real change of state is recorded in status.json's history."""
-        command = command or self.command
-        source, dest = sm.fire(self.project.model, command)
-        if source != dest:
-            self.status.state = dest
-            self.status.history.append(Transition(command=command, source=source, dest=dest, by=by or self.by))
-            self.dirty["status.json"] = self.status
-            first = self.cascade.state_change[0] if self.cascade.state_change else source
-            self.cascade.state_change = (first, dest)
-
-    def set_current_sprint(self, ident: str | None) -> None:
-        self.status.current_sprint = ident
-        self.dirty["status.json"] = self.status
-
-    def note(self, ids: str, text: str) -> None:
-        """A line of the commit message: `orch(S-3): text (/command by who)`."""
-        self.lines.append(f"orch({ids}): {text} ({LABEL.get(self.command, self.command)} by {self.by})")
-
-    def write(self) -> None:
-        if not self.dirty:
-            return
-        status = self.dirty.pop("status.json", None)
-        files = dict(self.dirty)
-        if status is not None:
-            files["status.json"] = status  # written last: the state never runs ahead of its data
-        self.store.save_many(files)
-
-    def result_fields(self) -> dict:
-        state = self.state
-        return dict(project=self.name, state=state, allowed=sm.allowed_commands(state), next_step=sm.NEXT_STEP[state])
 
 
 class Orchestrator(TicketCommands):
@@ -244,7 +135,7 @@ class Orchestrator(TicketCommands):
         finally:
             repo.close()
         state_dir_of(resolved)  # refuses a symlinked .orch-state
-        name = (name or _slugify(resolved.name)).strip()
+        name = (name or slugify(resolved.name)).strip()
         if not SLUG.match(name):
             raise InvalidInput("name", f"{name!r} is not a valid project name.",
                                "Use 1 to 40 lowercase letters, digits and hyphens, starting with a letter or digit.")
@@ -349,7 +240,7 @@ class Orchestrator(TicketCommands):
         def work(c: Change) -> EpicCreated:
             c.check()
             b = c.backlog
-            epic = _validated(lambda: Epic(id=f"E-{b.next_epic}", title=title, description=description or "",
+            epic = validated(lambda: Epic(id=f"E-{b.next_epic}", title=title, description=description or "",
                                            created_by=by))
             b.epics.append(epic)
             b.next_epic += 1
@@ -369,14 +260,14 @@ class Orchestrator(TicketCommands):
             parent = b.epic(epic or "")
             if parent is None:
                 raise InvalidInput("epic", f"there is no epic {epic!r} in {c.name}.",
-                                   _known("Epics", [e.id for e in b.epics]))
+                                   known_ids("Epics", [e.id for e in b.epics]))
             deps = [d.strip().upper() for d in depends_on or [] if d.strip()]
             for dep in deps:
                 if b.story(dep) is None:
                     raise InvalidInput("depends_on", f"there is no story {dep} in {c.name}.")
-            story = _validated(lambda: Story(
+            story = validated(lambda: Story(
                 id=f"S-{b.next_story}", epic=parent.id, title=title, description=description or "",
-                points=points, priority=_priority(priority), depends_on=deps,
+                points=points, priority=priority_of(priority), depends_on=deps,
                 acceptance_criteria=[a.strip() for a in acceptance_criteria or [] if a.strip()], created_by=by))
             b.stories.append(story)
             b.next_story += 1
@@ -391,9 +282,9 @@ class Orchestrator(TicketCommands):
                                by: str = "unknown") -> StoryChanged:
         def work(c: Change) -> StoryChanged:
             c.check()
-            s = _story(c, story)
+            s = story_of(c, story)
             previous = s.priority.value
-            s.priority = _priority(priority)
+            s.priority = priority_of(priority)
             s.updated_at = utcnow()
             c.touch_backlog()
             c.transition()
@@ -406,7 +297,7 @@ class Orchestrator(TicketCommands):
         def work(c: Change) -> StoryChanged:
             c.check()
             b = c.backlog
-            s = _story(c, story)
+            s = story_of(c, story)
             dependants = [o.id for o in b.stories if s.id in o.depends_on]
             if dependants:
                 raise InvalidInput("story", f"{', '.join(dependants)} depend on {s.id}.",
@@ -436,12 +327,12 @@ class Orchestrator(TicketCommands):
             stories = b.stories
             if epic:
                 if b.epic(epic) is None:
-                    raise InvalidInput("epic", f"there is no epic {epic!r}.", _known("Epics", [e.id for e in b.epics]))
+                    raise InvalidInput("epic", f"there is no epic {epic!r}.", known_ids("Epics", [e.id for e in b.epics]))
                 stories = [s for s in stories if s.epic == epic.upper()]
             if status:
-                wanted = _status(status)
+                wanted = status_of(status)
                 stories = [s for s in stories if s.status is wanted]
-            stories = sorted(stories, key=_queue_order)
+            stories = sorted(stories, key=queue_order)
             pages = max(1, -(-len(stories) // per_page))
             if page < 1 or page > pages:
                 raise InvalidInput("page", f"must be between 1 and {pages}.")
@@ -457,16 +348,16 @@ class Orchestrator(TicketCommands):
         """A person (or an agent) moves a story: todo, in_progress, done or blocked."""
         def work(c: Change) -> StoryChanged:
             c.check()
-            new = _status(status)
+            new = status_of(status)
             if new is StoryStatus.blocked_awaiting_feedback:
                 raise InvalidInput("status", "blocked_awaiting_feedback is set by opening a ticket.",
                                    "Use todo, in_progress, done or blocked.")
-            s = _story(c, story)
+            s = story_of(c, story)
             previous = s.status
             if previous is StoryStatus.blocked_awaiting_feedback and new is not StoryStatus.done:
                 raise InvalidInput("status", f"{s.id} waits for an answer to its ticket.",
                                    "Answer or resolve the ticket; that unblocks the story.")
-            if new is StoryStatus.in_progress and (missing := _unmet_dependencies(c.backlog, s)):
+            if new is StoryStatus.in_progress and (missing := unmet_dependencies(c.backlog, s)):
                 raise InvalidInput("status", f"{s.id} depends on {', '.join(missing)}, not done yet.")
             c.transition()
             c.note(s.id, f"status {previous.value} -> {new.value}")
@@ -491,15 +382,15 @@ class Orchestrator(TicketCommands):
                     if (s := b.story(sid)) is not None:
                         s.sprint = None
             else:
-                sprint = Sprint(id=sprint_id(_next_sprint_number(c.store)),
+                sprint = Sprint(id=sprint_id(next_sprint_number(c.store)),
                                 length_days=self.config.orchestrator.sprint_days)
             if capacity is not None and capacity < 1:
                 raise InvalidInput("capacity", "must be at least 1 point.")
-            chosen = _explicit_pick(b, stories, sprint.id) if stories else _auto_pick(b, capacity or DEFAULT_CAPACITY)
+            chosen = explicit_pick(b, stories, sprint.id) if stories else auto_pick(b, capacity or DEFAULT_CAPACITY)
             if not chosen:
                 raise InvalidInput("stories", "there is no story ready to plan (todo, not in a sprint, dependencies met).",
                                    "Add stories with `backlog add_story`.")
-            sprint.goal = _validated(lambda: Sprint(id=sprint.id, goal=" ".join((goal or "").split()))).goal
+            sprint.goal = validated(lambda: Sprint(id=sprint.id, goal=" ".join((goal or "").split()))).goal
             sprint.stories = [s.id for s in chosen]
             sprint.capacity = capacity
             for s in chosen:
@@ -512,7 +403,7 @@ class Orchestrator(TicketCommands):
             points = sum(s.points or 0 for s in chosen)
             c.note(f"{sprint.id}, {', '.join(sprint.stories)}",
                    f"{'re-plan' if replanning else 'plan'} {sprint.id} with {len(chosen)} stories, {points} points")
-            return _sprint_view(c, sprint)
+            return sprint_view(c, sprint)
 
         return await self._change(project, "plan", by, work)
 
@@ -525,8 +416,8 @@ class Orchestrator(TicketCommands):
             c.save_sprint(sprint)
             c.transition()
             c.note(sprint.id, f"start {sprint.id}")
-            _settle_sprint(c, sprint)  # its stories may all be blocked (or done) already
-            return _sprint_view(c, sprint)
+            settle_sprint(c, sprint)  # its stories may all be blocked (or done) already
+            return sprint_view(c, sprint)
 
         return await self._change(project, "start", by, work)
 
@@ -551,8 +442,8 @@ class Orchestrator(TicketCommands):
             c.transition()
             c.note(sprint.id, f"{command} {sprint.id}")
             if command == "resume":
-                _settle_sprint(c, sprint)  # stories may have been finished or blocked during the pause
-            return _sprint_view(c, sprint)
+                settle_sprint(c, sprint)  # stories may have been finished or blocked during the pause
+            return sprint_view(c, sprint)
 
         return await self._change(project, command, by, work)
 
@@ -568,7 +459,7 @@ class Orchestrator(TicketCommands):
             if not text_clean:
                 raise InvalidInput("text", "the feedback is empty.", "Say what went well and what to change.")
             sprint = c.current_sprint()
-            sprint.retrospective = _validated(lambda: Retrospective(text=text_clean, by=by,
+            sprint.retrospective = validated(lambda: Retrospective(text=text_clean, by=by,
                                                                     changes_requested=changes_requested))
             sprint.status = SprintStatus.closed
             sprint.ended_at = sprint.ended_at or utcnow()
@@ -586,7 +477,7 @@ class Orchestrator(TicketCommands):
             c.transition()
             back = f"; {', '.join(returned)} back to the backlog" if returned else ""
             c.note(sprint.id, f"close {sprint.id} with {'changes requested' if changes_requested else 'feedback'}{back}")
-            return _sprint_view(c, sprint)
+            return sprint_view(c, sprint)
 
         return await self._change(project, command, by, work)
 
@@ -596,7 +487,7 @@ class Orchestrator(TicketCommands):
             ident = c.status.current_sprint or (c.store.sprint_ids() or [None])[-1]
             if ident is None:
                 raise NotFound("sprint", "yet", sm.NEXT_STEP[c.state])
-            return _sprint_view(c, c.sprint(ident))
+            return sprint_view(c, c.sprint(ident))
 
         return await self._read(project, work)
 
@@ -661,171 +552,3 @@ def _check_repo_present(entry: ProjectEntry) -> None:
                         "Move it back, or unregister the project and register it where it is now.")
 
 
-def set_story_status(c: Change, story: Story, new: StoryStatus) -> None:
-    """Change a story's status and everything that follows from it: dependants that become ready, the
-    sprint's burndown, BLOCKED in and out, and the automatic review when every story is done."""
-    story.status = new
-    story.updated_at = utcnow()
-    c.touch_backlog()
-    if new is StoryStatus.done:
-        c.cascade.stories_ready += [
-            o.id for o in c.backlog.stories
-            if story.id in o.depends_on and o.status is StoryStatus.todo and not _unmet_dependencies(c.backlog, o)
-        ]
-        close_tickets_of_done_story(c, story)  # tickets that still asked about it are no longer needed
-    if not (story.sprint and story.sprint == c.status.current_sprint):
-        return
-    sprint = c.current_sprint()
-    if sprint.status is SprintStatus.active:
-        _settle_sprint(c, sprint)
-
-
-def _settle_sprint(c: Change, sprint: Sprint) -> None:
-    """What an active sprint's stories imply: its burndown, the automatic review once every story is done,
-    and BLOCKED in and out."""
-    _record_burndown(c, sprint)
-    members = [c.backlog.story(i) for i in sprint.stories]
-    if members and all(s is None or s.status is StoryStatus.done for s in members):
-        if c.state is State.BLOCKED:
-            c.transition("unblock", by="orchestrator")
-        sprint.status = SprintStatus.review
-        sprint.ended_at = utcnow()
-        c.save_sprint(sprint)
-        c.transition("review", by="orchestrator")
-        c.cascade.sprint_to_review = True
-        c.lines.append(f"orch({sprint.id}): every story is done; {sprint.id} moves to review")
-        return
-    _update_blocked_state(c, sprint)
-
-
-def _update_blocked_state(c: Change, sprint: Sprint) -> None:
-    """BLOCKED while every unfinished story of the active sprint is blocked; back to SPRINT_ACTIVE otherwise."""
-    open_stories = [s for i in sprint.stories if (s := c.backlog.story(i)) and s.status is not StoryStatus.done]
-    all_blocked = bool(open_stories) and all(s.status.is_blocked for s in open_stories)
-    if all_blocked and c.state is State.SPRINT_ACTIVE:
-        c.transition("block", by="orchestrator")
-    elif not all_blocked and c.state is State.BLOCKED:
-        c.transition("unblock", by="orchestrator")
-
-
-def _record_burndown(c: Change, sprint: Sprint) -> None:
-    members = [s for i in sprint.stories if (s := c.backlog.story(i))]
-    open_ = [s for s in members if s.status is not StoryStatus.done]
-    point = BurndownPoint(day=utcnow().date(), remaining_points=sum(s.points or 0 for s in open_),
-                          remaining_stories=len(open_))
-    sprint.burndown = [p for p in sprint.burndown if p.day != point.day] + [point]
-    c.save_sprint(sprint)
-
-
-def _sprint_view(c: Change, sprint: Sprint) -> SprintView:
-    backlog = c._backlog or c.store.backlog()
-    stories = [s for i in sprint.stories if (s := backlog.story(i))]
-    done = [s for s in stories if s.status is StoryStatus.done]
-    days: list[date] = []
-    elapsed = 0
-    if sprint.started_at:
-        first = sprint.started_at.date()
-        through = (sprint.ended_at or utcnow()).date()  # UTC, like started_at and the burndown's days
-        last = max(through, sprint.planned_end or through)
-        days = [first + timedelta(d) for d in range((last - first).days + 1)]
-        elapsed = (through - first).days + 1
-    return SprintView(
-        **c.result_fields(), sprint=sprint, stories=stories, done_stories=len(done), total_stories=len(stories),
-        done_points=sum(s.points or 0 for s in done), total_points=sum(s.points or 0 for s in stories),
-        blocked=[s.id for s in stories if s.status.is_blocked], burndown=sprint.burndown, days=days,
-        elapsed_days=elapsed, cascade=c.cascade)
-
-
-def _plannable(s: Story) -> bool:
-    return s.sprint is None and s.status is StoryStatus.todo
-
-
-def _auto_pick(b: Backlog, capacity: int) -> list[Story]:
-    chosen: list[Story] = []
-    used = 0
-    picked: set[str] = set()
-    progress = True
-    ordered = sorted(b.stories, key=_queue_order)  # once: sorting on every pass cost 100 ms at 1,000 stories
-    while progress:  # a story may become eligible once its dependency is picked
-        progress = False
-        for s in ordered:
-            if s.id in picked or not _plannable(s) or _unmet_dependencies(b, s, picked):
-                continue
-            cost = s.points if s.points is not None else UNPOINTED
-            if used + cost > capacity:
-                continue
-            chosen.append(s)
-            picked.add(s.id)
-            used += cost
-            progress = True
-            break
-    return chosen
-
-
-def _explicit_pick(b: Backlog, ids: list[str], sprint: str) -> list[Story]:
-    chosen: list[Story] = []
-    for raw in dict.fromkeys(i.strip().upper() for i in ids if i.strip()):
-        s = b.story(raw)
-        if s is None:
-            raise InvalidInput("stories", f"there is no story {raw}.", _known("Stories", [x.id for x in b.stories][:20]))
-        if s.status is StoryStatus.done:
-            raise InvalidInput("stories", f"{s.id} is already done.")
-        if s.sprint and s.sprint != sprint:
-            raise InvalidInput("stories", f"{s.id} is already in {s.sprint}.")
-        chosen.append(s)
-    ids_chosen = {s.id for s in chosen}
-    for s in chosen:
-        if missing := _unmet_dependencies(b, s, ids_chosen):
-            raise InvalidInput("stories", f"{s.id} depends on {', '.join(missing)}, neither done nor in this sprint.",
-                               "Add those stories to the sprint too, or leave this one for later.")
-    return chosen
-
-
-def _next_sprint_number(store: ProjectStore) -> int:
-    ids = store.sprint_ids()
-    return int(ids[-1].split("-")[1]) + 1 if ids else 1
-
-
-def _story(c: Change, ident: str) -> Story:
-    s = c.backlog.story((ident or "").strip())
-    if s is None:
-        raise InvalidInput("story", f"there is no story {ident!r} in {c.name}.", "`backlog view` lists the stories.")
-    return s
-
-
-E = TypeVar("E", Priority, StoryStatus)
-
-
-def _choice(kind: type[E], value: str | E, field_name: str) -> E:
-    """Parse one of an enum's values, case-insensitively; anything else is an InvalidInput listing them."""
-    try:
-        return kind(value.lower() if isinstance(value, str) else value)
-    except ValueError:
-        raise InvalidInput(field_name, f"{value!r} is not a {field_name}.",
-                           "Use one of: " + ", ".join(v.value for v in kind) + ".") from None
-
-
-def _priority(value: str | Priority) -> Priority:
-    return _choice(Priority, value, "priority")
-
-
-def _status(value: str | StoryStatus) -> StoryStatus:
-    return _choice(StoryStatus, value, "status")
-
-
-def _validated(build: Callable[[], T]) -> T:
-    """Run a model constructor; a validation error becomes an InvalidInput naming the field."""
-    try:
-        return build()
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field_name = ".".join(str(p) for p in err["loc"]) or "input"
-        raise InvalidInput(field_name, err["msg"].removeprefix("Value error, ")) from None
-
-
-def _known(kind: str, ids: list[str]) -> str:
-    return f"{kind} here: {', '.join(ids)}." if ids else f"There are no {kind.lower()} yet."
-
-
-def _slugify(name: str) -> str:
-    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-")[:40] or "project"

@@ -2,7 +2,7 @@
 
 Tickets are not gated by the state machine (a question can come up in any state), but every change still
 goes through `Orchestrator._change`: project lock, atomic write, commit. The story a ticket holds up moves
-through `service.set_story_status`, so burndown and BLOCKED in/out follow the one rule that lives there:
+through `sprint_rules.set_story_status`, so burndown and BLOCKED in/out follow the one rule that lives there:
 the project is BLOCKED while every unfinished story of the active sprint is blocked.
 
 A story held by a ticket is `blocked_awaiting_feedback`. When its last open ticket resolves, it returns to
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import queue
 from .errors import InvalidInput, OrchError
 from .gitlog import quote
+from .inputs import validated
 from .models import TEXT_MAX, Story, StoryStatus, utcnow
 from .results import StoryChanged
 from .scoring import DEFAULT_SCORER, Scorer
@@ -26,7 +27,8 @@ from .tickets import (
 )
 
 if TYPE_CHECKING:
-    from .service import Change, Orchestrator
+    from .service import Orchestrator
+    from .unit_of_work import Change
 
 log = logging.getLogger(__name__)
 TICKETS = "tickets.json"
@@ -56,7 +58,7 @@ def find_ticket(c: Change, tf: TicketFile, ident: str) -> Ticket:
 
 def hold_story(c: Change, tf: TicketFile, ticket: Ticket, story: Story) -> None:
     """The ticket holds `story` up: blocked_awaiting_feedback, remembering where it was."""
-    from .service import set_story_status
+    from .sprint_rules import set_story_status
 
     if story.status is StoryStatus.done:
         raise InvalidInput("story", f"{story.id} is done already; a ticket cannot hold it up.",
@@ -73,7 +75,7 @@ def hold_story(c: Change, tf: TicketFile, ticket: Ticket, story: Story) -> None:
 def release_story(c: Change, tf: TicketFile, ticket: Ticket) -> Story | None:
     """After `ticket` stopped being open: give its story back unless another open ticket still holds it.
     Returns the story if it was unblocked."""
-    from .service import set_story_status
+    from .sprint_rules import set_story_status
 
     story = c.backlog.story(ticket.story) if ticket.story else None
     if story is None or story.status is not StoryStatus.blocked_awaiting_feedback or tf.open_for_story(story.id):
@@ -130,8 +132,6 @@ class TicketCommands:
     async def open_ticket(self: Orchestrator, project: str, question: str, story: str | None = None,
                           context: str = "", options: list[str] | None = None, by: str = "unknown") -> TicketView:
         """Ask a question. A linked story waits (blocked_awaiting_feedback) until the ticket is resolved."""
-        from .service import _validated
-
         def work(c: Change) -> TicketView:
             tf = tickets_of(c)
             if options and len([o for o in options if o.strip()]) > OPTIONS_MAX:
@@ -142,7 +142,7 @@ class TicketCommands:
                 if linked is None:
                     raise InvalidInput("story", f"there is no story {story.strip()!r} in {c.name}.",
                                        "`backlog view` lists the stories; or open the ticket without one.")
-            ticket = _validated(lambda: Ticket(
+            ticket = validated(lambda: Ticket(
                 id=f"TK-{tf.next_ticket}", question=question or "", context=(context or "").strip(),
                 options=options or [], story=linked.id if linked else None, created_by=by))
             if linked is not None:

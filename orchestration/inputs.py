@@ -1,0 +1,61 @@
+"""What a person typed, checked: story IDs, choices, names and model fields. Each failure is an InvalidInput that
+names the field and says what would do."""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+from pydantic import ValidationError
+
+from .errors import InvalidInput
+from .models import Priority, Story, StoryStatus
+
+if TYPE_CHECKING:
+    from .unit_of_work import Change
+
+T = TypeVar("T")
+
+
+def story_of(c: Change, ident: str) -> Story:
+    s = c.backlog.story((ident or "").strip())
+    if s is None:
+        raise InvalidInput("story", f"there is no story {ident!r} in {c.name}.", "`backlog view` lists the stories.")
+    return s
+
+
+E = TypeVar("E", Priority, StoryStatus)
+
+
+def choice_of(kind: type[E], value: str | E, field_name: str) -> E:
+    """Parse one of an enum's values, case-insensitively; anything else is an InvalidInput listing them."""
+    try:
+        return kind(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise InvalidInput(field_name, f"{value!r} is not a {field_name}.",
+                           "Use one of: " + ", ".join(v.value for v in kind) + ".") from None
+
+
+def priority_of(value: str | Priority) -> Priority:
+    return choice_of(Priority, value, "priority")
+
+
+def status_of(value: str | StoryStatus) -> StoryStatus:
+    return choice_of(StoryStatus, value, "status")
+
+
+def validated(build: Callable[[], T]) -> T:
+    """Run a model constructor; a validation error becomes an InvalidInput naming the field."""
+    try:
+        return build()
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field_name = ".".join(str(p) for p in err["loc"]) or "input"
+        raise InvalidInput(field_name, err["msg"].removeprefix("Value error, ")) from None
+
+
+def known_ids(kind: str, ids: list[str]) -> str:
+    return f"{kind} here: {', '.join(ids)}." if ids else f"There are no {kind.lower()} yet."
+
+
+def slugify(name: str) -> str:
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-")[:40] or "project"
