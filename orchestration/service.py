@@ -29,7 +29,7 @@ from .results import (
 from .inputs import known_ids, priority_of, slugify, status_of, story_of, validated
 from .queue import queue_order, unmet_dependencies
 from .sprint_rules import (
-    DEFAULT_CAPACITY, auto_pick, explicit_pick, next_sprint_number, set_story_status, settle_sprint, sprint_view,
+    DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, next_sprint_number, set_story_status, settle_sprint, sprint_view,
 )
 from .store import STATE_DIR, ProjectStore, create_from_templates, state_dir_of
 from .ticket_service import TicketCommands, tickets_of
@@ -376,11 +376,12 @@ class Orchestrator(TicketCommands):
             c.check()
             b = c.backlog
             replanning = c.state is State.SPRINT_PLANNED
+            released: list[Story] = []
             if replanning:
                 sprint = c.current_sprint()
-                for sid in sprint.stories:
-                    if (s := b.story(sid)) is not None:
-                        s.sprint = None
+                released = [s for sid in sprint.stories if (s := b.story(sid)) is not None]
+                for s in released:
+                    s.sprint = None
             else:
                 sprint = Sprint(id=sprint_id(next_sprint_number(c.store)),
                                 length_days=self.config.orchestrator.sprint_days)
@@ -396,6 +397,9 @@ class Orchestrator(TicketCommands):
             for s in chosen:
                 s.sprint = sprint.id
                 s.updated_at = utcnow()
+            for s in released:
+                if s.sprint is None:  # left out of the new plan
+                    return_to_backlog(s)
             c.touch_backlog()
             c.save_sprint(sprint)
             c.set_current_sprint(sprint.id)
@@ -467,9 +471,7 @@ class Orchestrator(TicketCommands):
             for sid in sprint.stories:
                 s = c.backlog.story(sid)
                 if s is not None and s.status is not StoryStatus.done:
-                    s.sprint = None
-                    if s.status is StoryStatus.in_progress:
-                        s.status = StoryStatus.todo
+                    return_to_backlog(s)
                     returned.append(s.id)
             c.touch_backlog()
             c.save_sprint(sprint)

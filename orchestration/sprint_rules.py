@@ -17,6 +17,15 @@ DEFAULT_CAPACITY = 20  # points, when /sprint plan picks stories itself and no c
 UNPOINTED = 1  # a story without points counts as 1 point towards capacity
 
 
+def return_to_backlog(story: Story) -> None:
+    """A story leaves its sprint unfinished (the sprint closed, or a re-plan left it out): work on it stops, so
+    in_progress becomes todo; blocked stays blocked."""
+    story.sprint = None
+    if story.status is StoryStatus.in_progress:
+        story.status = StoryStatus.todo
+    story.updated_at = utcnow()
+
+
 def set_story_status(c: Change, story: Story, new: StoryStatus) -> None:
     """Change a story's status and everything that follows from it: dependants that become ready, the
     sprint's burndown, BLOCKED in and out, and the automatic review when every story is done."""

@@ -161,3 +161,13 @@ async def test_burndown_and_sprint_calendar_use_one_clock(orch: Orchestrator, pr
         monkeypatch.undo()
         time.tzset()
     assert view.burndown[0].day == view.days[0] and view.elapsed_days == 1
+
+
+async def test_a_replan_returns_the_stories_it_leaves_out_to_the_backlog(orch: Orchestrator, project: str):
+    await reach(orch, project, S.SPRINT_PLANNED)  # sprint-001 holds S-1 and S-2
+    await orch.update_story(project, "S-1", "in_progress", by="t")
+    replanned = await orch.plan_sprint(project, ["S-2", "S-3"], goal="second try", by="t")
+    assert replanned.sprint.id == "sprint-001" and replanned.sprint.stories == ["S-2", "S-3"]
+    left_out = (await orch.view_backlog(project)).stories
+    s1 = next(s for s in left_out if s.id == "S-1")
+    assert (s1.sprint, s1.status.value) == (None, "todo")
