@@ -49,6 +49,9 @@ SLASH = {
     "review": "/sprint review",
     "feedback": "/feedback",
     "request_changes": "/feedback changes_requested:True",
+    # automatic transitions, as they read in a project's history
+    "block": "blocked (every open story of the sprint)",
+    "unblock": "unblocked (a story can be worked)",
 }
 # Command names the core writes in backticks (`sprint plan`); shown here with their slash.
 _COMMANDS = (

@@ -38,7 +38,8 @@ Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
 # The state machine's triggers as typed here (the allowed list itself always comes from the machine).
 CLI_NAME = {"add_story": "backlog add-story", "prioritize": "backlog prioritize", "remove_story": "backlog remove",
             "update_story": "story update", "plan": "sprint plan", "start": "sprint start", "pause": "sprint pause",
-            "resume": "sprint resume", "review": "sprint review", "request_changes": "feedback --changes-requested"}
+            "resume": "sprint resume", "review": "sprint review", "request_changes": "feedback --changes-requested",
+            "block": "blocked (every open story of the sprint)", "unblock": "unblocked (a story can be worked)"}
 LATE_DEFAULTS: dict[str, Any] = {"config": None, "json": False, "by": None, "verbose": False, "project": None,
                                  "epic": None, "status": None, "page": 1}
 
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--page", metavar="N", type=int, default=S, help="page number (10 stories a page)")
 
     parser = argparse.ArgumentParser(
-        prog="orch", parents=[common],
+        prog="orch", parents=[common, scoped],
         description="Drive the Scrum workflow of registered project repositories from a terminal "
                     "(the same commands as the Discord bot).",
         epilog="Example: orch epic \"Checkout\" --project shop; orch backlog; orch sprint plan --capacity 10")
@@ -428,7 +429,8 @@ def _state_view(r: StateView) -> list[str]:
         lines.append(f"Blocked in the sprint: {', '.join(r.blocked_in_sprint)}.")
     if r.history:
         lines.append("Recent changes:")
-        lines += [f"  {t.at:%Y-%m-%d %H:%M} {t.command}: {t.source.value} -> {t.dest.value} by {t.by}"
+        lines += [f"  {t.at:%Y-%m-%d %H:%M} {CLI_NAME.get(t.command, t.command)}: {t.source.value} -> "
+                  f"{t.dest.value} by {t.by}"
                   for t in r.history]
     return lines
 
@@ -586,7 +588,7 @@ async def _run(args: argparse.Namespace) -> Any:
         for root, outcome in orch.git.last_outcome.items():
             if outcome not in ("committed", "nothing"):
                 print(f"orch: note: the change is saved in {root}/.orch-state but not committed yet ({outcome}). "
-                      "The next orch command, or the bot, commits it.", file=sys.stderr)
+                      "The next orch command that changes this project, or the bot, commits it.", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

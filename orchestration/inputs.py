@@ -26,13 +26,18 @@ def story_of(c: Change, ident: str) -> Story:
 E = TypeVar("E", Priority, StoryStatus)
 
 
-def choice_of(kind: type[E], value: str | E, field_name: str) -> E:
-    """Parse one of an enum's values, case-insensitively; anything else is an InvalidInput listing them."""
+def choice_of(kind: type[E], value: str | E, field_name: str, allowed: tuple[E, ...] | None = None) -> E:
+    """Parse one of an enum's values (or of `allowed`), case-insensitively; anything else is an InvalidInput
+    listing the values that would do."""
+    allowed = allowed or tuple(kind)
     try:
-        return kind(value.lower() if isinstance(value, str) else value)
+        parsed = kind(value.lower() if isinstance(value, str) else value)
     except ValueError:
+        parsed = None
+    if parsed not in allowed:
         raise InvalidInput(field_name, f"{value!r} is not a {field_name}.",
-                           "Use one of: " + ", ".join(v.value for v in kind) + ".") from None
+                           "Use one of: " + ", ".join(v.value for v in allowed) + ".")
+    return parsed
 
 
 def priority_of(value: str | Priority) -> Priority:
@@ -41,6 +46,17 @@ def priority_of(value: str | Priority) -> Priority:
 
 def status_of(value: str | StoryStatus) -> StoryStatus:
     return choice_of(StoryStatus, value, "status")
+
+
+# What a person may set by hand; blocked_awaiting_feedback comes and goes with a ticket.
+SETTABLE_STATUSES = (StoryStatus.todo, StoryStatus.in_progress, StoryStatus.done, StoryStatus.blocked)
+
+
+def settable_status_of(value: str | StoryStatus) -> StoryStatus:
+    if str(getattr(value, "value", value)).lower() == StoryStatus.blocked_awaiting_feedback.value:
+        raise InvalidInput("status", "blocked_awaiting_feedback is set by opening a ticket.",
+                           "Use todo, in_progress, done or blocked.")
+    return choice_of(StoryStatus, value, "status", SETTABLE_STATUSES)
 
 
 def validated(build: Callable[[], T]) -> T:

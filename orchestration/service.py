@@ -26,7 +26,7 @@ from .results import (
     BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, SprintView,
     StateView, StoryChanged, Unregistered,
 )
-from .inputs import known_ids, priority_of, slugify, status_of, story_of, validated
+from .inputs import known_ids, priority_of, settable_status_of, slugify, status_of, story_of, validated
 from .queue import queue_order, unmet_dependencies
 from .sprint_rules import (
     DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, next_sprint_number, set_story_status, settle_sprint, sprint_view,
@@ -300,7 +300,8 @@ class Orchestrator(TicketCommands):
             s = story_of(c, story)
             dependants = [o.id for o in b.stories if s.id in o.depends_on]
             if dependants:
-                raise InvalidInput("story", f"{', '.join(dependants)} depend on {s.id}.",
+                verb = "depends" if len(dependants) == 1 else "depend"
+                raise InvalidInput("story", f"{', '.join(dependants)} {verb} on {s.id}.",
                                    "Remove those first, or keep this story.")
             if asking := tickets_of(c).open_for_story(s.id):  # else a ticket would ask about nothing
                 raise InvalidInput("story", f"{', '.join(t.id for t in asking)} still asks about {s.id}.",
@@ -348,10 +349,7 @@ class Orchestrator(TicketCommands):
         """A person (or an agent) moves a story: todo, in_progress, done or blocked."""
         def work(c: Change) -> StoryChanged:
             c.check()
-            new = status_of(status)
-            if new is StoryStatus.blocked_awaiting_feedback:
-                raise InvalidInput("status", "blocked_awaiting_feedback is set by opening a ticket.",
-                                   "Use todo, in_progress, done or blocked.")
+            new = settable_status_of(status)
             s = story_of(c, story)
             previous = s.status
             if previous is StoryStatus.blocked_awaiting_feedback and new is not StoryStatus.done:
@@ -389,7 +387,8 @@ class Orchestrator(TicketCommands):
                 raise InvalidInput("capacity", "must be at least 1 point.")
             chosen = explicit_pick(b, stories, sprint.id) if stories else auto_pick(b, capacity or DEFAULT_CAPACITY)
             if not chosen:
-                raise InvalidInput("stories", "there is no story ready to plan (todo, not in a sprint, dependencies met).",
+                raise InvalidInput("stories", "there is no story ready to plan (todo or in progress, in no sprint, "
+                                   "dependencies met).",
                                    "Add stories with `backlog add_story`.")
             sprint.goal = validated(lambda: Sprint(id=sprint.id, goal=" ".join((goal or "").split()))).goal
             sprint.stories = [s.id for s in chosen]

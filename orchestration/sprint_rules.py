@@ -102,7 +102,8 @@ def sprint_view(c: Change, sprint: Sprint) -> SprintView:
 
 
 def _plannable(s: Story) -> bool:
-    return s.sprint is None and s.status is StoryStatus.todo
+    """Outside any sprint, and to be worked: todo, or already in progress."""
+    return s.sprint is None and s.status in (StoryStatus.todo, StoryStatus.in_progress)
 
 
 def auto_pick(b: Backlog, capacity: int) -> list[Story]:

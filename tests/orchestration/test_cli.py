@@ -482,3 +482,11 @@ def test_backlog_depend_and_the_queue(orch_cli, make_repo):
     ok(orch_cli("sprint", "plan", "S-2", "S-3", "S-4"))  # while a sprint is planned, its stories are the queue
     out = ok(orch_cli("queue"))
     assert out.startswith('Next in sprint-001 of line: S-3 "Publish"') and "Waiting: S-4 waits for S-2, S-3." in out
+
+
+def test_project_option_before_or_after_the_command(orch_cli, make_repo):
+    ok(orch_cli("project", "register", str(make_repo("one"))))
+    ok(orch_cli("project", "register", str(make_repo("two"))))
+    assert "E-1" in ok(orch_cli("-p", "two", "epic", "Before the command"))
+    assert "E-2" in ok(orch_cli("epic", "After the command", "-p", "two"))
+    assert "E-1" in ok(orch_cli("--project", "one", "epic", "In the other project"))

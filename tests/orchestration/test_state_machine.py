@@ -171,3 +171,12 @@ async def test_a_replan_returns_the_stories_it_leaves_out_to_the_backlog(orch: O
     left_out = (await orch.view_backlog(project)).stories
     s1 = next(s for s in left_out if s.id == "S-1")
     assert (s1.sprint, s1.status.value) == (None, "todo")
+
+
+async def test_the_automatic_pick_takes_work_already_started_outside_a_sprint(orch: Orchestrator, project: str):
+    await reach(orch, project, S.BACKLOG_READY)
+    await orch.update_story(project, "S-3", "in_progress", by="t")
+    planned = await orch.plan_sprint(project, capacity=2, by="t")
+    assert planned.sprint.stories == ["S-1"]  # priority, then age: S-1 first within 2 points
+    planned = await orch.plan_sprint(project, capacity=6, by="t")  # re-plan with room for all
+    assert planned.sprint.stories == ["S-1", "S-2", "S-3"]

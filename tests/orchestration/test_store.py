@@ -150,3 +150,17 @@ async def test_temp_files_of_a_write_that_never_decided_are_swept(orch: Orchestr
     orphan.write_text("{half")
     await orch.create_epic(project, "E", by="a")
     assert not orphan.exists()
+
+
+async def test_refusals_name_what_would_do(orch: Orchestrator, project: str):
+    await orch.create_epic(project, "E", by="a")
+    await orch.add_story(project, "E-1", "First", by="a")
+    await orch.add_story(project, "E-1", "Second", depends_on=["S-1"], by="a")
+    with pytest.raises(InvalidInput) as err:
+        await orch.remove_story(project, "S-1", by="a")
+    assert err.value.message == "story: S-2 depends on S-1."
+    with pytest.raises(InvalidInput) as err:
+        await orch.update_story(project, "S-1", "sleeping", by="a")
+    assert err.value.hint == "Use one of: todo, in_progress, done, blocked."  # what a person may set
+    with pytest.raises(InvalidInput, match="set by opening a ticket"):
+        await orch.update_story(project, "S-1", "blocked_awaiting_feedback", by="a")
