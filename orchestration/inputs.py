@@ -55,7 +55,7 @@ SETTABLE_STATUSES = (StoryStatus.todo, StoryStatus.in_progress, StoryStatus.done
 def settable_status_of(value: str | StoryStatus) -> StoryStatus:
     if str(getattr(value, "value", value)).lower() == StoryStatus.blocked_awaiting_feedback.value:
         raise InvalidInput("status", "blocked_awaiting_feedback is set by opening a ticket.",
-                           "Use todo, in_progress, done or blocked.")
+                           "Use one of: " + ", ".join(s.value for s in SETTABLE_STATUSES) + ".")
     return choice_of(StoryStatus, value, "status", SETTABLE_STATUSES)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from .errors import InvalidInput
+from .inputs import story_of
 from .models import Backlog, SprintStatus, Story, StoryStatus, utcnow
 from .results import Result, StoryChanged
 
@@ -101,20 +102,25 @@ def queue_view(c: Change) -> QueueView:
         in_progress=[s.id for s in stories if s.status is StoryStatus.in_progress])
 
 
-def set_dependencies(c: Change, story: str, depends_on: list[str]) -> StoryChanged:
+def checked_dependencies(c: Change, story_id: str, depends_on: list[str]) -> list[str]:
+    """The IDs `story_id` may depend on, cleaned: each an existing story other than itself, closing no cycle."""
     b = c.backlog
-    s = b.story((story or "").strip())
-    if s is None:
-        raise InvalidInput("story", f"there is no story {story!r} in {c.name}.", "`backlog view` lists the stories.")
     deps = list(dict.fromkeys(d.strip().upper() for d in depends_on if d and d.strip()))
     for dep in deps:
-        if dep == s.id:
-            raise InvalidInput("depends_on", f"{s.id} cannot depend on itself.")
+        if dep == story_id:
+            raise InvalidInput("depends_on", f"{story_id} cannot depend on itself.")
         if b.story(dep) is None:
             raise InvalidInput("depends_on", f"there is no story {dep} in {c.name}.", "`backlog view` lists the stories.")
-    if cycle := find_cycle(b, s.id, deps):
+    if cycle := find_cycle(b, story_id, deps):
         raise InvalidInput("depends_on", f"that would make a cycle: {' -> '.join(cycle)}.",
                            "A story cannot wait, directly or through others, for itself. Drop one of those links.")
+    return deps
+
+
+def set_dependencies(c: Change, story: str, depends_on: list[str]) -> StoryChanged:
+    b = c.backlog
+    s = story_of(c, story)
+    deps = checked_dependencies(c, s.id, depends_on)
     previous = list(s.depends_on)
     was_waiting = bool(unmet_dependencies(b, s))
     s.depends_on = deps

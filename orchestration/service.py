@@ -21,15 +21,16 @@ from .gitlog import GitLog, quote, why_commit_waits, writes_blocked
 from .models import (
     SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, sprint_id, utcnow,
 )
+from .inputs import known_ids, priority_of, settable_status_of, slugify, status_of, story_of, validated
+from .queue import checked_dependencies, queue_order, unmet_dependencies
 from .registry import ProjectEntry, Registry
 from .results import (
     BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, SprintView,
     StateView, StoryChanged, Unregistered,
 )
-from .inputs import known_ids, priority_of, settable_status_of, slugify, status_of, story_of, validated
-from .queue import queue_order, unmet_dependencies
 from .sprint_rules import (
-    DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, next_sprint_number, set_story_status, settle_sprint, sprint_view,
+    DEFAULT_CAPACITY, auto_pick, explicit_pick, next_sprint_number, return_to_backlog, set_story_status,
+    settle_sprint, sprint_view,
 )
 from .store import STATE_DIR, ProjectStore, create_from_templates, state_dir_of
 from .ticket_service import TicketCommands, tickets_of
@@ -166,9 +167,9 @@ class Orchestrator(TicketCommands):
     def _prepare_state(self, root: Path, name: str, by: str) -> tuple[list[str], bool]:
         """Adopt a valid existing .orch-state (never overwriting it) or create one from the templates."""
         adopted = (state_dir_of(root) / "status.json").exists()
-        ProjectStore(root).validate_all(partial=True)  # before anything is created: a refusal changes nothing
-        created = create_from_templates(root, name)
         store = ProjectStore(root)
+        store.validate_all(partial=True)  # before anything is created: a refusal changes nothing
+        created = create_from_templates(root, name)
         store.validate_all()
         with store.locked():
             verb = "adopt existing" if adopted else "initialise"
@@ -261,10 +262,7 @@ class Orchestrator(TicketCommands):
             if parent is None:
                 raise InvalidInput("epic", f"there is no epic {epic!r} in {c.name}.",
                                    known_ids("Epics", [e.id for e in b.epics]))
-            deps = [d.strip().upper() for d in depends_on or [] if d.strip()]
-            for dep in deps:
-                if b.story(dep) is None:
-                    raise InvalidInput("depends_on", f"there is no story {dep} in {c.name}.")
+            deps = checked_dependencies(c, f"S-{b.next_story}", depends_on or [])
             story = validated(lambda: Story(
                 id=f"S-{b.next_story}", epic=parent.id, title=title, description=description or "",
                 points=points, priority=priority_of(priority), depends_on=deps,

@@ -83,8 +83,7 @@ def record_burndown(c: Change, sprint: Sprint) -> None:
 
 
 def sprint_view(c: Change, sprint: Sprint) -> SprintView:
-    backlog = c._backlog or c.store.backlog()
-    stories = [s for i in sprint.stories if (s := backlog.story(i))]
+    stories = [s for i in sprint.stories if (s := c.backlog.story(i))]
     done = [s for s in stories if s.status is StoryStatus.done]
     days: list[date] = []
     elapsed = 0

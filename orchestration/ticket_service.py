@@ -23,7 +23,7 @@ from .models import TEXT_MAX, Story, StoryStatus, utcnow
 from .results import StoryChanged
 from .scoring import DEFAULT_SCORER, Scorer
 from .tickets import (
-    OPTIONS_MAX, ReplyOutcome, Ticket, TicketFile, TicketList, TicketStatus, TicketView, normalize_id,
+    OPTIONS_MAX, Reply, ReplyOutcome, Ticket, TicketFile, TicketList, TicketStatus, TicketView, normalize_id,
 )
 
 if TYPE_CHECKING:
@@ -243,8 +243,6 @@ class TicketCommands:
         clean = clean if len(clean) <= TEXT_MAX else clean[: TEXT_MAX - 1] + "…"
 
         def work(c: Change) -> ReplyOutcome:
-            from .tickets import Reply
-
             tf = tickets_of(c)
             t = find_ticket(c, tf, ticket)
             if not t.is_open:
@@ -344,7 +342,7 @@ class TicketCommands:
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 def _story_of(c: Change, t: Ticket) -> Story | None:
-    return (c._backlog or c.store.backlog()).story(t.story) if t.story else None
+    return c.backlog.story(t.story) if t.story else None
 
 
 def _ignored(c: Change, tf: TicketFile, ticket: str, threshold: int, reason: str) -> ReplyOutcome:
