@@ -10,7 +10,6 @@ from __future__ import annotations
 from .models import SprintStatus, State, StoryStatus
 from .queue import dependency_problems
 from .store import TEMPLATE_DIR, ProjectStore
-from .tickets import TicketFile
 
 # The sprint status each state implies for the current sprint (None: there is no current sprint).
 SPRINT_STATUS_OF_STATE: dict[State, SprintStatus | None] = {
@@ -67,7 +66,7 @@ def problems(store: ProjectStore) -> list[str]:
 
     found += _unignored_working_files(store)
 
-    tickets = store.load("tickets.json", TicketFile)
+    tickets = store.tickets()
     for t in tickets.tickets if tickets else []:
         if not (t.story and t.is_open):
             continue  # an answered ticket is history, even once its story has been removed

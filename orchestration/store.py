@@ -29,6 +29,7 @@ from .tickets import TicketFile
 
 STATE_DIR = ".orch-state"
 LOCK_NAME = ".lock"
+TICKETS = "tickets.json"
 JOURNAL = ".journal.tmp"  # names the temp files of a multi-file write in progress; *.tmp is never committed
 LOCK_TIMEOUT_S = 10.0
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -237,6 +238,10 @@ class ProjectStore:
     def sprint(self, sprint_id: str) -> Sprint | None:
         return self.load(f"sprints/{sprint_id}.json", Sprint)
 
+    def tickets(self) -> TicketFile | None:
+        """tickets.json, or None before the project's first ticket."""
+        return self.load(TICKETS, TicketFile)
+
     def sprint_ids(self) -> list[str]:
         """The sprints, in order of their number (as text, sprint-1000 would sort before sprint-999); a file
         whose name is no sprint ID (a copy someone left there) is not a sprint."""
@@ -259,7 +264,7 @@ class ProjectStore:
         load("status.json", Status)
         for sid in self.sprint_ids():
             self.sprint(sid)
-        self.load("tickets.json", TicketFile)
+        self.tickets()
 
 
 def _describe(exc: ValueError) -> str:

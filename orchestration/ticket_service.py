@@ -22,6 +22,7 @@ from .inputs import validated
 from .models import TEXT_MAX, Story, StoryStatus, utcnow
 from .results import StoryChanged
 from .scoring import DEFAULT_SCORER, Scorer
+from .store import TICKETS
 from .tickets import (
     OPTIONS_MAX, Reply, ReplyOutcome, Ticket, TicketFile, TicketList, TicketStatus, TicketView, normalize_id,
 )
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from .unit_of_work import Change
 
 log = logging.getLogger(__name__)
-TICKETS = "tickets.json"
 
 
 # -- rules on a Change (run inside `_change`, in the worker thread, under the project's locks) ------------------
@@ -39,7 +39,7 @@ def tickets_of(c: Change) -> TicketFile:
     """The project's tickets, as changed so far by this unit of work. Call `touch_tickets` after a change."""
     tf = c.dirty.get(TICKETS)
     if tf is None:
-        tf = c.store.load(TICKETS, TicketFile) or TicketFile(project=c.name)
+        tf = c.store.tickets() or TicketFile(project=c.name)
     return tf  # type: ignore[return-value]
 
 
@@ -371,7 +371,7 @@ def _lookup(orch: Orchestrator, name: str, ticket_id: str, thread_id: int) -> tu
         project = orch._projects.get(name)
         if project is None:
             return None
-        tf = project.store.load(TICKETS, TicketFile)
+        tf = project.store.tickets()
     except OrchError:
         return None
     t = tf.ticket(ticket_id) if tf else None
@@ -384,7 +384,7 @@ def _scan(orch: Orchestrator, projects: list, thread_id: int) -> tuple[str, Tick
     found = None
     for project in projects:
         try:
-            tf = project.store.load(TICKETS, TicketFile)
+            tf = project.store.tickets()
         except OrchError as exc:  # one damaged file must not stop replies in the other projects
             log.warning("project=%s tickets.json unreadable: %s", project.entry.name, exc)
             continue
