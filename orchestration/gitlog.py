@@ -142,13 +142,9 @@ class GitLog:
     def record(self, repo_root: Path, lines: list[str]) -> None:
         """Queue message lines for the next commit of this repo. The caller holds the project's file lock
         (commands do, in their worker thread, right after writing; a commit reads the queue under the same lock,
-        so its message always matches its content). Called on the event loop, it also schedules the commit;
-        from a worker thread, call `commit_soon` afterwards."""
-        if not lines:
-            return
-        _append_queue(repo_root, lines)
-        if _on_event_loop():
-            self.commit_soon(repo_root)
+        so its message always matches its content), and calls `commit_soon` on the event loop afterwards."""
+        if lines:
+            _append_queue(repo_root, lines)
 
     def commit_soon(self, repo_root: Path) -> None:
         """Commit what is queued for this repo once the batch window ends (event loop only)."""
@@ -175,7 +171,7 @@ class GitLog:
     async def _flush_one(self, root: Path) -> None:
         pending = self._pending.setdefault(root, _Pending())
         async with pending.lock:  # one commit at a time per repo
-            if pending.timer is not None:
+            if pending.timer is not None:  # this flush does what the timer was waiting to do
                 pending.timer.cancel()
                 pending.timer = None
             if not await asyncio.to_thread(self.pending_lines, root):
@@ -206,19 +202,20 @@ class GitLog:
 
     async def close(self) -> None:
         """Commit what can be committed; what cannot stays on disk for `recover` at the next start."""
-        for pending in list(self._pending.values()):  # list(): a worker thread may add a repo meanwhile
-            if pending.timer is not None:
-                pending.timer.cancel()
-                pending.timer = None
+        self._cancel_timers()  # no new background flush while the running ones end
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()
-        for root, pending in list(self._pending.items()):
-            if pending.timer is not None:
-                pending.timer.cancel()
-                pending.timer = None
+        self._cancel_timers()  # the retries a deferred commit scheduled
+        for root in self._pending:
             if waiting := self.pending_lines(root):
                 log.warning("%d change(s) in %s left uncommitted (%s); the next start commits them",
                             waiting, root, self.last_outcome.get(root))
+
+    def _cancel_timers(self) -> None:
+        for pending in self._pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+                pending.timer = None
 
     async def recover(self, repo_root: Path) -> str:
         """At start-up: commit what a stopped process left uncommitted, with the messages it queued (retried
@@ -275,7 +272,7 @@ class GitLog:
             _, out, _ = self._git(git.Git(repo_root), "status", "--porcelain", "--untracked-files=all", *_STATE_PATHS)
             if not out.strip():
                 return False
-            _append_queue(repo_root, [RECOVER_LINE])
+            self.record(repo_root, [RECOVER_LINE])
             return True
 
     def _git(self, g: git.Git, *args: str, check: bool = True) -> tuple[int, str, str]:
@@ -288,14 +285,6 @@ class GitLog:
             # Our own message, not GitCommandError's: that one repeats the whole command line.
             raise RuntimeError(f"git {args[0]} exited with {status}: {err.strip()[:300]}")
         return status, out, err
-
-
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
 
 
 def _describe(exc: Exception) -> str:
