@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from .config import load_config
 from .errors import CommandNotAllowed, InvalidInput, OrchError
+from .inputs import id_list
 from .models import Sprint, Story, StoryStatus
 from .queue import QueueView
 from .results import (
@@ -32,14 +33,14 @@ from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
 
 Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
 
-# Options that may stand before or after the subcommand (`orch --json state` and `orch state --json`) are
-# declared with default=SUPPRESS on every level, so a subcommand never overwrites what an outer level parsed;
-# their defaults are filled in once, here.
 # The state machine's triggers as typed here (the allowed list itself always comes from the machine).
 CLI_NAME = {"add_story": "backlog add-story", "prioritize": "backlog prioritize", "remove_story": "backlog remove",
             "update_story": "story update", "plan": "sprint plan", "start": "sprint start", "pause": "sprint pause",
             "resume": "sprint resume", "review": "sprint review", "request_changes": "feedback --changes-requested",
             "block": "blocked (every open story of the sprint)", "unblock": "unblocked (a story can be worked)"}
+# Options that may stand before or after the subcommand (`orch --json state` and `orch state --json`) are
+# declared with default=SUPPRESS on every level, so a subcommand never overwrites what an outer level parsed;
+# their defaults are filled in once, here.
 LATE_DEFAULTS: dict[str, Any] = {"config": None, "json": False, "by": None, "verbose": False, "project": None,
                                  "epic": None, "status": None, "page": 1}
 
@@ -67,7 +68,7 @@ async def _backlog_view(o: Orchestrator, a: argparse.Namespace) -> BacklogPage:
 
 
 async def _backlog_add_story(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
-    depends = [d for chunk in a.depends_on for d in chunk.split(",")]
+    depends = id_list(*a.depends_on)
     return await o.add_story(project_of(o, a), a.epic, a.title, description=a.description, points=a.points,
                              priority=a.priority, acceptance_criteria=a.criteria, depends_on=depends, by=a.by)
 
@@ -81,7 +82,7 @@ async def _backlog_remove(o: Orchestrator, a: argparse.Namespace) -> StoryChange
 
 
 async def _backlog_depend(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
-    depends = [d for chunk in a.on for d in chunk.split(",")]  # --on "" leaves nothing: no dependencies
+    depends = id_list(*a.on)  # --on "" leaves nothing: no dependencies
     return await o.set_dependencies(project_of(o, a), a.story, depends, by=a.by)
 
 
@@ -94,7 +95,7 @@ async def _story_update(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
 
 
 async def _sprint_plan(o: Orchestrator, a: argparse.Namespace) -> SprintView:
-    stories = [s for chunk in a.stories for s in chunk.split(",")]
+    stories = id_list(*a.stories)
     return await o.plan_sprint(project_of(o, a), stories or None, goal=a.goal, capacity=a.capacity, by=a.by)
 
 

@@ -16,6 +16,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def id_list(*texts: str | None) -> list[str]:
+    """IDs as people type them, separated by spaces, commas or semicolons, in one text or several:
+    "S-1, S-2 S-3" -> ["S-1", "S-2", "S-3"]. Both front-ends read story lists with it."""
+    return [part for text in texts for part in re.split(r"[\s,;]+", text or "") if part]
+
+
 def story_of(c: Change, ident: str) -> Story:
     s = c.backlog.story((ident or "").strip())
     if s is None:

@@ -1,7 +1,6 @@
 """What the cogs share: access to the bot's config and orchestrator, routing, permission checks, autocomplete."""
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 import discord
@@ -19,12 +18,6 @@ if TYPE_CHECKING:
     from ..client import OrchBot
 
 ALL_STORIES = 10_000  # autocomplete reads the whole backlog in one page
-
-
-def story_ids(text: str | None) -> list[str] | None:
-    """"S-1, S-2 S-3" -> ["S-1", "S-2", "S-3"]; empty -> None (the caller says what nothing means)."""
-    ids = [part for part in re.split(r"[\s,;]+", text or "") if part]
-    return ids or None
 
 
 class BaseCog(commands.Cog):

@@ -7,6 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from orchestration.errors import OrchError
+from orchestration.inputs import id_list
 from orchestration.models import Priority, StoryStatus
 from orchestration.results import BacklogPage
 from orchestration.service import Orchestrator
@@ -14,7 +15,7 @@ from orchestration.service import Orchestrator
 from .. import render
 from ..handling import handled, send, send_error
 from ..permissions import Access
-from ._shared import BaseCog, story_ids
+from ._shared import BaseCog
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
                         depends_on: str | None = None) -> None:
         project = self.project(interaction, Access.member)
         result = await self.orch.add_story(project, epic, title, description or "", points, priority,
-                                           depends_on=story_ids(depends_on), by=interaction.user.name)
+                                           depends_on=id_list(depends_on), by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
 
     @app_commands.command(name="prioritize", description="Change a story's priority")
@@ -119,7 +120,7 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
     @handled
     async def depend(self, interaction: discord.Interaction, story: str, on: str | None = None) -> None:
         project = self.project(interaction, Access.member)
-        result = await self.orch.set_dependencies(project, story, story_ids(on) or [], by=interaction.user.name)
+        result = await self.orch.set_dependencies(project, story, id_list(on), by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
 
     @app_commands.command(name="next", description="The next story to work on, and what is ready or waits")

@@ -6,11 +6,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from orchestration.inputs import id_list
+
 from .. import render
 from ..chart import burndown_png
 from ..handling import defer, handled, send
 from ..permissions import Access
-from ._shared import BaseCog, story_ids
+from ._shared import BaseCog
 
 
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
@@ -21,7 +23,7 @@ class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_descripti
     @handled
     async def plan(self, interaction: discord.Interaction, stories: str | None = None, goal: str | None = None) -> None:
         project = self.project(interaction, Access.member)
-        result = await self.orch.plan_sprint(project, story_ids(stories), goal or "", by=interaction.user.name)
+        result = await self.orch.plan_sprint(project, id_list(stories) or None, goal or "", by=interaction.user.name)
         await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} planned"))
 
     @app_commands.command(name="start", description="Start the planned sprint")
