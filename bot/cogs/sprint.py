@@ -1,12 +1,14 @@
 """/sprint plan | start | status | pause | resume | review. Status comes with a burndown chart."""
 import asyncio
 import io
+from typing import Awaitable, Callable
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from orchestration.inputs import id_list
+from orchestration.results import SprintView
 
 from .. import render
 from ..chart import burndown_png
@@ -29,9 +31,7 @@ class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_descripti
     @app_commands.command(name="start", description="Start the planned sprint")
     @handled
     async def start(self, interaction: discord.Interaction) -> None:
-        project = self.project(interaction, Access.member)
-        result = await self.orch.start_sprint(project, by=interaction.user.name)
-        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} started"))
+        await self._step(interaction, self.orch.start_sprint, "{} started")
 
     @app_commands.command(name="status", description="Progress of the current sprint, with its burndown chart")
     @handled
@@ -47,23 +47,25 @@ class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_descripti
     @app_commands.command(name="pause", description="Pause the active sprint")
     @handled
     async def pause(self, interaction: discord.Interaction) -> None:
-        project = self.project(interaction, Access.member)
-        result = await self.orch.pause_sprint(project, by=interaction.user.name)
-        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} paused"))
+        await self._step(interaction, self.orch.pause_sprint, "{} paused")
 
     @app_commands.command(name="resume", description="Resume the paused sprint")
     @handled
     async def resume(self, interaction: discord.Interaction) -> None:
-        project = self.project(interaction, Access.member)
-        result = await self.orch.resume_sprint(project, by=interaction.user.name)
-        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} resumed"))
+        await self._step(interaction, self.orch.resume_sprint, "{} resumed")
 
     @app_commands.command(name="review", description="End the sprint (early if need be) and open its review")
     @handled
     async def review(self, interaction: discord.Interaction) -> None:
+        await self._step(interaction, self.orch.review_sprint, "{} in review: /feedback closes it")
+
+    async def _step(self, interaction: discord.Interaction, step: Callable[..., Awaitable[SprintView]],
+                    title: str) -> None:
+        """start, pause, resume, review: one orchestrator call on the channel's project, the sprint as reply
+        (`title` names the sprint with {})."""
         project = self.project(interaction, Access.member)
-        result = await self.orch.review_sprint(project, by=interaction.user.name)
-        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} in review: /feedback closes it"))
+        result = await step(project, by=interaction.user.name)
+        await send(interaction, embed=render.sprint_view(result, title.format(result.sprint.id)))
 
 
 async def setup(bot: commands.Bot) -> None:
