@@ -136,14 +136,21 @@ async def test_bots_and_threads_that_are_no_ticket_change_nothing(world, demo):
     assert bot_messages(world, chat) == []
 
 
-async def test_a_reply_in_another_projects_thread_never_touches_this_one(world, demo, make_repo):
-    repo, channel = demo
+async def ticket_in_each_of_two_projects(world, demo, make_repo):
+    """demo's TK-1 holds S-1; a second project "other" has a ticket too. Returns (other repo, channel, thread)."""
+    _, channel = demo
     other_repo = make_repo("other")
     _, other_channel = await register(world, other_repo)
     await world.alice.slash(channel, "epic", title="Demo work")
     await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Demo story")
     await open_ticket(world, channel, story="S-1")
     _, other_thread = await open_ticket(world, other_channel, question="Should the logo be blue or green?")
+    return other_repo, other_channel, other_thread
+
+
+async def test_a_reply_in_another_projects_thread_never_touches_this_one(world, demo, make_repo):
+    repo, channel = demo
+    other_repo, other_channel, other_thread = await ticket_in_each_of_two_projects(world, demo, make_repo)
     await world.env.bot.get_channel(other_channel.id).create_thread(name="chat", type=discord.ChannelType.public_thread)
     await world.env.settle()
     other_chat = next(t for t in other_channel.threads if t.name == "chat")
@@ -239,12 +246,7 @@ async def test_long_questions_and_mentions_stay_within_discords_rules(world, dem
 
 async def test_deciding_a_ticket_never_posts_in_or_archives_another_projects_thread(world, demo, make_repo):
     repo, channel = demo
-    other_repo = make_repo("other")
-    _, other_channel = await register(world, other_repo)
-    await world.alice.slash(channel, "epic", title="Demo work")
-    await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Demo story")
-    await open_ticket(world, channel, story="S-1")
-    _, other_thread = await open_ticket(world, other_channel, question="Should the logo be blue or green?")
+    other_repo, other_channel, other_thread = await ticket_in_each_of_two_projects(world, demo, make_repo)
     # A hand edit points demo's ticket at the other project's thread.
     path = repo / ".orch-state" / "tickets.json"
     data = json.loads(path.read_text())
