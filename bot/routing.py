@@ -31,6 +31,6 @@ def project_for(interaction: discord.Interaction, orchestrator: Orchestrator) ->
     channel_id = channel_id_of(interaction)
     entry: ProjectEntry | None = orchestrator.project_for_channel(channel_id) if channel_id else None
     if entry is None:
-        raise WrongChannel([(p.name, p.channel_id) for p in orchestrator.list_projects()])
+        raise WrongChannel([(p.name, p.channel_id) for p in orchestrator.registry.all()])
     interaction.extras["project"] = entry.name
     return entry.name

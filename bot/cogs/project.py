@@ -68,7 +68,7 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
             category = discord.utils.get(guild.categories, name=settings.channel_category)
             if category is None:
                 category = await guild.create_category(settings.channel_category, reason="orch: project channels")
-            taken = {p.channel_id for p in self.orch.list_projects()}
+            taken = {p.channel_id for p in self.orch.registry.all()}
             existing = next((c for c in category.text_channels if c.name == channel_name and c.id not in taken), None)
             if existing is not None:
                 return existing, False
