@@ -15,6 +15,8 @@ import discord
 from orchestration.errors import CommandNotAllowed, OrchError, ProjectExists
 from orchestration.models import Epic, State, Story, StoryStatus
 from orchestration.queue import QueueView
+from orchestration.state_machine import AUTOMATIC_MEANING
+from orchestration.unit_of_work import LABEL
 from orchestration.results import (
     BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView, StateView,
     StoryChanged, Unregistered,
@@ -35,24 +37,9 @@ CHOICE_NAME_MAX = 100
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
-# The state machine's trigger names -> the slash command a person types.
-SLASH = {
-    "epic": "/epic",
-    "add_story": "/backlog add_story",
-    "prioritize": "/backlog prioritize",
-    "remove_story": "/backlog remove",
-    "update_story": "/story update",
-    "plan": "/sprint plan",
-    "start": "/sprint start",
-    "pause": "/sprint pause",
-    "resume": "/sprint resume",
-    "review": "/sprint review",
-    "feedback": "/feedback",
-    "request_changes": "/feedback changes_requested:True",
-    # automatic transitions, as they read in a project's history
-    "block": "blocked (every open story of the sprint)",
-    "unblock": "unblocked (a story can be worked)",
-}
+# The state machine's trigger names -> the slash command a person types (the core's labels, with the option
+# that tells request_changes from feedback), and the automatic changes as they read in a project's history.
+SLASH = {**LABEL, "request_changes": "/feedback changes_requested:True", **AUTOMATIC_MEANING}
 # Command names the core writes in backticks (`sprint plan`); shown here with their slash.
 _COMMANDS = (
     "project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",

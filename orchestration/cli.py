@@ -29,6 +29,7 @@ from .results import (
     Unregistered,
 )
 from .service import Orchestrator
+from .state_machine import AUTOMATIC_MEANING
 from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
 
 Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
@@ -37,7 +38,7 @@ Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
 CLI_NAME = {"add_story": "backlog add-story", "prioritize": "backlog prioritize", "remove_story": "backlog remove",
             "update_story": "story update", "plan": "sprint plan", "start": "sprint start", "pause": "sprint pause",
             "resume": "sprint resume", "review": "sprint review", "request_changes": "feedback --changes-requested",
-            "block": "blocked (every open story of the sprint)", "unblock": "unblocked (a story can be worked)"}
+            **AUTOMATIC_MEANING}
 # Options that may stand before or after the subcommand (`orch --json state` and `orch state --json`) are
 # declared with default=SUPPRESS on every level, so a subcommand never overwrites what an outer level parsed;
 # their defaults are filled in once, here.

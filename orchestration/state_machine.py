@@ -36,6 +36,8 @@ TRANSITIONS: list[tuple[str, list[State] | State, State | str]] = [
     ("unblock", S.BLOCKED, S.SPRINT_ACTIVE),  # some story of the sprint can be worked again
 ]
 AUTOMATIC = frozenset({"block", "unblock"})
+# How the automatic changes read in a project's history, in any front-end.
+AUTOMATIC_MEANING = {"block": "blocked (every open story of the sprint)", "unblock": "unblocked (a story can be worked)"}
 
 # What a person would most likely do next, per state (shown as a hint beside a refusal).
 NEXT_STEP: dict[State, str] = {
