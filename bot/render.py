@@ -18,7 +18,7 @@ from orchestration.queue import QueueView
 from orchestration.state_machine import AUTOMATIC_MEANING
 from orchestration.unit_of_work import LABEL
 from orchestration.results import (
-    BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView, StateView,
+    BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView, StateView,
     StoryChanged, Unregistered,
 )
 
@@ -256,7 +256,8 @@ def story_changed(result: StoryChanged) -> discord.Embed:
     return fit(_footer(embed, result))
 
 
-def _cascade(embed: discord.Embed, cascade) -> None:
+def cascade_lines(cascade: Cascade, shown: str | None = None) -> list[str]:
+    """What a change set off, one line each; `shown` is a ticket the reply is about already (not repeated)."""
     notes = []
     if cascade.state_change:
         notes.append(f"State {cascade.state_change[0].value} → {cascade.state_change[1].value}")
@@ -266,9 +267,13 @@ def _cascade(embed: discord.Embed, cascade) -> None:
         notes.append("Now ready: " + ", ".join(cascade.stories_ready))
     if cascade.stories_unblocked:
         notes.append("Unblocked: " + ", ".join(cascade.stories_unblocked))
-    if cascade.tickets_resolved:
-        notes.append("Tickets resolved: " + ", ".join(cascade.tickets_resolved))
-    if notes:
+    if tickets := [t for t in cascade.tickets_resolved if t != shown]:
+        notes.append("Tickets resolved: " + ", ".join(tickets))
+    return notes
+
+
+def _cascade(embed: discord.Embed, cascade: Cascade) -> None:
+    if notes := cascade_lines(cascade):
         embed.add_field(name="Also", value="\n".join(notes), inline=False)
 
 

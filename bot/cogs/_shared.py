@@ -53,7 +53,7 @@ class BaseCog(commands.Cog):
             page = await self.orch.view_backlog(name, per_page=1)
         except OrchError:
             return []
-        return _matching([(e.id, f"{e.id} · {e.title}") for e in page.epics], current)
+        return matching_choices([(e.id, f"{e.id} · {e.title}") for e in page.epics], current)
 
     async def story_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         name = self._channel_project(interaction)
@@ -63,10 +63,10 @@ class BaseCog(commands.Cog):
             page = await self.orch.view_backlog(name, per_page=ALL_STORIES)
         except OrchError:
             return []
-        return _matching([(s.id, f"{s.id} · {s.title} [{s.status.value}]") for s in page.stories], current)
+        return matching_choices([(s.id, f"{s.id} · {s.title} [{s.status.value}]") for s in page.stories], current)
 
 
-def _matching(items: list[tuple[str, str]], current: str) -> list[app_commands.Choice[str]]:
+def matching_choices(items: list[tuple[str, str]], current: str) -> list[app_commands.Choice[str]]:
     typed = (current or "").strip().lower()
     hits = [(value, label) for value, label in items if typed in label.lower()]
     return [app_commands.Choice(name=render.choice_name(label), value=value)

@@ -19,13 +19,12 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from orchestration.errors import OrchError
-from orchestration.results import Cascade
 from orchestration.tickets import ReplyOutcome, Ticket, TicketList, TicketStatus, TicketView
 
 from .. import render
 from ..handling import defer, handled, send
 from ..permissions import Access, author_is_member
-from ._shared import BaseCog, _matching
+from ._shared import BaseCog, matching_choices
 
 if TYPE_CHECKING:
     from ..client import OrchBot
@@ -70,20 +69,9 @@ def question_embed(ticket: Ticket, result: TicketView) -> discord.Embed:
     return render.fit(embed)
 
 
-def _cascade_lines(cascade: Cascade) -> list[str]:
-    lines = []
-    if cascade.stories_unblocked:
-        lines.append("Unblocked: " + ", ".join(cascade.stories_unblocked))
-    if cascade.state_change:
-        lines.append(f"Project {cascade.state_change[0].value} → {cascade.state_change[1].value}")
-    if cascade.sprint_to_review:
-        lines.append("Every story of the sprint is done: the sprint moved to review.")
-    return lines
-
-
 def resolved_embed(result: TicketView | ReplyOutcome, by: str) -> discord.Embed:
     t = result.ticket
-    lines = _cascade_lines(result.cascade) or (["Nothing was waiting on it."] if not t.story else
+    lines = render.cascade_lines(result.cascade, shown=t.id) or (["Nothing was waiting on it."] if not t.story else
                                                [f"{t.story} was not waiting on this ticket any more."])
     how = f"by the reply of {by} (clarity {result.score.total}/100)" \
         if isinstance(result, ReplyOutcome) and result.score else f"by {by}"
@@ -129,7 +117,7 @@ def ticket_embed(result: TicketView, headline: str = "") -> discord.Embed:
     if t.resolution:
         embed.add_field(name=f"Resolution ({t.status.value} by {t.resolved_by})", value=render.cut(t.resolution, 1000),
                         inline=False)
-    notes = _cascade_lines(result.cascade)
+    notes = render.cascade_lines(result.cascade, shown=result.ticket.id)
     if notes:
         embed.add_field(name="Also", value="\n".join(notes), inline=False)
     embed.set_footer(text=f"{result.project} · state {result.state.value} · opened by {t.created_by}")
@@ -399,7 +387,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
             listing = await self.orch.list_tickets(name)
         except OrchError:
             return []
-        return _matching([(t.id, f"{t.id} · {t.status.value} · {t.question}") for t in listing.tickets], current)
+        return matching_choices([(t.id, f"{t.id} · {t.status.value} · {t.question}") for t in listing.tickets], current)
 
     # -- replies in ticket threads -------------------------------------------------------------------------
     @commands.Cog.listener()
