@@ -152,12 +152,17 @@ async def channel_by_id(bot: OrchBot, channel_id: int | None) -> discord.abc.Gui
     return channel
 
 
+async def thread_by_id(bot: OrchBot, thread_id: int | None) -> discord.Thread | None:
+    channel = await channel_by_id(bot, thread_id)
+    return channel if isinstance(channel, discord.Thread) else None
+
+
 async def ticket_thread(bot: OrchBot, project: str, ticket: Ticket) -> discord.Thread | None:
     """The ticket's thread, if it really is the thread of this ticket in its project's channel: the rule replies
     follow (Orchestrator.ticket_for_thread), so a hand-edited mapping never has the bot post in, or archive,
     another project's thread."""
-    thread = await channel_by_id(bot, ticket.thread_id)
-    if not isinstance(thread, discord.Thread):
+    thread = await thread_by_id(bot, ticket.thread_id)
+    if thread is None:
         return None
     try:
         found = await bot.orchestrator.ticket_for_thread(thread.id, parent_channel_id=thread.parent_id)
@@ -245,8 +250,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
                 return None
             ticket = view.ticket
             if ticket.thread_id is not None or not ticket.is_open:
-                existing = await channel_by_id(self.bot, ticket.thread_id)
-                return existing if isinstance(existing, discord.Thread) else None
+                return await thread_by_id(self.bot, ticket.thread_id)
             entry = self.orch.registry.get(project)
             channel = await channel_by_id(self.bot, entry.channel_id if entry else None) or fallback
             if isinstance(channel, discord.Thread):  # a thread cannot hold threads: post in its parent channel
@@ -269,8 +273,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
             if recorded.ticket.thread_id != thread.id:  # another process recorded one first: that one stays
                 await delete_quietly(thread)
                 await delete_quietly(message)
-                existing = await channel_by_id(self.bot, recorded.ticket.thread_id)
-                return existing if isinstance(existing, discord.Thread) else None
+                return await thread_by_id(self.bot, recorded.ticket.thread_id)
             return thread
 
     @tasks.loop(seconds=HANDOFF_EVERY_S)
