@@ -3,14 +3,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from orchestration.inputs import SETTABLE_STATUSES
+
 from .. import render
 from ..handling import handled, send
 from ..permissions import Access
 from ._shared import BaseCog
 from .tickets import close_threads
 
-# The statuses a person sets (blocked_awaiting_feedback belongs to tickets).
-STATUSES = [app_commands.Choice(name=s, value=s) for s in ("todo", "in_progress", "done", "blocked")]
+# The statuses a person sets (blocked_awaiting_feedback belongs to tickets): the core's list.
+STATUSES = [app_commands.Choice(name=s.value, value=s.value) for s in SETTABLE_STATUSES]
 
 
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
