@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import discord
@@ -27,6 +28,7 @@ from orchestration.errors import OrchError
 
 from . import render
 from .metrics import Metrics
+from .permissions import is_admin
 
 log = logging.getLogger("bot.commands")
 
@@ -78,7 +80,16 @@ async def send(interaction: discord.Interaction, content: str | None = None, *, 
 
 
 async def send_error(interaction: discord.Interaction, error: OrchError) -> None:
-    await send(interaction, embed=render.error_embed(error), ephemeral=True)
+    await send(interaction, embed=render.error_embed(error, _hidden_paths(interaction)), ephemeral=True)
+
+
+def _hidden_paths(interaction: discord.Interaction) -> list[Path]:
+    """Server paths are for the admins of the project's server: anyone else reads an error without the
+    project's repository folder (noted by routing) or the bot's data folder."""
+    bot = interaction.client
+    if is_admin(interaction, bot.config.discord):
+        return []
+    return [p for p in (interaction.extras.get("path"), bot.config.orchestrator.data_dir) if p]
 
 
 def _finished(interaction: discord.Interaction, outcome: str, started: float) -> None:

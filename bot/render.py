@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 import discord
 
@@ -76,6 +77,14 @@ def cut(text: str, limit: int) -> str:
 
 def one_line(text: str, limit: int) -> str:
     return cut(" ".join((text or "").split()), limit)
+
+
+def without_paths(text: str, paths: Iterable[Path]) -> str:
+    """`text` with each folder of `paths` shown as `…/<its name>`: server paths are for the admins of the
+    server that owns the project only."""
+    for path in sorted({str(p) for p in paths}, key=len, reverse=True):  # a folder before its parents
+        text = text.replace(path, f"…/{Path(path).name}")
+    return text
 
 
 def slashed(text: str) -> str:
@@ -152,9 +161,10 @@ def _next(embed: discord.Embed, result: Result) -> None:
 
 # -- errors ------------------------------------------------------------------------------------------------
 
-def error_embed(error: OrchError) -> discord.Embed:
-    """What went wrong, the current state, the commands allowed now, and a hint."""
-    embed = _embed("Not done", error.message, COLOR_ERROR)
+def error_embed(error: OrchError, hidden: Iterable[Path] = ()) -> discord.Embed:
+    """What went wrong, the current state, the commands allowed now, and a hint; the folders in `hidden`
+    shortened (see without_paths)."""
+    embed = _embed("Not done", without_paths(error.message, hidden), COLOR_ERROR)
     if isinstance(error, CommandNotAllowed):
         embed.title = "Not possible now"
         wanted = SLASH.get(error.command, error.command)
@@ -164,7 +174,7 @@ def error_embed(error: OrchError) -> discord.Embed:
     elif isinstance(error, ProjectExists):
         embed.title = "Already registered"
     if error.hint:
-        embed.add_field(name="Hint", value=slashed(error.hint), inline=False)
+        embed.add_field(name="Hint", value=slashed(without_paths(error.hint, hidden)), inline=False)
     return fit(embed)
 
 
@@ -379,9 +389,11 @@ def state_view(result: StateView) -> discord.Embed:
     return fit(embed)
 
 
-def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: float = math.nan) -> discord.Embed:
+def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: float = math.nan,
+           show_paths: bool = False) -> discord.Embed:
     """The orchestrator's health per project (problems first), then, when given, the bot's own figures: uptime,
-    gateway latency, and the metrics since start (most used commands with p50/p95 and error rate)."""
+    gateway latency, and the metrics since start (most used commands with p50/p95 and error rate). Server
+    paths in the problems only with `show_paths` (for admins)."""
     embed = _embed("Healthy" if result.ok else "Needs attention", "", COLOR_OK if result.ok else COLOR_WARN)
     lines = []
     if metrics is not None:
@@ -395,7 +407,8 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
     projects = sorted(result.projects, key=lambda p: p.ok)
     shown = 0
     for p in projects:
-        value = cut("\n".join(_project_health_lines(p, metrics)), FIELD_VALUE_MAX)
+        text = "\n".join(_project_health_lines(p, metrics))
+        value = cut(without_paths(text, [] if show_paths else [p.path]), FIELD_VALUE_MAX)
         name = ("✅ " if p.ok else "⚠️ ") + p.name
         rest = len(projects) - shown - 1
         room = EMBED_TOTAL_MAX - _embed_size(embed) - (_OVERFLOW_ROOM if rest else 0)

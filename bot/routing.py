@@ -19,6 +19,14 @@ class WrongChannel(OrchError):
         self.projects = projects
 
 
+def guild_of(interaction: discord.Interaction) -> int:
+    """The server an interaction comes from: every project, list and health view is scoped to it (the rule
+    itself is orchestration's ProjectEntry.seen_from)."""
+    if interaction.guild_id is None:
+        raise OrchError("Projects live in server channels: run this in a server, not in a direct message.")
+    return interaction.guild_id
+
+
 def channel_id_of(interaction: discord.Interaction) -> int | None:
     channel = interaction.channel
     if isinstance(channel, discord.Thread):
@@ -27,10 +35,13 @@ def channel_id_of(interaction: discord.Interaction) -> int | None:
 
 
 def project_for(interaction: discord.Interaction, orchestrator: Orchestrator) -> str:
-    """The project of the interaction's channel; also noted in interaction.extras for the command's log line."""
+    """The project of the interaction's channel, if it is one of this server's; also noted in
+    interaction.extras, its name for the command's log line and its path for hiding it from non-admins."""
+    guild_id = guild_of(interaction)
     channel_id = channel_id_of(interaction)
-    entry: ProjectEntry | None = orchestrator.project_for_channel(channel_id) if channel_id else None
+    entry: ProjectEntry | None = orchestrator.project_for_channel(channel_id, guild_id) if channel_id else None
     if entry is None:
-        raise WrongChannel([(p.name, p.channel_id) for p in orchestrator.registry.all()])
+        raise WrongChannel([(p.name, p.channel_id) for p in orchestrator.registry.all(guild_id)])
     interaction.extras["project"] = entry.name
+    interaction.extras["path"] = entry.path
     return entry.name

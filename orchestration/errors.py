@@ -39,9 +39,16 @@ class ProjectNotFound(NotFound):
 
 
 class ProjectExists(OrchError):
-    def __init__(self, name: str, path: str, channel_id: int | None = None) -> None:
-        where = f" Its channel is <#{channel_id}>." if channel_id else ""
-        super().__init__(f'This repository is already registered as "{name}" ({path}).{where}')
+    """The repository is registered already. Without a name: by another Discord server, whose project's name,
+    path and channel are not for this one to see."""
+
+    def __init__(self, name: str | None, path: str | None = None, channel_id: int | None = None) -> None:
+        if name is None:
+            super().__init__("This repository is already registered in another Discord server.",
+                             "A repository belongs to one server; ask that server's admins to unregister it first.")
+        else:
+            where = f" Its channel is <#{channel_id}>." if channel_id else ""
+            super().__init__(f'This repository is already registered as "{name}" ({path}).{where}')
         self.name = name
         self.path = path
         self.channel_id = channel_id

@@ -23,6 +23,12 @@ class ProjectEntry(Model):
     created_at: datetime = Field(default_factory=utcnow)
     created_by: str = "unknown"
 
+    def seen_from(self, guild_id: int | None) -> bool:
+        """Per-server isolation, the one rule: asked on behalf of a Discord server (`guild_id`), a project
+        exists only if that server registered it (or adopted it); the CLI (None) sees every project. A
+        project registered from the CLI belongs to no server, so none sees it until one adopts it."""
+        return guild_id is None or self.guild_id == guild_id
+
 
 class RegistryFile(VersionedFile):
     projects: list[ProjectEntry] = Field(default_factory=list)
@@ -58,8 +64,9 @@ class Registry:
             self._raw, self._data = raw, data
         return self._data
 
-    def all(self) -> list[ProjectEntry]:
-        return list(self._load().projects)
+    def all(self, guild_id: int | None = None) -> list[ProjectEntry]:
+        """Every project, or those `guild_id` sees (see ProjectEntry.seen_from)."""
+        return [p for p in self._load().projects if p.seen_from(guild_id)]
 
     def get(self, name: str) -> ProjectEntry | None:
         return next((p for p in self._load().projects if p.name == name), None)
@@ -67,8 +74,8 @@ class Registry:
     def by_path(self, path: Path) -> ProjectEntry | None:
         return next((p for p in self._load().projects if p.path == path), None)
 
-    def by_channel(self, channel_id: int) -> ProjectEntry | None:
-        return next((p for p in self._load().projects if p.channel_id == channel_id), None)
+    def by_channel(self, channel_id: int, guild_id: int) -> ProjectEntry | None:
+        return next((p for p in self.all(guild_id) if p.channel_id == channel_id), None)
 
     @contextmanager
     def edit(self) -> Iterator[RegistryFile]:

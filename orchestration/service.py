@@ -90,12 +90,13 @@ class Orchestrator(TicketCommands):
         project.entry = entry
         return project
 
-    def project_for_channel(self, channel_id: int) -> ProjectEntry | None:
-        return self.registry.by_channel(channel_id)
+    def project_for_channel(self, channel_id: int, guild_id: int) -> ProjectEntry | None:
+        return self.registry.by_channel(channel_id, guild_id)
 
-    def list_projects(self) -> list[ProjectInfo]:
+    def list_projects(self, guild_id: int | None = None) -> list[ProjectInfo]:
+        """Every project, or (`guild_id`) those of that Discord server: see ProjectEntry.seen_from."""
         infos = []
-        for entry in self.registry.all():
+        for entry in self.registry.all(guild_id):
             try:
                 state = ProjectStore(entry.path).status().state
             except OrchError:
@@ -103,8 +104,9 @@ class Orchestrator(TicketCommands):
             infos.append(ProjectInfo(**entry.model_dump(exclude={"created_by"}), state=state))
         return infos
 
-    def check_registration(self, path: str, name: str | None = None) -> tuple[Path, str]:
-        """Validate a registration without changing anything. Returns (resolved path, name)."""
+    def check_registration(self, path: str, name: str | None = None, guild_id: int | None = None) -> tuple[Path, str]:
+        """Validate a registration (from Discord server `guild_id`, or the CLI) without changing anything.
+        Returns (resolved path, name)."""
         raw = Path(path).expanduser()
         if not str(path).strip():
             raise InvalidInput("path", "is empty")
@@ -136,13 +138,13 @@ class Orchestrator(TicketCommands):
         finally:
             repo.close()
         state_dir_of(resolved)  # refuses a symlinked .orch-state
+        existing = self.registry.by_path(resolved)
+        if existing:
+            return resolved, _adopted_name(existing, name, guild_id)
         name = (name or slugify(resolved.name)).strip()
         if not SLUG.match(name):
             raise InvalidInput("name", f"{name!r} is not a valid project name.",
                                "Use 1 to 40 lowercase letters, digits and hyphens, starting with a letter or digit.")
-        existing = self.registry.by_path(resolved)
-        if existing:
-            raise ProjectExists(existing.name, str(existing.path), existing.channel_id)
         if self.registry.get(name):
             raise InvalidInput("name", f'"{name}" is already the name of another project.', "Choose another name.")
         return resolved, name
@@ -150,13 +152,23 @@ class Orchestrator(TicketCommands):
     async def register_project(self, path: str, name: str | None = None, by: str = "unknown",
                                guild_id: int | None = None, channel_id: int | None = None) -> Registered:
         async with self._registry_lock:
-            resolved, name = await asyncio.to_thread(self.check_registration, path, name)  # runs git: off the loop
-            created, adopted = await asyncio.to_thread(self._prepare_state, resolved, name, by)
+            # check_registration runs git: off the loop
+            resolved, name = await asyncio.to_thread(self.check_registration, path, name, guild_id)
+            if self.registry.by_path(resolved):  # a project of no server, which this one adopts: its state is there
+                created, adopted = [], True
+            else:
+                created, adopted = await asyncio.to_thread(self._prepare_state, resolved, name, by)
             with self.registry.edit() as data:
-                if any(p.path == resolved or p.name == name for p in data.projects):  # another process won
+                entry = next((p for p in data.projects if p.path == resolved), None)
+                if entry is not None:  # checked again: another process may have registered or adopted it meanwhile
+                    _adopted_name(entry, name, guild_id)
+                    entry.guild_id, entry.channel_id = guild_id, channel_id
+                elif any(p.name == name for p in data.projects):  # another process won
                     raise ProjectExists(name, str(resolved))
-                entry = ProjectEntry(name=name, path=resolved, guild_id=guild_id, channel_id=channel_id, created_by=by)
-                data.projects.append(entry)
+                else:
+                    entry = ProjectEntry(name=name, path=resolved, guild_id=guild_id, channel_id=channel_id,
+                                         created_by=by)
+                    data.projects.append(entry)
         self.git.commit_soon(resolved)
         project = self.project(name)
         state = project.model.state
@@ -185,11 +197,11 @@ class Orchestrator(TicketCommands):
                 entry.guild_id, entry.channel_id = guild_id, channel_id
         return entry
 
-    async def unregister_project(self, name: str, by: str = "unknown") -> Unregistered:
-        """Forget a project. Its repository and .orch-state stay as they are."""
+    async def unregister_project(self, name: str, by: str = "unknown", guild_id: int | None = None) -> Unregistered:
+        """Forget a project (one of Discord server `guild_id`'s, if given). Its repository and .orch-state stay."""
         async with self._registry_lock:
             with self.registry.edit() as data:
-                entry = next((p for p in data.projects if p.name == name), None)
+                entry = next((p for p in data.projects if p.name == name and p.seen_from(guild_id)), None)
                 if entry is None:
                     raise ProjectNotFound(name)
                 data.projects.remove(entry)
@@ -505,8 +517,9 @@ class Orchestrator(TicketCommands):
         return await self._read(project, work)
 
     # -- health ----------------------------------------------------------------------------------------------
-    async def health(self) -> Health:
-        reports = [await asyncio.to_thread(self._project_health, e) for e in self.registry.all()]
+    async def health(self, guild_id: int | None = None) -> Health:
+        """Every project's health, or (`guild_id`) that of the projects of that Discord server."""
+        reports = [await asyncio.to_thread(self._project_health, e) for e in self.registry.all(guild_id)]
         return Health(ok=all(r.ok for r in reports), projects=reports)
 
     def _project_health(self, entry: ProjectEntry) -> ProjectHealth:
@@ -543,6 +556,20 @@ def _ignored_by_git(repo: git.Repo, rel: str) -> bool:
     except git.GitCommandError:  # exit 1: not ignored
         return False
     return True
+
+
+def _adopted_name(existing: ProjectEntry, name: str | None, guild_id: int | None) -> str:
+    """Registering a repository that is registered already: a Discord server adopts a project that belongs to
+    no server (registered from the CLI), under that project's name. Anything else is refused, and a project of
+    another server is not described at all."""
+    if guild_id is None or existing.guild_id is not None:
+        if existing.seen_from(guild_id):
+            raise ProjectExists(existing.name, str(existing.path), existing.channel_id)
+        raise ProjectExists(None)
+    if name and name.strip() != existing.name:
+        raise InvalidInput("name", f'this repository is registered as "{existing.name}" already, and keeps that name.',
+                           "Leave the name out, or give that one.")
+    return existing.name
 
 
 def _check_repo_present(entry: ProjectEntry) -> None:

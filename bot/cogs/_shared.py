@@ -12,7 +12,7 @@ from orchestration.service import Orchestrator
 
 from .. import render
 from ..permissions import Access, require
-from ..routing import channel_id_of, project_for
+from ..routing import channel_id_of, guild_of, project_for
 
 if TYPE_CHECKING:
     from ..client import OrchBot
@@ -40,8 +40,8 @@ class BaseCog(commands.Cog):
     def _channel_project(self, interaction: discord.Interaction) -> str | None:
         channel_id = channel_id_of(interaction)
         try:
-            entry = self.orch.project_for_channel(channel_id) if channel_id else None
-        except OrchError:  # e.g. a damaged registry.json: the command itself will say so
+            entry = self.orch.project_for_channel(channel_id, guild_of(interaction)) if channel_id else None
+        except OrchError:  # e.g. a damaged registry.json, or no server: the command itself will say so
             return None
         return entry.name if entry else None
 

@@ -5,7 +5,8 @@ from discord.ext import commands
 
 from .. import render
 from ..handling import handled, send
-from ..permissions import Access
+from ..permissions import Access, is_admin
+from ..routing import guild_of
 from ._shared import BaseCog
 
 
@@ -27,14 +28,15 @@ class GeneralCog(BaseCog):
         project = self.project(interaction, Access.everyone)
         await send(interaction, embed=render.state_view(await self.orch.state(project)))
 
-    @app_commands.command(name="health", description="Whether every registered project is in good shape")
+    @app_commands.command(name="health", description="Whether this server's projects are in good shape")
     @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def health(self, interaction: discord.Interaction) -> None:
         self.allow(interaction, Access.everyone)
-        report = await self.orch.health()
+        report = await self.orch.health(guild_of(interaction))  # this server's projects only
         # bot.latency is the last heartbeat's round trip: NaN before the first one (rendered "n/a").
-        await send(interaction, embed=render.health(report, self.bot.metrics.snapshot(), self.bot.latency))
+        await send(interaction, embed=render.health(report, self.bot.metrics.snapshot(), self.bot.latency,
+                                                    show_paths=is_admin(interaction, self.bot.config.discord)))
 
 
 async def setup(bot: commands.Bot) -> None:

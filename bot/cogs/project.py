@@ -11,6 +11,7 @@ from orchestration.errors import OrchError
 from .. import render
 from ..handling import defer, handled, send
 from ..permissions import Access
+from ..routing import guild_of
 from ._shared import BaseCog
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,14 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
     @handled
     async def register(self, interaction: discord.Interaction, path: str, name: str | None = None) -> None:
         self.allow(interaction, Access.admin)
-        if interaction.guild is None:
-            raise OrchError("Projects are registered from a server channel, not a direct message.")
+        guild_of(interaction)  # a server's, never a direct message's
         await defer(interaction, ephemeral=True)
         async with self._registering:
             await self._register(interaction, path, name)
 
     async def _register(self, interaction: discord.Interaction, path: str, name: str | None) -> None:
         # Validate first (fast, changes nothing): a refused registration creates no channel.
-        _resolved, slug = self.orch.check_registration(path, name)
+        _resolved, slug = self.orch.check_registration(path, name, interaction.guild.id)
         interaction.extras["project"] = slug
         channel, created = await self._channel_for(interaction.guild, slug)
         try:
@@ -85,7 +85,7 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
     @handled
     async def list_(self, interaction: discord.Interaction) -> None:
         self.allow(interaction, Access.everyone)
-        await send(interaction, embed=render.project_list(self.orch.list_projects()))
+        await send(interaction, embed=render.project_list(self.orch.list_projects(guild_of(interaction))))
 
     @app_commands.command(name="unregister", description="Stop driving a project; its files stay (admins)")
     @app_commands.describe(name="The project's name")
@@ -93,14 +93,14 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
     async def unregister(self, interaction: discord.Interaction, name: str) -> None:
         self.allow(interaction, Access.admin)
         interaction.extras["project"] = name
-        result = await self.orch.unregister_project(name, by=interaction.user.name)
+        result = await self.orch.unregister_project(name, by=interaction.user.name, guild_id=guild_of(interaction))
         await send(interaction, embed=render.unregistered(result))
 
     @unregister.autocomplete("name")
     async def _project_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         try:
-            names = [p.name for p in self.orch.registry.all() if current.lower() in p.name]
-        except OrchError:  # a damaged registry.json: offer nothing (the command itself will say why)
+            names = [p.name for p in self.orch.registry.all(guild_of(interaction)) if current.lower() in p.name]
+        except OrchError:  # a damaged registry.json, or no server: offer nothing (the command itself says why)
             return []
         return [app_commands.Choice(name=n, value=n) for n in names[: render.CHOICES_MAX]]
 

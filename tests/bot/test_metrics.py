@@ -58,7 +58,7 @@ async def test_health_shows_counts_error_rate_and_latencies(world, demo):
 
 async def test_health_stays_within_embed_limits_with_many_projects(world, make_repo, orch):
     for i in range(30):
-        await orch.register_project(str(make_repo(f"project-{i:02}")), by="ada")
+        await orch.register_project(str(make_repo(f"project-{i:02}")), by="ada", guild_id=world.guild.id)
     damaged = [f"project-{i:02}" for i in range(29, 5, -2)]  # 12, with long problems: past 6,000 chars in all
     for name in damaged:
         (orch.registry.get(name).path / ".orch-state" / "status.json").write_text("{ not json" + "x" * 3000)

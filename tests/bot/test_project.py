@@ -16,7 +16,7 @@ async def test_register_creates_the_channel_and_the_registry_entry(world, make_r
     assert category is not None and world.env.bot.get_channel(channel.id).category_id == category.id
     entry = orch.registry.get("demo")
     assert entry is not None and entry.channel_id == channel.id and entry.guild_id == world.guild.id
-    assert orch.project_for_channel(channel.id).name == "demo"
+    assert orch.project_for_channel(channel.id, world.guild.id).name == "demo"
     assert "Registered demo" in embed_of(result).title and channel.mention in embed_of(result).description
     welcome = channel.last_message.embeds[0]  # the welcome message in the new channel: state + next command
     assert welcome.title == "Welcome to demo"
