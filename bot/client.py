@@ -13,6 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from orchestration.config import Config
+from orchestration.errors import OrchError
 from orchestration.service import Orchestrator
 from orchestration.store import atomic_write
 
@@ -32,6 +33,21 @@ def intents() -> discord.Intents:
 
 
 class OrchTree(app_commands.CommandTree):
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """With `[discord] guild_id` set, the bot serves that server alone: a command (or an autocomplete) from
+        any other is refused before it runs, e.g. through commands synced globally by an earlier start."""
+        pinned = self.client.config.discord.guild_id
+        if pinned is None or interaction.guild_id == pinned:
+            return True
+        log.warning("interaction from server %s refused: the bot serves server %s only", interaction.guild_id, pinned)
+        if interaction.type is discord.InteractionType.autocomplete:
+            await interaction.response.autocomplete([])
+        else:
+            await send(interaction, embed=render.error_embed(OrchError(
+                "This bot only serves its own Discord server; nothing was done here.",
+                "Invite a bot of your own to manage your projects.")), ephemeral=True)
+        return False
+
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Anything that is not an OrchError (those are answered in bot/handling.py): log it, apologise."""
         original = getattr(error, "original", error)
@@ -61,6 +77,36 @@ class OrchBot(commands.Bot):
         for name, outcome in outcomes.items():
             log.info("start-up project=%s recovery=%s", name, json.dumps(outcome))
         await self.sync_tree_if_changed()
+
+    # -- the configured server only --------------------------------------------------------------------------
+    async def on_ready(self) -> None:
+        await self._leave_other_guilds(self.guilds)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._leave_other_guilds([guild])
+
+    # A server joined with `unavailable: false` in its GUILD_CREATE reaches discord.py as "available", not "join".
+    on_guild_available = on_guild_join
+
+    async def _leave_other_guilds(self, guilds: list[discord.Guild]) -> None:
+        """With `[discord] guild_id` set, leave any other server the bot is in or is invited to; but never
+        while the configured one is missing: a mistyped guild_id must not make it leave the server it is for."""
+        pinned = self.config.discord.guild_id
+        if pinned is None:
+            return
+        if self.get_guild(pinned) is None:
+            log.error("[discord] guild_id %s is no server the bot is in; check it. Other servers are not left.",
+                      pinned)
+            return
+        for guild in guilds:
+            if guild.id == pinned:
+                continue
+            try:
+                await guild.leave()
+                log.warning("left server %s (%s): the bot serves server %s only ([discord] guild_id)",
+                            guild.id, guild.name, pinned)
+            except discord.HTTPException as exc:  # its interactions are refused anyway (OrchTree)
+                log.warning("could not leave server %s (%s): %s", guild.id, guild.name, exc)
 
     # -- command tree ---------------------------------------------------------------------------------------
     def _scope(self) -> discord.Object | None:

@@ -1,14 +1,16 @@
-"""Two Discord servers share the bot: neither sees nor touches the other's projects, and only admins of the
-owning server see server paths."""
+"""Two Discord servers share the bot: neither sees nor touches the other's projects, only admins of the owning
+server see server paths, and with `[discord] guild_id` set the bot serves that server alone."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import discord
 import pytest
 
-from tests.bot.conftest import embed_of, register, reply
+from bot.client import create_bot
+from tests.bot.conftest import channel_named, embed_of, register, reply
 
 
 @dataclass
@@ -113,3 +115,53 @@ async def test_a_cli_registered_project_is_in_no_server_until_an_admin_registers
     taken = await b.admin.slash(b.general, "project register", path=str(repo))
     assert "already registered" in text_of(taken) and orch.registry.get("tool").guild_id == world.guild.id
 
+
+# -- [discord] guild_id set: one server only ----------------------------------------------------------------------
+
+def leaves(env) -> list[str]:
+    return [r.path for r in env.http_requests if r.method == "DELETE" and r.path.startswith("/users/@me/guilds/")]
+
+
+async def pinned_to(world, config, orch):
+    config.discord.guild_id = world.guild.id
+    bot = create_bot(config, orch)
+    await world.env.restart_bot(bot)
+    return bot
+
+
+async def test_a_pinned_bot_leaves_other_servers_at_start_and_when_invited(world, b, config, orch, caplog):
+    with caplog.at_level(logging.INFO, logger="bot"):
+        bot = await pinned_to(world, config, orch)
+        assert leaves(world.env) == [f"/users/@me/guilds/{b.guild.id}"]
+        assert {g.id for g in bot.guilds} == {world.guild.id}
+
+        late = world.env.create_guild("Late")  # invited afterwards
+        await world.env.settle()
+    assert leaves(world.env)[-1] == f"/users/@me/guilds/{late.id}"
+    assert {g.id for g in bot.guilds} == {world.guild.id}
+    left = [r.getMessage() for r in caplog.records if "left server" in r.getMessage()]
+    assert len(left) == 2 and str(late.id) in left[1]
+
+
+async def test_a_pinned_bot_whose_server_is_missing_leaves_nothing(world, b, config, orch, caplog):
+    """A mistyped guild_id must not make the bot leave the server it was meant for."""
+    config.discord.guild_id = 4242
+    with caplog.at_level(logging.ERROR, logger="bot"):
+        await world.env.restart_bot(create_bot(config, orch))
+    assert leaves(world.env) == []
+    assert any("4242" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+@pytest.mark.simcord(strict_sync=False)  # B still has the globally synced commands of an earlier start
+async def test_a_pinned_bot_refuses_interactions_from_other_servers(world, b, config, orch, make_repo):
+    world.env.inject_error("DELETE", "/users/@me/guilds/*", status=500, message="try later", times=None)
+    await pinned_to(world, config, orch)  # could not leave B
+    _, channel = await register(world, make_repo("demo"))
+
+    refused = await b.admin.slash(b.general, "project register", path=str(make_repo("mine")))
+    assert reply(refused).ephemeral and "only serves" in text_of(refused)
+    assert orch.registry.get("mine") is None and channel_named_in(b, "Projects") is None
+    assert "only serves" in text_of(await b.member.slash(b.general, "project list"))
+    assert await b.admin.autocomplete(b.general, "project unregister", "name", "") == []
+    assert channel_named(world, "proj-demo") is not None
+    assert "**demo**" in embed_of(await world.alice.slash(world.general, "project list")).description
