@@ -3,7 +3,8 @@
 A thin front-end, like the bot: each invocation parses its arguments, calls ONE Orchestrator method (the same
 ones the bot calls), prints the typed result (readable text, or JSON with --json) and closes the orchestrator,
 so that the git commit has landed when the process exits. Failures: an OrchError is one line on stderr and
-exit code 1; bad usage is argparse's message and exit code 2; a traceback never reaches the user.
+exit code 1; bad usage is argparse's message and exit code 2; a traceback never reaches the user. What it prints
+goes through `printable`: no terminal escape reaches the terminal, even one a hand edit put in a file.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from .config import load_config
 from .errors import CommandNotAllowed, InvalidInput, OrchError
 from .inputs import id_list
-from .models import Sprint, Story, StoryStatus
+from .models import UNPRINTABLE, Sprint, Story, StoryStatus
 from .queue import QueueView
 from .results import (
     BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
@@ -576,6 +577,17 @@ _RENDERERS: list[tuple[type, Callable[[Any], list[str]]]] = [
 
 # -- running -------------------------------------------------------------------------------------------------
 
+def printable(text: str) -> str:
+    """Text for the terminal: a control character (a terminal escape) or a lone surrogate, which input never lets
+    in but a hand-edited file or a path may hold, is shown as \\u001b; in --json output that is the same value."""
+    return UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class _PrintableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -589,8 +601,9 @@ async def _run(args: argparse.Namespace) -> Any:
         await orch.close()  # commits what the command changed, before the process exits
         for root, outcome in orch.git.last_outcome.items():
             if outcome not in ("committed", "nothing"):
-                print(f"orch: note: the change is saved in {root}/.orch-state but not committed yet ({outcome}). "
-                      "The next orch command that changes this project, or the bot, commits it.", file=sys.stderr)
+                print(printable(f"orch: note: the change is saved in {root}/.orch-state but not committed yet "
+                                f"({outcome}). The next orch command that changes this project, or the bot, commits "
+                                "it."), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -606,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logger = logging.getLogger("orchestration")
     handler: logging.Handler = logging.StreamHandler(sys.stderr) if args.verbose else logging.NullHandler()
-    handler.setFormatter(logging.Formatter("orch: %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("orch: %(levelname)s %(name)s: %(message)s"))
     old_level = logger.level
     logger.addHandler(handler)  # without -v, the library's log lines stay out of the user's terminal
     if args.verbose:
@@ -614,18 +627,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = asyncio.run(_run(args))
         try:
-            print(to_json(result) if args.json else render(result), flush=True)
+            print(printable(to_json(result) if args.json else render(result)), flush=True)
         except BrokenPipeError:  # `orch backlog | head -3`: the reader left; the command itself succeeded
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1 if _failed(result) else 0
     except OrchError as exc:
-        print(error_line(exc), file=sys.stderr)
+        print(printable(error_line(exc)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("orch: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an OS problem: still one line, never a traceback
-        print(f"orch: error: unexpected {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
+        print(printable(f"orch: error: unexpected {type(exc).__name__}: {one_line(str(exc))}"), file=sys.stderr)
         return 1
     finally:
         logger.removeHandler(handler)

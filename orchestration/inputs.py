@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 from pydantic import ValidationError
 
 from .errors import InvalidInput
-from .models import Priority, Story, StoryStatus
+from .models import Priority, Story, StoryStatus, plain_text
 
 if TYPE_CHECKING:
     from .unit_of_work import Change
@@ -70,9 +70,21 @@ def validated(build: Callable[[], T]) -> T:
     try:
         return build()
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field_name = ".".join(str(p) for p in err["loc"]) or "input"
-        raise InvalidInput(field_name, err["msg"].removeprefix("Value error, ")) from None
+        raise invalid_input(exc) from None
+
+
+def invalid_input(exc: ValidationError) -> InvalidInput:
+    err = exc.errors(include_url=False)[0]
+    field_name = ".".join(str(p) for p in err["loc"]) or "input"
+    return InvalidInput(field_name, err["msg"].removeprefix("Value error, "))
+
+
+def line_of(field_name: str, value: str) -> str:
+    """One line that is not a model field (who runs a command, a path), checked by the models' rule."""
+    try:
+        return plain_text(value, multi_line=False)
+    except ValueError as exc:
+        raise InvalidInput(field_name, str(exc)) from None
 
 
 def known_ids(kind: str, ids: list[str]) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
-from typing import Any, ClassVar
+from functools import partial
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 EPIC_ID = re.compile(r"^E-[1-9][0-9]*$")
 STORY_ID = re.compile(r"^S-[1-9][0-9]*$")
@@ -15,6 +16,32 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 TITLE_MAX = 200
 TEXT_MAX = 4000
+CRITERIA_MAX = 20  # acceptance criteria of one story
+CRITERION_MAX = 2 * TITLE_MAX  # characters of one criterion, like a sprint goal
+
+# Control characters (terminal escapes among them: C0, DEL, C1) and lone surrogates (no encoding holds them; Python
+# turns invalid UTF-8 in a command line into them) are refused in every text a person or agent gives, so none
+# reaches a file, a commit or a terminal. Multi-line text keeps newline and tab.
+UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def plain_text(value: Any, multi_line: bool = True) -> Any:
+    """`value` if it holds only printable text (Windows line ends become newlines); else a ValueError. Runs before
+    pydantic's own checks, which would refuse a surrogate with a less helpful message. Not text: pydantic's turn."""
+    if not isinstance(value, str):
+        return value
+    if multi_line:
+        value = value.replace("\r\n", "\n")
+    found = (UNPRINTABLE if multi_line else _NOT_IN_LINE).search(value)
+    if found:
+        raise ValueError(f"must not contain control characters or bytes that are not UTF-8 text (found "
+                         f"U+{ord(found.group()):04X} at character {found.start() + 1})")
+    return value
+
+
+Text = Annotated[str, BeforeValidator(plain_text)]  # descriptions, criteria, answers; titles (then made one line)
+Line = Annotated[str, BeforeValidator(partial(plain_text, multi_line=False))]  # names: who did it
 
 
 def utcnow() -> datetime:
@@ -95,10 +122,10 @@ def _clean_title(value: str) -> str:
 
 class Epic(Model):
     id: str = Field(pattern=EPIC_ID.pattern)
-    title: str
-    description: str = Field("", max_length=TEXT_MAX)
+    title: Text
+    description: Text = Field("", max_length=TEXT_MAX)
     created_at: datetime = Field(default_factory=utcnow)
-    created_by: str = "unknown"
+    created_by: Line = "unknown"
 
     _title = field_validator("title")(_clean_title)
 
@@ -106,9 +133,9 @@ class Epic(Model):
 class Story(Model):
     id: str = Field(pattern=STORY_ID.pattern)
     epic: str = Field(pattern=EPIC_ID.pattern)
-    title: str
-    description: str = Field("", max_length=TEXT_MAX)
-    acceptance_criteria: list[str] = Field(default_factory=list)
+    title: Text
+    description: Text = Field("", max_length=TEXT_MAX)
+    acceptance_criteria: list[Text] = Field(default_factory=list)
     points: int | None = Field(None, ge=0, le=100)
     priority: Priority = Priority.medium
     status: StoryStatus = StoryStatus.todo
@@ -116,9 +143,19 @@ class Story(Model):
     depends_on: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
-    created_by: str = "unknown"
+    created_by: Line = "unknown"
 
     _title = field_validator("title")(_clean_title)
+
+    @field_validator("acceptance_criteria")
+    @classmethod
+    def _criteria(cls, value: list[str]) -> list[str]:
+        if len(value) > CRITERIA_MAX:
+            raise ValueError(f"at most {CRITERIA_MAX} criteria (got {len(value)})")
+        for n, criterion in enumerate(value, start=1):
+            if len(criterion) > CRITERION_MAX:
+                raise ValueError(f"criterion {n} must be at most {CRITERION_MAX} characters (got {len(criterion)})")
+        return value
 
     @field_validator("depends_on")
     @classmethod
@@ -150,15 +187,15 @@ class BurndownPoint(Model):
 
 
 class Retrospective(Model):
-    text: str = Field(max_length=TEXT_MAX)
-    by: str
+    text: Text = Field(max_length=TEXT_MAX)
+    by: Line
     at: datetime = Field(default_factory=utcnow)
     changes_requested: bool = False
 
 
 class Sprint(VersionedFile):
     id: str = Field(pattern=SPRINT_ID.pattern)
-    goal: str = Field("", max_length=TITLE_MAX * 2)
+    goal: Text = Field("", max_length=TITLE_MAX * 2)
     stories: list[str] = Field(default_factory=list)
     status: SprintStatus = SprintStatus.planned
     capacity: int | None = None
@@ -187,7 +224,7 @@ class Transition(Model):
     command: str
     source: State
     dest: State
-    by: str
+    by: Line
     at: datetime = Field(default_factory=utcnow)
 
 

@@ -11,7 +11,7 @@ from filelock import FileLock, Timeout
 from pydantic import Field, ValidationError
 
 from .errors import Busy, StateCorrupt
-from .models import SLUG, Model, VersionedFile, utcnow
+from .models import SLUG, Line, Model, VersionedFile, utcnow
 from .store import atomic_write, dump
 
 
@@ -21,7 +21,7 @@ class ProjectEntry(Model):
     guild_id: int | None = None
     channel_id: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
-    created_by: str = "unknown"
+    created_by: Line = "unknown"
 
     def seen_from(self, guild_id: int | None) -> bool:
         """Per-server isolation, the one rule: asked on behalf of a Discord server (`guild_id`), a project

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import git
+from pydantic import ValidationError
 
 from . import consistency, state_machine as sm
 from .config import Config
@@ -21,7 +22,9 @@ from .gitlog import GitLog, quote, why_commit_waits, writes_blocked
 from .models import (
     SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, sprint_id, utcnow,
 )
-from .inputs import known_ids, priority_of, settable_status_of, slugify, status_of, story_of, validated
+from .inputs import (
+    invalid_input, known_ids, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
+)
 from .queue import checked_dependencies, queue_order, unmet_dependencies
 from .registry import ProjectEntry, Registry
 from .results import (
@@ -107,7 +110,7 @@ class Orchestrator(TicketCommands):
     def check_registration(self, path: str, name: str | None = None, guild_id: int | None = None) -> tuple[Path, str]:
         """Validate a registration (from Discord server `guild_id`, or the CLI) without changing anything.
         Returns (resolved path, name)."""
-        raw = Path(path).expanduser()
+        raw = Path(line_of("path", path)).expanduser()
         if not str(path).strip():
             raise InvalidInput("path", "is empty")
         if not raw.exists():
@@ -151,6 +154,7 @@ class Orchestrator(TicketCommands):
 
     async def register_project(self, path: str, name: str | None = None, by: str = "unknown",
                                guild_id: int | None = None, channel_id: int | None = None) -> Registered:
+        line_of("by", by)
         async with self._registry_lock:
             # check_registration runs git: off the loop
             resolved, name = await asyncio.to_thread(self.check_registration, path, name, guild_id)
@@ -213,6 +217,7 @@ class Orchestrator(TicketCommands):
 
     # -- the one path every change takes ---------------------------------------------------------------
     async def _change(self, name: str, command: str, by: str, work: Callable[[Change], T]) -> T:
+        line_of("by", by)  # it goes into every commit line and history entry
         project = self.project(name)
         async with project.lock:
             change, result = await asyncio.to_thread(self._run, project, command, by, work)
@@ -231,9 +236,11 @@ class Orchestrator(TicketCommands):
             try:
                 result = work(change)
                 change.write()
-            except BaseException:
+            except BaseException as exc:
                 project.model.state = before
                 project.store.invalidate()
+                if isinstance(exc, ValidationError):  # a value set on a model field (validate_assignment)
+                    raise invalid_input(exc) from None
                 raise
             self.git.record(project.entry.path, change.lines)  # still under the file lock: see gitlog.record
             return change, result
@@ -333,6 +340,9 @@ class Orchestrator(TicketCommands):
 
     async def view_backlog(self, project: str, epic: str | None = None, status: str | None = None,
                            page: int = 1, per_page: int = PAGE_SIZE) -> BacklogPage:
+        if per_page < 1:
+            raise InvalidInput("per_page", f"must be at least 1 (got {per_page}).")
+
         def work(c: Change) -> BacklogPage:
             b = c.store.backlog()
             stories = b.stories

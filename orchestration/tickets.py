@@ -12,7 +12,7 @@ from enum import Enum
 
 from pydantic import Field, field_validator
 
-from .models import STORY_ID, TEXT_MAX, Model, Story, StoryStatus, VersionedFile, utcnow
+from .models import STORY_ID, TEXT_MAX, Line, Model, Text, Story, StoryStatus, VersionedFile, utcnow
 from .results import Cascade, Result
 from .scoring import Score
 
@@ -30,28 +30,28 @@ class TicketStatus(str, Enum):
 
 
 class Reply(Model):
-    author: str
-    text: str = Field(max_length=TEXT_MAX)
+    author: Line
+    text: Text = Field(max_length=TEXT_MAX)
     at: datetime = Field(default_factory=utcnow)
     score: Score | None = None
 
 
 class Ticket(Model):
     id: str = Field(pattern=TICKET_ID.pattern)
-    question: str = Field(min_length=1, max_length=QUESTION_MAX)
-    context: str = Field("", max_length=TEXT_MAX)
-    options: list[str] = Field(default_factory=list, max_length=OPTIONS_MAX)
+    question: Text = Field(min_length=1, max_length=QUESTION_MAX)
+    context: Text = Field("", max_length=TEXT_MAX)
+    options: list[Text] = Field(default_factory=list, max_length=OPTIONS_MAX)
     story: str | None = Field(None, pattern=STORY_ID.pattern)
     # The story's status when the ticket took it; it returns to it when the ticket resolves (todo or in_progress).
     story_was: StoryStatus | None = None
     status: TicketStatus = TicketStatus.open
     thread_id: int | None = None
     replies: list[Reply] = Field(default_factory=list)
-    resolution: str | None = Field(None, max_length=TEXT_MAX)
-    resolved_by: str | None = None
+    resolution: Text | None = Field(None, max_length=TEXT_MAX)
+    resolved_by: Line | None = None
     resolved_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
-    created_by: str = "unknown"
+    created_by: Line = "unknown"
 
     @field_validator("question")
     @classmethod
