@@ -5,7 +5,7 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from functools import partial
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Iterable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -118,6 +118,12 @@ def _clean_title(value: str) -> str:
     if len(value) > TITLE_MAX:
         raise ValueError(f"must be at most {TITLE_MAX} characters (got {len(value)})")
     return value
+
+
+def next_number(counter: int, ids: Iterable[str]) -> int:
+    """The number of a new epic, story, ticket or sprint: the file's counter, but above every ID that exists, whatever
+    a hand edit (or the restore of an older file) left in the counter. IDs end in their number: E-3, sprint-003."""
+    return max([counter, *(int(i.rsplit("-", 1)[1]) + 1 for i in ids)])
 
 
 class Epic(Model):

@@ -20,7 +20,8 @@ from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound
 from .gitlog import GitLog, quote, why_commit_waits, writes_blocked
 from .models import (
-    SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, sprint_id, utcnow,
+    SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, next_number, sprint_id,
+    utcnow,
 )
 from .inputs import (
     invalid_input, known_ids, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
@@ -32,8 +33,7 @@ from .results import (
     StateView, StoryChanged, Unregistered,
 )
 from .sprint_rules import (
-    DEFAULT_CAPACITY, auto_pick, explicit_pick, next_sprint_number, return_to_backlog, set_story_status,
-    settle_sprint, sprint_view,
+    DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, set_story_status, settle_sprint, sprint_view,
 )
 from .store import STATE_DIR, ProjectStore, create_from_templates, state_dir_of
 from .ticket_service import TicketCommands, tickets_of
@@ -260,10 +260,11 @@ class Orchestrator(TicketCommands):
         def work(c: Change) -> EpicCreated:
             c.check()
             b = c.backlog
-            epic = validated(lambda: Epic(id=f"E-{b.next_epic}", title=title, description=description or "",
-                                           created_by=by))
+            number = next_number(b.next_epic, (e.id for e in b.epics))
+            epic = validated(lambda: Epic(id=f"E-{number}", title=title, description=description or "",
+                                          created_by=by))
             b.epics.append(epic)
-            b.next_epic += 1
+            b.next_epic = number + 1
             c.touch_backlog()
             c.transition()
             c.note(epic.id, f"create epic {quote(epic.title)}")
@@ -281,13 +282,14 @@ class Orchestrator(TicketCommands):
             if parent is None:
                 raise InvalidInput("epic", f"there is no epic {epic!r} in {c.name}.",
                                    known_ids("Epics", [e.id for e in b.epics]))
-            deps = checked_dependencies(c, f"S-{b.next_story}", depends_on or [])
+            number = next_number(b.next_story, (s.id for s in b.stories))
+            deps = checked_dependencies(c, f"S-{number}", depends_on or [])
             story = validated(lambda: Story(
-                id=f"S-{b.next_story}", epic=parent.id, title=title, description=description or "",
+                id=f"S-{number}", epic=parent.id, title=title, description=description or "",
                 points=points, priority=priority_of(priority), depends_on=deps,
                 acceptance_criteria=[a.strip() for a in acceptance_criteria or [] if a.strip()], created_by=by))
             b.stories.append(story)
-            b.next_story += 1
+            b.next_story = number + 1
             c.touch_backlog()
             c.transition()
             c.note(f"{story.id}, {parent.id}", f"add story {quote(story.title)} [{story.priority.value}]")
@@ -401,7 +403,7 @@ class Orchestrator(TicketCommands):
                 for s in released:
                     s.sprint = None
             else:
-                sprint = Sprint(id=sprint_id(next_sprint_number(c.store)),
+                sprint = Sprint(id=sprint_id(next_number(1, c.store.sprint_ids())),
                                 length_days=self.config.orchestrator.sprint_days)
             if capacity is not None and capacity < 1:
                 raise InvalidInput("capacity", "must be at least 1 point.")

@@ -9,7 +9,6 @@ from .inputs import known_ids
 from .models import Backlog, BurndownPoint, Sprint, SprintStatus, State, Story, StoryStatus, utcnow
 from .queue import queue_order, unmet_dependencies
 from .results import SprintView
-from .store import ProjectStore
 from .ticket_service import close_tickets_of_done_story
 from .unit_of_work import Change
 
@@ -144,8 +143,3 @@ def explicit_pick(b: Backlog, ids: list[str], sprint: str) -> list[Story]:
             raise InvalidInput("stories", f"{s.id} depends on {', '.join(missing)}, neither done nor in this sprint.",
                                "Add those stories to the sprint too, or leave this one for later.")
     return chosen
-
-
-def next_sprint_number(store: ProjectStore) -> int:
-    ids = store.sprint_ids()
-    return int(ids[-1].split("-")[1]) + 1 if ids else 1

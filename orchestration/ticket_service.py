@@ -19,7 +19,7 @@ from . import queue
 from .errors import InvalidInput, OrchError
 from .gitlog import quote
 from .inputs import validated
-from .models import TEXT_MAX, Story, StoryStatus, utcnow
+from .models import TEXT_MAX, Story, StoryStatus, next_number, utcnow
 from .results import StoryChanged
 from .scoring import DEFAULT_SCORER, Scorer
 from .store import TICKETS
@@ -142,13 +142,14 @@ class TicketCommands:
                 if linked is None:
                     raise InvalidInput("story", f"there is no story {story.strip()!r} in {c.name}.",
                                        "`backlog view` lists the stories; or open the ticket without one.")
+            number = next_number(tf.next_ticket, (t.id for t in tf.tickets))
             ticket = validated(lambda: Ticket(
-                id=f"TK-{tf.next_ticket}", question=question or "", context=(context or "").strip(),
+                id=f"TK-{number}", question=question or "", context=(context or "").strip(),
                 options=options or [], story=linked.id if linked else None, created_by=by))
             if linked is not None:
                 hold_story(c, tf, ticket, linked)
             tf.tickets.append(ticket)
-            tf.next_ticket += 1
+            tf.next_ticket = number + 1
             touch_tickets(c, tf)
             held = f"; {linked.id} waits for the answer" if linked else ""
             c.note(_ids(ticket), f"open ticket {quote(ticket.question)}{held}{_unblocked_text(c)}")

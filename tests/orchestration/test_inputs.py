@@ -1,5 +1,5 @@
 """What a person or agent types, checked at the core's boundary: control characters and text no encoding holds
-are refused for every front-end, sizes are bounded."""
+are refused for every front-end, sizes are bounded, and new IDs never reuse one that exists."""
 from __future__ import annotations
 
 import json
@@ -113,6 +113,24 @@ async def test_per_page_below_one_is_refused(orch, project):
         with pytest.raises(InvalidInput) as caught:
             await orch.view_backlog(project, per_page=per_page)
         assert caught.value.field == "per_page"
+
+
+async def test_a_lower_hand_edited_counter_never_reuses_an_id(orch, project):
+    await ready(orch, project)
+    await orch.add_story(project, "E-1", "Receipt", by="po")
+    await orch.open_ticket(project, "A or B?", by="po")
+    folder = orch.project(project).entry.path / ".orch-state"
+    for name, counter in (("backlog.json", "next_story"), ("backlog.json", "next_epic"),
+                          ("tickets.json", "next_ticket")):
+        data = json.loads((folder / name).read_text())
+        data[counter] = 1  # a hand edit (or a restore of an older file)
+        (folder / name).write_text(json.dumps(data))
+
+    assert (await orch.create_epic(project, "Accounts", by="po")).epic.id == "E-2"
+    assert (await orch.add_story(project, "E-1", "Refund", by="po")).story.id == "S-3"
+    assert (await orch.open_ticket(project, "C or D?", by="po")).ticket.id == "TK-2"
+    backlog = orch.project(project).store.backlog()
+    assert (backlog.next_epic, backlog.next_story) == (3, 4)  # the counters move past what exists again
 
 
 # -- the command line: no terminal escape reaches the terminal, whatever a file holds -------------------------
