@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .models import SprintStatus, State, StoryStatus
 from .queue import dependency_problems
-from .store import TEMPLATE_DIR, ProjectStore
+from .store import TEMPLATES, ProjectStore
 
 # The sprint status each state implies for the current sprint (None: there is no current sprint).
 SPRINT_STATUS_OF_STATE: dict[State, SprintStatus | None] = {
@@ -80,7 +80,7 @@ def problems(store: ProjectStore) -> list[str]:
 
 def _unignored_working_files(store: ProjectStore) -> list[str]:
     """The bot's working files (lock, temp files, commit queue) must stay out of commits: .orch-state/.gitignore
-    has to keep every pattern of templates/.gitignore."""
+    has to keep every pattern of the templates' .gitignore."""
     def patterns(path) -> set[str]:
         try:
             text = path.read_text(encoding="utf-8")
@@ -88,6 +88,6 @@ def _unignored_working_files(store: ProjectStore) -> list[str]:
             return set()
         return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
 
-    missing = sorted(patterns(TEMPLATE_DIR / ".gitignore") - patterns(store.dir / ".gitignore"))
+    missing = sorted(patterns(TEMPLATES / ".gitignore") - patterns(store.dir / ".gitignore"))
     return [f".orch-state/.gitignore lacks {', '.join(missing)}: the bot's working files would be committed"] \
         if missing else []

@@ -51,7 +51,7 @@ GIT_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "
 DONE = ("committed", "nothing")
 RECOVER_LINE = "orch: commit .orch-state changes made outside the bot (or before an interrupted run recorded them)"
 QUEUE = ".commit-queue"  # in .orch-state: message lines waiting for their commit, one JSON string a line
-_STATE_PATHS = ("--", STATE_DIR)  # .orch-state/.gitignore (from templates/) keeps .lock, *.tmp and the queue out
+_STATE_PATHS = ("--", STATE_DIR)  # .orch-state/.gitignore (from the templates) keeps .lock, *.tmp and the queue out
 _IDS = re.compile(r"^orch\(([^)]*)\)")
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -182,14 +183,21 @@ class Orchestrator(TicketCommands):
 
     def _prepare_state(self, root: Path, name: str, by: str) -> tuple[list[str], bool]:
         """Adopt a valid existing .orch-state (never overwriting it) or create one from the templates."""
-        adopted = (state_dir_of(root) / "status.json").exists()
+        state = state_dir_of(root)
+        adopted, fresh = (state / "status.json").exists(), not state.exists()
         store = ProjectStore(root)
         store.validate_all(partial=True)  # before anything is created: a refusal changes nothing
-        created = create_from_templates(root, name)
-        store.validate_all()
-        with store.locked():
-            verb = "adopt existing" if adopted else "initialise"
-            self.git.record(root, [f"orch({name}): {verb} .orch-state for project {name} (/project register by {by})"])
+        try:
+            created = create_from_templates(root, name)
+            store.validate_all()
+            with store.locked():
+                verb = "adopt existing" if adopted else "initialise"
+                self.git.record(root, [f"orch({name}): {verb} .orch-state for project {name} "
+                                       f"(/project register by {by})"])
+        except BaseException:
+            if fresh:  # all of it is ours: a failed registration leaves nothing behind
+                shutil.rmtree(state, ignore_errors=True)
+            raise
         return created, adopted
 
     async def set_channel(self, name: str, guild_id: int | None, channel_id: int | None) -> ProjectEntry:

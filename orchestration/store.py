@@ -17,13 +17,15 @@ import os
 import tempfile
 from contextlib import contextmanager
 from datetime import date
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Iterator, TypeVar
 
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from .errors import Busy, StateCorrupt, UnsafePath
+from .errors import Busy, OrchError, StateCorrupt, UnsafePath
 from .models import SPRINT_ID, Backlog, Sprint, Status, VersionedFile
 from .tickets import TicketFile
 
@@ -32,7 +34,9 @@ LOCK_NAME = ".lock"
 TICKETS = "tickets.json"
 JOURNAL = ".journal.tmp"  # names the temp files of a multi-file write in progress; *.tmp is never committed
 LOCK_TIMEOUT_S = 10.0
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+# What a new .orch-state/ starts from: package data (pyproject ships it in the wheel), read as a resource.
+TEMPLATES = resources.files(__package__) / "templates"
+REQUIRED_TEMPLATES = {"backlog.json", "status.json", ".gitignore"}
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=VersionedFile)
@@ -280,23 +284,32 @@ def _describe(exc: ValueError) -> str:
     return str(exc)
 
 
-def create_from_templates(repo_root: Path, project: str, templates: Path = TEMPLATE_DIR) -> list[str]:
+def create_from_templates(repo_root: Path, project: str, templates: Traversable = TEMPLATES) -> list[str]:
     """Create .orch-state/ from the templates, filling in the project name and today's date.
-    Returns the created paths (relative to the repo). Never overwrites an existing file."""
+    Returns the created paths (relative to the repo). Never overwrites an existing file. Every template is read
+    before anything is written: a broken installation changes nothing."""
+    texts = dict(_template_texts(templates)) if templates.is_dir() else {}
+    if missing := sorted(REQUIRED_TEMPLATES - texts.keys()):
+        raise OrchError(f"orch's templates for a new {STATE_DIR}/ are missing ({', '.join(missing)} in {templates}).",
+                        "The installation is damaged: reinstall orch.")
     folder = state_dir_of(repo_root)
     folder.mkdir(exist_ok=True)
     (folder / "sprints").mkdir(exist_ok=True)
     created = []
-    for template in sorted(templates.rglob("*")):
-        if not template.is_file():
-            continue
-        rel = template.relative_to(templates).as_posix()
+    for rel, text in sorted(texts.items()):
         target = folder / rel
         if target.exists():
             continue
-        text = template.read_text(encoding="utf-8")
         text = text.replace("{{project}}", project).replace("{{date}}", date.today().isoformat())
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, text.encode())
         created.append(f"{STATE_DIR}/{rel}")
     return created
+
+
+def _template_texts(folder: Traversable, prefix: str = "") -> Iterator[tuple[str, str]]:
+    for item in folder.iterdir():
+        if item.is_dir():
+            yield from _template_texts(item, f"{prefix}{item.name}/")
+        elif item.is_file():
+            yield f"{prefix}{item.name}", item.read_text(encoding="utf-8")
