@@ -255,9 +255,10 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
             channel = await channel_by_id(self.bot, entry.channel_id if entry else None) or fallback
             if isinstance(channel, discord.Thread):  # a thread cannot hold threads: post in its parent channel
                 channel = channel.parent
-            if channel is None:
-                log.warning("project=%s ticket=%s not posted: channel %s not found", project, ticket.id,
-                            entry.channel_id if entry else None)
+            if not isinstance(channel, discord.abc.Messageable):  # gone, or e.g. a category or a forum
+                log.warning("project=%s ticket=%s not posted: channel %s %s", project, ticket.id,
+                            entry.channel_id if entry else None, "not found" if channel is None
+                            else f"cannot hold messages (a {type(channel).__name__})")
                 return None
             message = thread = None
             try:
@@ -265,10 +266,12 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
                 thread = await message.create_thread(name=ticket.thread_name,
                                                      auto_archive_duration=ARCHIVE_AFTER_MIN)
                 recorded = await self.orch.set_ticket_thread(project, ticket.id, thread.id, by=by)
-            except (discord.HTTPException, AttributeError, OrchError) as exc:  # AttributeError: cannot hold messages
-                log.warning("project=%s ticket=%s thread not created: %r", project, ticket.id, exc)
+            except Exception as exc:
                 await delete_quietly(thread)
                 await delete_quietly(message)
+                if not isinstance(exc, (discord.HTTPException, OrchError)):
+                    raise  # a bug: the caller logs it with its traceback
+                log.warning("project=%s ticket=%s thread not created: %r", project, ticket.id, exc)
                 return None
             if recorded.ticket.thread_id != thread.id:  # another process recorded one first: that one stays
                 await delete_quietly(thread)
@@ -290,11 +293,16 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
         next round, then less often while it keeps failing."""
         try:
             waiting = await self.orch.tickets_awaiting_thread()
-        except Exception as exc:  # e.g. a damaged registry: the loop goes on, and says so once
-            if str(exc) != self._handoff_error:
-                log.warning("ticket hand-off cannot list the tickets: %r", exc)
-            self._handoff_error = str(exc)
+        except Exception as exc:  # the loop goes on, and logs each distinct error once (not every round)
+            if repr(exc) != self._handoff_error:
+                if isinstance(exc, OrchError):  # e.g. a damaged registry: its message says what to do
+                    log.warning("ticket hand-off cannot list the tickets: %s", exc)
+                else:
+                    log.exception("ticket hand-off cannot list the tickets (retried every %.0f s)", HANDOFF_EVERY_S)
+            self._handoff_error = repr(exc)
             return
+        if self._handoff_error:
+            log.info("ticket hand-off can list the tickets again")
         self._handoff_error = ""
         keys = {(project, t.id) for project, t in waiting}
         self._backoff = {key: value for key, value in self._backoff.items() if key in keys}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import discord
 
@@ -197,3 +198,35 @@ async def test_a_resolved_ticket_is_not_handed_off(world, demo, orch):
     await cog(world).hand_off_once()
     assert channel.threads == [] and questions(channel) == []
     assert json.loads((repo / ".orch-state" / "tickets.json").read_text())["tickets"][0]["thread_id"] is None
+
+
+async def test_an_unexpected_error_listing_the_tickets_is_logged_with_its_traceback_once(world, demo, orch, caplog,
+                                                                                         config):
+    caplog.set_level(logging.INFO, logger="bot.tickets")
+    registry = config.orchestrator.data_dir / "registry.json"
+    kept = registry.read_bytes()
+    registry.unlink()
+    registry.mkdir()  # not a file any more: reading it fails in a way nothing expects
+
+    for _ in range(3):
+        await cog(world).hand_off_once()
+
+    [failed] = [r for r in caplog.records if r.name == "bot.tickets" and "cannot list the tickets" in r.getMessage()]
+    assert failed.levelname == "ERROR" and failed.exc_info and failed.exc_info[0] is IsADirectoryError
+    registry.rmdir()
+    registry.write_bytes(kept)
+    await cog(world).hand_off_once()
+    assert any(r.name == "bot.tickets" and "can list the tickets again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_channel_that_cannot_hold_messages_is_named_in_the_log(world, demo, orch, caplog):
+    repo, _ = demo
+    category = world.guild.create_category("Projects")
+    await orch.set_channel("demo", world.guild.id, category.id)
+    await orch.open_ticket("demo", QUESTION, by="agent")
+
+    await cog(world).hand_off_once()
+
+    assert ticket(repo)["thread_id"] is None
+    [said] = [r for r in caplog.records if r.name == "bot.tickets" and "not posted" in r.getMessage()]
+    assert said.levelname == "WARNING" and f"channel {category.id} cannot hold messages" in said.getMessage()
