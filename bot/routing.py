@@ -4,7 +4,6 @@ from __future__ import annotations
 import discord
 
 from orchestration.errors import OrchError
-from orchestration.registry import ProjectEntry
 from orchestration.service import Orchestrator
 
 
@@ -34,14 +33,14 @@ def channel_id_of(interaction: discord.Interaction) -> int | None:
     return interaction.channel_id
 
 
-def project_for(interaction: discord.Interaction, orchestrator: Orchestrator) -> str:
+async def project_for(interaction: discord.Interaction, orchestrator: Orchestrator) -> str:
     """The project of the interaction's channel, if it is one of this server's; also noted in
     interaction.extras, its name for the command's log line and its path for hiding it from non-admins."""
     guild_id = guild_of(interaction)
     channel_id = channel_id_of(interaction)
-    entry: ProjectEntry | None = orchestrator.project_for_channel(channel_id, guild_id) if channel_id else None
+    entry = await orchestrator.project_for_channel(channel_id, guild_id) if channel_id else None
     if entry is None:
-        raise WrongChannel([(p.name, p.channel_id) for p in orchestrator.registry.all(guild_id)])
+        raise WrongChannel([(p.name, p.channel_id) for p in await orchestrator.project_entries(guild_id)])
     interaction.extras["project"] = entry.name
     interaction.extras["path"] = entry.path
     return entry.name

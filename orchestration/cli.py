@@ -54,7 +54,7 @@ async def _project_register(o: Orchestrator, a: argparse.Namespace) -> Registere
 
 
 async def _project_list(o: Orchestrator, a: argparse.Namespace) -> list[ProjectInfo]:
-    return o.list_projects()
+    return await o.list_projects()
 
 
 async def _project_unregister(o: Orchestrator, a: argparse.Namespace) -> Unregistered:

@@ -180,17 +180,17 @@ class GitLog:
                 outcome = await asyncio.to_thread(self.commit_now, root)
             except Exception as exc:  # logged below; the lines are kept and retried
                 outcome = f"failed: {_describe(exc)}"
-            self._note(root, outcome)
+            await self._note(root, outcome)
             if outcome not in DONE:
                 self._schedule(root, self.retry_s)
 
-    def _note(self, root: Path, outcome: str) -> None:
+    async def _note(self, root: Path, outcome: str) -> None:
         """Keep the outcome; log it when it changes (a stale index.lock would otherwise log every few seconds)."""
         previous = self.last_outcome.get(root)
         self.last_outcome[root] = outcome
         if outcome == previous:
             return
-        waiting = self.pending_lines(root)
+        waiting = await asyncio.to_thread(self.pending_lines, root)
         if outcome.startswith("failed"):
             log.error("commit of %d change(s) in %s %s; kept for a retry in %.0f s", waiting, root, outcome,
                       self.retry_s)
@@ -207,7 +207,7 @@ class GitLog:
         await self.flush()
         self._cancel_timers()  # the retries a deferred commit scheduled
         for root in self._pending:
-            if waiting := self.pending_lines(root):
+            if waiting := await asyncio.to_thread(self.pending_lines, root):
                 log.warning("%d change(s) in %s left uncommitted (%s); the next start commits them",
                             waiting, root, self.last_outcome.get(root))
 

@@ -41,16 +41,16 @@ class Registry:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.file = data_dir / "registry.json"
-        self._raw: bytes | None = None
-        self._data = RegistryFile()
+        self._cached: tuple[bytes | None, RegistryFile] = (None, RegistryFile())  # one tuple: threads read it
 
     def _load(self) -> RegistryFile:
         try:
             raw = self.file.read_bytes()
         except FileNotFoundError:
-            self._raw, self._data = None, RegistryFile()
-            return self._data
-        if raw != self._raw:
+            self._cached = (None, RegistryFile())
+            return self._cached[1]
+        cached_raw, data = self._cached
+        if raw != cached_raw:
             try:
                 parsed = json.loads(raw)
                 if not isinstance(parsed, dict):
@@ -61,8 +61,8 @@ class Registry:
                     str(self.file), getattr(exc, "lineno", None), str(exc).splitlines()[0],
                     "Fix the file by hand or restore it from a backup; the bot does not overwrite it.",
                 ) from None
-            self._raw, self._data = raw, data
-        return self._data
+            self._cached = (raw, data)
+        return data
 
     def all(self, guild_id: int | None = None) -> list[ProjectEntry]:
         """Every project, or those `guild_id` sees (see ProjectEntry.seen_from)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -28,7 +29,7 @@ from .inputs import (
     invalid_input, known_ids, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
 )
 from .queue import checked_dependencies, queue_order, unmet_dependencies
-from .registry import ProjectEntry, Registry
+from .registry import ProjectEntry, Registry, RegistryFile
 from .results import (
     BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, SprintView,
     StateView, StoryChanged, Unregistered,
@@ -54,13 +55,14 @@ class Orchestrator(TicketCommands):
         self.registry = Registry(o.data_dir)
         self.git = GitLog(o.author_name, o.author_email, o.commit_batch_ms)
         self._projects: dict[str, Project] = {}
+        self._projects_lock = threading.Lock()  # project() runs in worker threads
         self._registry_lock = asyncio.Lock()
 
     # -- life cycle ----------------------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
         """Commit what a crash left uncommitted in every registered project. Returns project -> outcome."""
         outcomes = {}
-        for entry in self.registry.all():
+        for entry in await self.project_entries():
             try:
                 outcomes[entry.name] = await self.git.recover(entry.path)
             except Exception as exc:  # a broken project must not keep the others from starting
@@ -70,35 +72,52 @@ class Orchestrator(TicketCommands):
 
     async def close(self) -> None:
         await self.git.close()
-        for project in self._projects.values():
-            sm.forget_model(project.model)
-        self._projects.clear()
+        with self._projects_lock:
+            for project in self._projects.values():
+                sm.forget_model(project.model)
+            self._projects.clear()
 
     async def flush(self) -> None:
         """Commit everything queued now (tests and shutdown)."""
         await self.git.flush()
 
     # -- projects ------------------------------------------------------------------------------------------
+    # The public methods that read the registry or a project's files are async and do that in a worker thread,
+    # so no front-end can block its event loop with them (the synchronous `project()` is for worker threads).
     def project(self, name: str) -> Project:
+        """The registered project `name` as it runs here (reads files: call it in a worker thread)."""
         entry = self.registry.get(name)
         if entry is None:
             raise ProjectNotFound(name)
         _check_repo_present(entry)
         project = self._projects.get(name)
         if project is None or project.entry.path != entry.path:  # first use, or re-registered elsewhere
-            if project is not None:
-                sm.forget_model(project.model)
             store = ProjectStore(entry.path)
-            project = Project(entry, store, sm.new_model(name, store.status().state))
-            self._projects[name] = project
+            state = store.status().state  # read before the lock, which the event loop takes too (briefly)
+            with self._projects_lock:  # one Project (so one asyncio lock) per name, whichever thread is first
+                project = self._projects.get(name)
+                if project is None or project.entry.path != entry.path:
+                    if project is not None:
+                        sm.forget_model(project.model)
+                    project = Project(entry, store, sm.new_model(name, state))
+                    self._projects[name] = project
         project.entry = entry
         return project
 
-    def project_for_channel(self, channel_id: int, guild_id: int) -> ProjectEntry | None:
-        return self.registry.by_channel(channel_id, guild_id)
+    async def project_entries(self, guild_id: int | None = None) -> list[ProjectEntry]:
+        """The registered projects (of Discord server `guild_id`, if given: see ProjectEntry.seen_from): names,
+        paths, channels (the registry alone, no project's files)."""
+        return await asyncio.to_thread(self.registry.all, guild_id)
 
-    def list_projects(self, guild_id: int | None = None) -> list[ProjectInfo]:
-        """Every project, or (`guild_id`) those of that Discord server: see ProjectEntry.seen_from."""
+    async def project_for_channel(self, channel_id: int, guild_id: int) -> ProjectEntry | None:
+        return await asyncio.to_thread(self.registry.by_channel, channel_id, guild_id)
+
+    async def list_projects(self, guild_id: int | None = None) -> list[ProjectInfo]:
+        """The registered projects (of Discord server `guild_id`, if given) with their states (reads every
+        project's status.json)."""
+        return await asyncio.to_thread(self._list_projects, guild_id)
+
+    def _list_projects(self, guild_id: int | None) -> list[ProjectInfo]:
         infos = []
         for entry in self.registry.all(guild_id):
             try:
@@ -108,9 +127,13 @@ class Orchestrator(TicketCommands):
             infos.append(ProjectInfo(**entry.model_dump(exclude={"created_by"}), state=state))
         return infos
 
-    def check_registration(self, path: str, name: str | None = None, guild_id: int | None = None) -> tuple[Path, str]:
+    async def check_registration(self, path: str, name: str | None = None,
+                                 guild_id: int | None = None) -> tuple[Path, str]:
         """Validate a registration (from Discord server `guild_id`, or the CLI) without changing anything.
         Returns (resolved path, name)."""
+        return await asyncio.to_thread(self._check_registration, path, name, guild_id)  # runs git
+
+    def _check_registration(self, path: str, name: str | None, guild_id: int | None) -> tuple[Path, str]:
         raw = Path(line_of("path", path)).expanduser()
         if not str(path).strip():
             raise InvalidInput("path", "is empty")
@@ -157,13 +180,13 @@ class Orchestrator(TicketCommands):
                                guild_id: int | None = None, channel_id: int | None = None) -> Registered:
         line_of("by", by)
         async with self._registry_lock:
-            # check_registration runs git: off the loop
-            resolved, name = await asyncio.to_thread(self.check_registration, path, name, guild_id)
-            if self.registry.by_path(resolved):  # a project of no server, which this one adopts: its state is there
-                created, adopted = [], True
+            resolved, name = await self.check_registration(path, name, guild_id)
+            if await asyncio.to_thread(self.registry.by_path, resolved):  # a project of no server, adopted
+                created, adopted = [], True  # by this one: its state is there
             else:
                 created, adopted = await asyncio.to_thread(self._prepare_state, resolved, name, by)
-            with self.registry.edit() as data:
+
+            def add(data: RegistryFile) -> ProjectEntry:
                 entry = next((p for p in data.projects if p.path == resolved), None)
                 if entry is not None:  # checked again: another process may have registered or adopted it meanwhile
                     _adopted_name(entry, name, guild_id)
@@ -174,8 +197,11 @@ class Orchestrator(TicketCommands):
                     entry = ProjectEntry(name=name, path=resolved, guild_id=guild_id, channel_id=channel_id,
                                          created_by=by)
                     data.projects.append(entry)
+                return entry
+
+            entry = await self._edit_registry(add)
         self.git.commit_soon(resolved)
-        project = self.project(name)
+        project = await asyncio.to_thread(self.project, name)
         state = project.model.state
         return Registered(project=name, state=state, allowed=sm.allowed_commands(state), next_step=sm.NEXT_STEP[state],
                           info=ProjectInfo(**entry.model_dump(exclude={"created_by"}), state=state),
@@ -201,32 +227,42 @@ class Orchestrator(TicketCommands):
         return created, adopted
 
     async def set_channel(self, name: str, guild_id: int | None, channel_id: int | None) -> ProjectEntry:
+        def set_(data: RegistryFile) -> ProjectEntry:
+            entry = _entry_named(data, name)
+            entry.guild_id, entry.channel_id = guild_id, channel_id
+            return entry
+
         async with self._registry_lock:
-            with self.registry.edit() as data:
-                entry = next((p for p in data.projects if p.name == name), None)
-                if entry is None:
-                    raise ProjectNotFound(name)
-                entry.guild_id, entry.channel_id = guild_id, channel_id
-        return entry
+            return await self._edit_registry(set_)
 
     async def unregister_project(self, name: str, by: str = "unknown", guild_id: int | None = None) -> Unregistered:
         """Forget a project (one of Discord server `guild_id`'s, if given). Its repository and .orch-state stay."""
+        def remove(data: RegistryFile) -> ProjectEntry:
+            entry = _entry_named(data, name, guild_id)
+            data.projects.remove(entry)
+            return entry
+
         async with self._registry_lock:
-            with self.registry.edit() as data:
-                entry = next((p for p in data.projects if p.name == name and p.seen_from(guild_id)), None)
-                if entry is None:
-                    raise ProjectNotFound(name)
-                data.projects.remove(entry)
+            entry = await self._edit_registry(remove)
         await self.git.flush(entry.path)
-        project = self._projects.pop(name, None)
-        if project:
-            sm.forget_model(project.model)
+        with self._projects_lock:
+            project = self._projects.pop(name, None)
+            if project:
+                sm.forget_model(project.model)
         return Unregistered(name=name, path=entry.path, channel_id=entry.channel_id)
+
+    async def _edit_registry(self, edit: Callable[[RegistryFile], T]) -> T:
+        """Registry.edit() in a worker thread: it waits for a cross-process file lock (up to 10 s) and fsyncs."""
+        def run() -> T:
+            with self.registry.edit() as data:
+                return edit(data)
+
+        return await asyncio.to_thread(run)
 
     # -- the one path every change takes ---------------------------------------------------------------
     async def _change(self, name: str, command: str, by: str, work: Callable[[Change], T]) -> T:
         line_of("by", by)  # it goes into every commit line and history entry
-        project = self.project(name)
+        project = await asyncio.to_thread(self.project, name)
         async with project.lock:
             change, result = await asyncio.to_thread(self._run, project, command, by, work)
         self.git.commit_soon(project.entry.path)  # the lines were recorded under the file lock, in _run
@@ -254,7 +290,7 @@ class Orchestrator(TicketCommands):
             return change, result
 
     async def _read(self, name: str, work: Callable[[Change], T]) -> T:
-        project = self.project(name)
+        project = await asyncio.to_thread(self.project, name)
         async with project.lock:
             return await asyncio.to_thread(self._read_sync, project, work)
 
@@ -539,7 +575,7 @@ class Orchestrator(TicketCommands):
     # -- health ----------------------------------------------------------------------------------------------
     async def health(self, guild_id: int | None = None) -> Health:
         """Every project's health, or (`guild_id`) that of the projects of that Discord server."""
-        reports = [await asyncio.to_thread(self._project_health, e) for e in self.registry.all(guild_id)]
+        reports = [await asyncio.to_thread(self._project_health, e) for e in await self.project_entries(guild_id)]
         return Health(ok=all(r.ok for r in reports), projects=reports)
 
     def _project_health(self, entry: ProjectEntry) -> ProjectHealth:
@@ -590,6 +626,14 @@ def _adopted_name(existing: ProjectEntry, name: str | None, guild_id: int | None
         raise InvalidInput("name", f'this repository is registered as "{existing.name}" already, and keeps that name.',
                            "Leave the name out, or give that one.")
     return existing.name
+
+
+def _entry_named(data: RegistryFile, name: str, guild_id: int | None = None) -> ProjectEntry:
+    """The project `name` (if Discord server `guild_id` may see it: else it does not exist for that server)."""
+    entry = next((p for p in data.projects if p.name == name and p.seen_from(guild_id)), None)
+    if entry is None:
+        raise ProjectNotFound(name)
+    return entry
 
 
 def _check_repo_present(entry: ProjectEntry) -> None:

@@ -187,7 +187,7 @@ class TicketCommands:
         with one log line (again only when its error changes), so it never holds up the others."""
         found: list[tuple[str, Ticket]] = []
         skipped = _handoff_skipped(self)
-        for entry in self.registry.all():
+        for entry in await self.project_entries():
             if not entry.channel_id:
                 continue
             try:
@@ -212,19 +212,13 @@ class TicketCommands:
         if thread_id in cache:
             found = await asyncio.to_thread(_lookup, self, *cache[thread_id], thread_id)
         if found is None:
-            projects = []
-            for entry in self.registry.all():
-                try:
-                    projects.append(self.project(entry.name))  # on the loop: Project objects are shared
-                except OrchError as exc:  # a damaged project must not keep the others' threads from working
-                    log.warning("project=%s skipped in the thread lookup: %s", entry.name, exc)
-            found = await asyncio.to_thread(_scan, self, projects, thread_id)
+            found = await asyncio.to_thread(_scan, self, thread_id)
         if found is None:
             cache.pop(thread_id, None)
             return None
         name, ticket = found
         if parent_channel_id is not None:
-            entry = self.registry.get(name)
+            entry = await asyncio.to_thread(self.registry.get, name)
             if entry is None or entry.channel_id != parent_channel_id:
                 return None
         return name, ticket
@@ -379,19 +373,19 @@ def _lookup(orch: Orchestrator, name: str, ticket_id: str, thread_id: int) -> tu
     return (name, t) if t is not None and t.thread_id == thread_id else None
 
 
-def _scan(orch: Orchestrator, projects: list, thread_id: int) -> tuple[str, Ticket] | None:
+def _scan(orch: Orchestrator, thread_id: int) -> tuple[str, Ticket] | None:
     """Look through every registered project's tickets.json; refresh the cache on the way."""
     cache = _thread_cache(orch)
     found = None
-    for project in projects:
+    for entry in orch.registry.all():
         try:
-            tf = project.store.tickets()
-        except OrchError as exc:  # one damaged file must not stop replies in the other projects
-            log.warning("project=%s tickets.json unreadable: %s", project.entry.name, exc)
+            tf = orch.project(entry.name).store.tickets()
+        except OrchError as exc:  # one damaged project must not stop replies in the other projects
+            log.warning("project=%s skipped in the thread lookup: %s", entry.name, exc)
             continue
         for t in tf.tickets if tf else []:
             if t.thread_id is not None:
-                cache[t.thread_id] = (project.entry.name, t.id)
+                cache[t.thread_id] = (entry.name, t.id)
                 if t.thread_id == thread_id and found is None:
-                    found = (project.entry.name, t)
+                    found = (entry.name, t)
     return found

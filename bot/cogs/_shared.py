@@ -31,22 +31,22 @@ class BaseCog(commands.Cog):
     def allow(self, interaction: discord.Interaction, needed: Access) -> None:
         require(interaction, self.bot.config.discord, needed)
 
-    def project(self, interaction: discord.Interaction, needed: Access) -> str:
+    async def project(self, interaction: discord.Interaction, needed: Access) -> str:
         """Check the user's access, then find the channel's project (both raise an OrchError)."""
         self.allow(interaction, needed)
-        return project_for(interaction, self.orch)
+        return await project_for(interaction, self.orch)
 
     # -- autocomplete (never raises: a failing autocomplete just offers nothing) ---------------------------
-    def _channel_project(self, interaction: discord.Interaction) -> str | None:
+    async def _channel_project(self, interaction: discord.Interaction) -> str | None:
         channel_id = channel_id_of(interaction)
         try:
-            entry = self.orch.project_for_channel(channel_id, guild_of(interaction)) if channel_id else None
+            entry = await self.orch.project_for_channel(channel_id, guild_of(interaction)) if channel_id else None
         except OrchError:  # e.g. a damaged registry.json, or no server: the command itself will say so
             return None
         return entry.name if entry else None
 
     async def epic_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        name = self._channel_project(interaction)
+        name = await self._channel_project(interaction)
         if name is None:
             return []
         try:
@@ -56,7 +56,7 @@ class BaseCog(commands.Cog):
         return matching_choices([(e.id, f"{e.id} · {e.title}") for e in page.epics], current)
 
     async def story_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        name = self._channel_project(interaction)
+        name = await self._channel_project(interaction)
         if name is None:
             return []
         try:

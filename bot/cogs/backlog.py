@@ -76,7 +76,7 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
     @handled
     async def view(self, interaction: discord.Interaction, epic: str | None = None,
                    status: StoryStatus | None = None) -> None:
-        project = self.project(interaction, Access.everyone)
+        project = await self.project(interaction, Access.everyone)
         status_value = status.value if status else None
         page = await self.orch.view_backlog(project, epic, status_value, page=1)
         pager = BacklogPager(self.orch, page, epic, status_value) if page.pages > 1 else None
@@ -93,7 +93,7 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
     async def add_story(self, interaction: discord.Interaction, epic: str, title: str, description: str | None = None,
                         points: int | None = None, priority: Priority = Priority.medium,
                         depends_on: str | None = None) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.add_story(project, epic, title, description or "", points, priority,
                                            depends_on=id_list(depends_on), by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
@@ -102,7 +102,7 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
     @app_commands.describe(story="The story (ID or words of its title)", priority="Its new priority")
     @handled
     async def prioritize(self, interaction: discord.Interaction, story: str, priority: Priority) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.prioritize_story(project, story, priority, by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
 
@@ -110,7 +110,7 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
     @app_commands.describe(story="The story (ID or words of its title)")
     @handled
     async def remove(self, interaction: discord.Interaction, story: str) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.remove_story(project, story, by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
 
@@ -119,14 +119,14 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
                            on="IDs of the stories it waits for, separated by spaces or commas; leave out to clear")
     @handled
     async def depend(self, interaction: discord.Interaction, story: str, on: str | None = None) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.set_dependencies(project, story, id_list(on), by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
 
     @app_commands.command(name="next", description="The next story to work on, and what is ready or waits")
     @handled
     async def next_story(self, interaction: discord.Interaction) -> None:
-        project = self.project(interaction, Access.everyone)
+        project = await self.project(interaction, Access.everyone)
         result = await self.orch.next_story(project)
         await send(interaction, embed=render.queue_view(result))
 

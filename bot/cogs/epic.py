@@ -15,7 +15,7 @@ class EpicCog(BaseCog):
     @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def epic(self, interaction: discord.Interaction, title: str, description: str | None = None) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.create_epic(project, title, description or "", by=interaction.user.name)
         await send(interaction, embed=render.epic_created(result))
 

@@ -17,7 +17,7 @@ class GeneralCog(BaseCog):
     @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def feedback(self, interaction: discord.Interaction, text: str, changes_requested: bool = False) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.feedback(project, text, by=interaction.user.name, changes_requested=changes_requested)
         await send(interaction, embed=render.feedback_given(result))
 
@@ -25,7 +25,7 @@ class GeneralCog(BaseCog):
     @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def state(self, interaction: discord.Interaction) -> None:
-        project = self.project(interaction, Access.everyone)
+        project = await self.project(interaction, Access.everyone)
         await send(interaction, embed=render.state_view(await self.orch.state(project)))
 
     @app_commands.command(name="health", description="Whether this server's projects are in good shape")

@@ -43,7 +43,7 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
 
     async def _register(self, interaction: discord.Interaction, path: str, name: str | None) -> None:
         # Validate first (fast, changes nothing): a refused registration creates no channel.
-        _resolved, slug = self.orch.check_registration(path, name, interaction.guild.id)
+        _resolved, slug = await self.orch.check_registration(path, name, interaction.guild.id)
         interaction.extras["project"] = slug
         channel, created = await self._channel_for(interaction.guild, slug)
         try:
@@ -68,7 +68,7 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
             category = discord.utils.get(guild.categories, name=settings.channel_category)
             if category is None:
                 category = await guild.create_category(settings.channel_category, reason="orch: project channels")
-            taken = {p.channel_id for p in self.orch.registry.all()}
+            taken = {p.channel_id for p in await self.orch.project_entries()}
             existing = next((c for c in category.text_channels if c.name == channel_name and c.id not in taken), None)
             if existing is not None:
                 return existing, False
@@ -85,7 +85,7 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
     @handled
     async def list_(self, interaction: discord.Interaction) -> None:
         self.allow(interaction, Access.everyone)
-        await send(interaction, embed=render.project_list(self.orch.list_projects(guild_of(interaction))))
+        await send(interaction, embed=render.project_list(await self.orch.list_projects(guild_of(interaction))))
 
     @app_commands.command(name="unregister", description="Stop driving a project; its files stay (admins)")
     @app_commands.describe(name="The project's name")
@@ -99,7 +99,7 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
     @unregister.autocomplete("name")
     async def _project_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         try:
-            names = [p.name for p in self.orch.registry.all(guild_of(interaction)) if current.lower() in p.name]
+            names = [p.name for p in await self.orch.project_entries(guild_of(interaction)) if current.lower() in p.name]
         except OrchError:  # a damaged registry.json, or no server: offer nothing (the command itself says why)
             return []
         return [app_commands.Choice(name=n, value=n) for n in names[: render.CHOICES_MAX]]

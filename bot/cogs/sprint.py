@@ -24,7 +24,7 @@ class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_descripti
                            goal="The sprint's goal")
     @handled
     async def plan(self, interaction: discord.Interaction, stories: str | None = None, goal: str | None = None) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.plan_sprint(project, id_list(stories) or None, goal or "", by=interaction.user.name)
         await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} planned"))
 
@@ -36,7 +36,7 @@ class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_descripti
     @app_commands.command(name="status", description="Progress of the current sprint, with its burndown chart")
     @handled
     async def status(self, interaction: discord.Interaction) -> None:
-        project = self.project(interaction, Access.everyone)
+        project = await self.project(interaction, Access.everyone)
         result = await self.orch.sprint_status(project)  # a refusal is still answered privately
         await defer(interaction)
         png = await asyncio.to_thread(burndown_png, result)
@@ -63,7 +63,7 @@ class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_descripti
                     title: str) -> None:
         """start, pause, resume, review: one orchestrator call on the channel's project, the sprint as reply
         (`title` names the sprint with {})."""
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await step(project, by=interaction.user.name)
         await send(interaction, embed=render.sprint_view(result, title.format(result.sprint.id)))
 

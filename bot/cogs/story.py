@@ -22,7 +22,7 @@ class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description
     @app_commands.choices(status=STATUSES)
     @handled
     async def update(self, interaction: discord.Interaction, story: str, status: app_commands.Choice[str]) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.update_story(project, story, status.value, by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
         if result.cascade.tickets_resolved:  # finishing the story closed its open tickets: say so in their threads

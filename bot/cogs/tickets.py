@@ -251,7 +251,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
             ticket = view.ticket
             if ticket.thread_id is not None or not ticket.is_open:
                 return await thread_by_id(self.bot, ticket.thread_id)
-            entry = self.orch.registry.get(project)
+            entry = next((e for e in await self.orch.project_entries() if e.name == project), None)
             channel = await channel_by_id(self.bot, entry.channel_id if entry else None) or fallback
             if isinstance(channel, discord.Thread):  # a thread cannot hold threads: post in its parent channel
                 channel = channel.parent
@@ -329,7 +329,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
     @handled
     async def open_(self, interaction: discord.Interaction, question: str, story: str | None = None,
                    options: str | None = None, context: str | None = None) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         await defer(interaction, ephemeral=True)  # four steps (state, post, thread, state): may take a moment
         result = await self.orch.open_ticket(project, question, story=story, context=context or "",
                                              options=split_options(options), by=interaction.user.name)
@@ -347,7 +347,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
     @app_commands.describe(ticket="The ticket", resolution="The decision")
     @handled
     async def resolve(self, interaction: discord.Interaction, ticket: str, resolution: str) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.resolve_ticket(project, ticket, resolution, by=interaction.user.name)
         await send(interaction, embed=ticket_embed(result, f"{result.ticket.id} resolved by {interaction.user.name}"))
         thread = await ticket_thread(self.bot, project, result.ticket)
@@ -359,7 +359,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
     @app_commands.describe(ticket="The ticket")
     @handled
     async def reopen(self, interaction: discord.Interaction, ticket: str) -> None:
-        project = self.project(interaction, Access.member)
+        project = await self.project(interaction, Access.member)
         result = await self.orch.reopen_ticket(project, ticket, by=interaction.user.name)
         await send(interaction, embed=ticket_embed(result, f"{result.ticket.id} reopened by {interaction.user.name}"))
         thread = await ticket_thread(self.bot, project, result.ticket)
@@ -372,7 +372,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
     @app_commands.choices(status=[app_commands.Choice(name=s.value, value=s.value) for s in TicketStatus])
     @handled
     async def list_(self, interaction: discord.Interaction, status: app_commands.Choice[str] | None = None) -> None:
-        project = self.project(interaction, Access.everyone)
+        project = await self.project(interaction, Access.everyone)
         result = await self.orch.list_tickets(project, status.value if status else None)
         await send(interaction, embed=list_embed(result))
 
@@ -380,7 +380,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
     @app_commands.describe(ticket="The ticket")
     @handled
     async def show(self, interaction: discord.Interaction, ticket: str) -> None:
-        project = self.project(interaction, Access.everyone)
+        project = await self.project(interaction, Access.everyone)
         await send(interaction, embed=ticket_embed(await self.orch.show_ticket(project, ticket)))
 
     @open_.autocomplete("story")
@@ -391,7 +391,7 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
     @reopen.autocomplete("ticket")
     @show.autocomplete("ticket")
     async def _tickets(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        name = self._channel_project(interaction)
+        name = await self._channel_project(interaction)
         if name is None:
             return []
         try:

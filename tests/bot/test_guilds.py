@@ -67,7 +67,7 @@ async def test_another_server_cannot_register_the_same_repository(world, demo, b
     assert reply(refused).ephemeral and "already registered" in text
     assert "demo" not in text and str(channel.id) not in text and str(world.guild.id) not in text
     assert channel_named_in(b, "proj-stolen") is None and channel_named_in(b, "Projects") is None
-    assert [p.name for p in orch.list_projects()] == ["demo"]
+    assert [p.name for p in (await orch.list_projects())] == ["demo"]
 
 
 async def test_a_channel_of_another_server_never_routes_to_the_project(world, demo, b, orch):

@@ -16,7 +16,7 @@ async def test_register_creates_the_channel_and_the_registry_entry(world, make_r
     assert category is not None and world.env.bot.get_channel(channel.id).category_id == category.id
     entry = orch.registry.get("demo")
     assert entry is not None and entry.channel_id == channel.id and entry.guild_id == world.guild.id
-    assert orch.project_for_channel(channel.id, world.guild.id).name == "demo"
+    assert (await orch.project_for_channel(channel.id, world.guild.id)).name == "demo"
     assert "Registered demo" in embed_of(result).title and channel.mention in embed_of(result).description
     welcome = channel.last_message.embeds[0]  # the welcome message in the new channel: state + next command
     assert welcome.title == "Welcome to demo"
@@ -34,7 +34,7 @@ async def test_a_second_register_of_the_same_repo_says_where_its_channel_is(worl
 
     assert reply(again).ephemeral
     assert channel.mention in embed_of(again).description
-    assert len(world.guild.channels) == channels_before and len(orch.list_projects()) == 1
+    assert len(world.guild.channels) == channels_before and len(await orch.list_projects()) == 1
 
 
 async def test_a_refused_registration_creates_no_channel(world, projects_root, tmp_path, orch):
@@ -46,14 +46,14 @@ async def test_a_refused_registration_creates_no_channel(world, projects_root, t
         result, channel = await register(world, path)
         assert reply(result).ephemeral and embed_of(result).title == "Not done"
         assert channel is None
-    assert channel_named(world, "Projects") is None and orch.list_projects() == []
+    assert channel_named(world, "Projects") is None and await orch.list_projects() == []
 
 
 async def test_channel_creation_failure_registers_nothing(world, make_repo, orch):
     world.env.inject_error("POST", "/guilds/*/channels", status=403, code=50013, message="Missing Permissions",
                            times=None)
     result, channel = await register(world, make_repo("demo"))
-    assert channel is None and orch.list_projects() == []
+    assert channel is None and await orch.list_projects() == []
     embed = embed_of(result)
     assert reply(result).ephemeral and "nothing was registered" in embed.description
     assert "Manage Channels" in field(embed, "Hint")
@@ -65,7 +65,7 @@ async def test_registration_failure_removes_the_new_channel(world, make_repo, or
     (repo / ".orch-state" / "status.json").write_text("{ not json")  # passes the checks, fails to adopt
     result, channel = await register(world, repo)
     assert "damaged" in embed_of(result).description
-    assert channel is None and orch.list_projects() == []
+    assert channel is None and await orch.list_projects() == []
     created = [r for r in world.env.http_requests if r.method == "POST" and r.json and r.json.get("name") == "proj-demo"]
     deleted = [r for r in world.env.http_requests if r.method == "DELETE" and r.path.startswith("/channels/")]
     assert len(created) == 1 and len(deleted) == 1  # made, then removed when the registration failed
@@ -75,7 +75,7 @@ async def test_registration_failure_removes_the_new_channel(world, make_repo, or
 async def test_register_is_for_admins_only(world, make_repo, orch):
     result = await world.alice.slash(world.general, "project register", path=str(make_repo("demo")))
     assert reply(result).ephemeral and "Only server admins" in embed_of(result).description
-    assert orch.list_projects() == [] and channel_named(world, "proj-demo") is None
+    assert await orch.list_projects() == [] and channel_named(world, "proj-demo") is None
 
 
 async def test_admin_role_from_the_config_counts_as_admin(world, make_repo, orch):

@@ -117,3 +117,16 @@ async def test_a_git_checkout_of_an_older_state_is_seen_by_the_next_command(orch
     assert again.story.id == "S-2"
     await orch.flush()
     assert [s.title for s in committed_backlog(repo).stories] == ["Kept", "After the rollback"]
+
+
+async def test_a_project_first_used_by_many_commands_at_once_is_one_project(config, project: str):
+    """Commands look their project up in worker threads: the first ones to arrive together must still share one
+    Project, and so one lock, or their changes would not wait for each other."""
+    fresh = Orchestrator(config)  # nothing loaded yet
+    try:
+        found = await asyncio.gather(*(asyncio.to_thread(fresh.project, project) for _ in range(16)))
+        assert len({id(p) for p in found}) == 1
+        results = await asyncio.gather(*(fresh.create_epic(project, f"Epic {i}") for i in range(8)))
+        assert sorted(r.epic.id for r in results) == sorted(f"E-{n}" for n in range(1, 9))
+    finally:
+        await fresh.close()

@@ -26,7 +26,7 @@ async def test_register_creates_state_from_templates(orch: Orchestrator, make_re
     assert "{{" not in (state / "best-practices.md").read_text()
     await orch.flush()
     assert "initialise .orch-state for project my-repo" in git(repo, "log", "-1", "--format=%s")
-    assert [p.name for p in orch.list_projects()] == ["my-repo"]
+    assert [p.name for p in await orch.list_projects()] == ["my-repo"]
     # Survives a restart: a new Orchestrator over the same data_dir sees it.
     again = Orchestrator(orch.config)
     assert again.registry.get("my-repo").path == repo.resolve()
@@ -165,5 +165,5 @@ async def test_damaged_registry_is_a_clear_error_and_kept(orch: Orchestrator, co
     config.orchestrator.data_dir.mkdir(parents=True)
     orch.registry.file.write_text(content)
     with pytest.raises(StateCorrupt, match="registry.json"):
-        orch.list_projects()
+        await orch.list_projects()
     assert orch.registry.file.read_text() == content
