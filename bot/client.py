@@ -61,7 +61,9 @@ class OrchTree(app_commands.CommandTree):
 
 class OrchBot(commands.Bot):
     def __init__(self, config: Config, orchestrator: Orchestrator, *, owns_orchestrator: bool = False) -> None:
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents(), tree_cls=OrchTree,
+        # Slash commands only: no prefix, so no message is ever taken for a command (with one, a mention of the
+        # bot was an unknown command, logged as an error with its traceback).
+        super().__init__(command_prefix=(), intents=intents(), tree_cls=OrchTree,
                          allowed_mentions=render.NO_MENTIONS, help_command=None)
         self.config = config
         self.orchestrator = orchestrator

@@ -279,3 +279,17 @@ async def test_autocomplete_answers_with_no_choices_when_the_registry_is_damaged
         before = answered()
         assert await user.autocomplete(channel, command, option, "") == []
         assert answered() == before + 1, command
+
+
+async def test_a_message_that_mentions_the_bot_logs_no_error(world, demo, simcord_bot, caplog):
+    """The bot has slash commands only: a mention is a message like any other, not an unknown command.
+    SimCord listens for command errors itself, which silences discord.py's default handler: that listener goes,
+    so this sees what the bot itself logs in production."""
+    repo, channel = demo
+    simcord_bot.extra_events.pop("on_command_error", None)
+    with caplog.at_level(logging.INFO):
+        for where in (world.general, channel):
+            await world.alice.send(where, f"{simcord_bot.user.mention} hello, what can you do?")
+            await world.alice.send(where, f"{simcord_bot.user.mention}help")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert world.env.errors == []
