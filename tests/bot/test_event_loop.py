@@ -25,6 +25,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from bot.cogs.tickets import HANDOFF_EVERY_S
 from tests.bot.conftest import register, reply
 
 SLOW_CALLBACK_S = 0.1
@@ -102,7 +103,7 @@ def said(result) -> str:
     return message.embeds[0].title if message.embeds else message.content
 
 
-async def run_commands(world, repo: Path) -> list[str]:
+async def run_commands(world, orch, repo: Path) -> list[str]:
     """Register `repo` and take it through the everyday commands; returns what the bot answered to each."""
     alice = world.alice
     registered, channel = await register(world, repo)
@@ -122,6 +123,9 @@ async def run_commands(world, repo: Path) -> list[str]:
         answers.append(said(await alice.slash(channel, command, **options)))
     thread = channel.threads[0]
     await alice.send(thread, "Stripe: it has the best API docs and we know it.")
+    await orch.open_ticket(repo.name, "Which currency first?", by="agent")  # as an agent would: the hand-off posts it
+    await world.env.advance_time(HANDOFF_EVERY_S)
+    answers.append(channel.threads[-1].name)
     answers.append(said(await alice.slash(world.general, "project list")))
     answers.append(said(await alice.slash(world.general, "health")))
     choices = await alice.autocomplete(channel, "story update", "story", "card")
@@ -130,16 +134,16 @@ async def run_commands(world, repo: Path) -> list[str]:
     return answers
 
 
-async def test_no_callback_blocks_the_event_loop(world, make_repo, tmp_path):
-    await run_commands(world, make_repo("warm-up"))  # loads every module the commands use
+async def test_no_callback_blocks_the_event_loop(world, orch, make_repo, tmp_path):
+    await run_commands(world, orch, make_repo("warm-up"))  # loads every module the commands use
     repo = make_repo("shop")
 
     with slow_callbacks_logged() as slow, slow_disk(tmp_path) as on_the_loop:
-        answers = await run_commands(world, repo)
+        answers = await run_commands(world, orch, repo)
 
     assert slow == [], "\n".join(on_the_loop)
     assert [re.sub(r"<#\d+>", "#thread", a) for a in answers] == [
         "Registered shop", "E-1 · Checkout", "S-1 · Card form", "S-2 · Receipt",
         "sprint-001 · planned · First payment", "sprint-001 · active · First payment",
         "sprint-001 · active · First payment", "TK-1 opened: answer in #thread. S-2 waits for the answer.",
-        "Backlog of shop", "shop · SPRINT_ACTIVE", "Projects (2)", "Healthy", "S-1 · Card form [todo]", "warm-up"]
+        "Backlog of shop", "shop · SPRINT_ACTIVE", "TK-2: Which currency first?", "Projects (2)", "Healthy", "S-1 · Card form [todo]", "warm-up"]
