@@ -47,8 +47,9 @@ class Registry:
         try:
             raw = self.file.read_bytes()
         except FileNotFoundError:
-            self._cached = (None, RegistryFile())
-            return self._cached[1]
+            data = RegistryFile()
+            self._cached = (None, data)
+            return data
         cached_raw, data = self._cached
         if raw != cached_raw:
             try:
