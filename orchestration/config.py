@@ -26,6 +26,7 @@ class OrchestratorSettings(_Section):
     commit_author: str = "Orch Bot <orch-bot@localhost>"
     commit_batch_ms: int = Field(250, ge=0, le=60_000)
     sprint_days: int = Field(14, ge=1, le=90)
+    stale_lock_s: int = Field(600, ge=1)
 
     @field_validator("commit_author")
     @classmethod

@@ -83,3 +83,7 @@ class UnsafePath(OrchError):
 
 class Busy(OrchError):
     """Another process holds the project's lock for longer than we wait."""
+
+
+class StateLocked(Busy):
+    """The project's file lock is held by another process right now (a caller may wait and try again)."""

@@ -23,6 +23,16 @@ When git cannot commit now, the outcome says why ("deferred: ..." or "failed: ..
 the commit is retried every `retry_s` seconds while anything is waiting (and on every `flush()`). Meanwhile
 nothing is lost: the files and the queue are on disk, and if the process stops, `recover` commits them at the
 next start, with their own messages.
+
+Commits that are stuck (the last try failed, git refuses the repo, or changes waited longer than
+`stuck_after_s`) are a problem `trouble()` states with the command that fixes it, for health, and reported
+once per episode through `on_event` ("commits_stuck", then "commits_resumed"). An index.lock older than
+`stale_lock_s` while no git process works in the repo is what a git killed mid-commit leaves: it is removed.
+
+Git runs in a small pool of its own, so a slow or hung git never takes the threads every command shares, and
+the waits between tries (index.lock held, the state files locked) happen on the event loop, not in a thread.
+A queued line is never a blocker: one that does not parse is passed over, and characters git cannot take in a
+message (NUL, lone surrogates) and terminal controls are written out as escapes (`\x00`).
 """
 from __future__ import annotations
 
@@ -31,14 +41,15 @@ import json
 import logging
 import os
 import re
+import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
-import git
-
-from .errors import Busy
-from .store import STATE_DIR, ProjectStore, atomic_write
+from .errors import StateLocked
+from .store import LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +57,20 @@ log = logging.getLogger(__name__)
 LOCK_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 1.6)
 RETRY_S = 5.0  # while a commit is deferred or failed, try again this often
 GIT_TIMEOUT_S = 60  # a git process that hangs longer is killed
-COMMIT_LOCK_TIMEOUT_S = 10.0
+GIT_THREADS = 2  # git's own pool: commits of all projects, never the threads commands use
+STUCK_AFTER_S = 60.0  # changes waiting longer than this are a problem health reports
+STALE_LOCK_S = 600.0  # an index.lock this old, with no git running in the repo, is removed
 GIT_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "core.quotepath=off")
 DONE = ("committed", "nothing")
 RECOVER_LINE = "orch: commit .orch-state changes made outside the bot (or before an interrupted run recorded them)"
-QUEUE = ".commit-queue"  # in .orch-state: message lines waiting for their commit, one JSON string a line
+# In .orch-state: the message lines waiting for their commit, one JSON object a line: {"at": when, "line": text}.
+QUEUE = ".commit-queue"
 _STATE_PATHS = ("--", STATE_DIR)  # .orch-state/.gitignore (from the templates) keeps .lock, *.tmp and the queue out
 _IDS = re.compile(r"^orch\(([^)]*)\)")
+# What a commit message must not hold: NUL (git's argv cannot), lone surrogates (not UTF-8), controls.
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
+T = TypeVar("T")
 
 
 class _IndexLocked(Exception):
@@ -70,35 +87,71 @@ def _queue_path(repo_root: Path) -> Path:
     return repo_root / STATE_DIR / QUEUE
 
 
-def queued_lines(repo_root: Path) -> list[str]:
-    """The message lines waiting for a commit in this repo (from every process)."""
+def _entries(repo_root: Path) -> list[tuple[float | None, str]]:
+    """The queue as (time recorded or None, line), oldest first. A line that does not parse (torn by a crash
+    mid-append, not UTF-8, not ours) is passed over: the change itself is in the files."""
     try:
-        text = _queue_path(repo_root).read_text(encoding="utf-8")
+        raw = _queue_path(repo_root).read_bytes()
     except FileNotFoundError:
         return []
-    lines = []
-    for raw in text.splitlines():
+    entries = []
+    for line in raw.splitlines():
         try:
-            lines.append(str(json.loads(raw)))
-        except ValueError:  # a line torn by a crash mid-append: skip it, the change itself is in the files
+            value = json.loads(line)
+        except (ValueError, RecursionError):
             continue
-    return lines
+        if isinstance(value, str):  # queued by a version that kept no time
+            entries.append((None, escaped(value)))
+        elif isinstance(value, dict) and isinstance(value.get("line"), str):
+            at = value.get("at")
+            entries.append((at if isinstance(at, (int, float)) else None, escaped(value["line"])))
+    return entries
+
+
+def _encode(entries: list[tuple[float | None, str]]) -> bytes:
+    return "".join(json.dumps({"at": at, "line": line}) + "\n" for at, line in entries).encode()
+
+
+def queued_lines(repo_root: Path) -> list[str]:
+    """The message lines waiting for a commit in this repo (from every process)."""
+    return [line for _, line in _entries(repo_root)]
+
+
+def waited_s(repo_root: Path) -> float | None:
+    """How long the oldest queued line has waited (lines without a time: since the queue last changed)."""
+    entries = _entries(repo_root)
+    if not entries:
+        return None
+    times = [at for at, _ in entries if at is not None]
+    if len(times) < len(entries):
+        try:
+            times.append(_queue_path(repo_root).stat().st_mtime)
+        except FileNotFoundError:
+            pass
+    return max(0.0, time.time() - min(times)) if times else None
 
 
 def _append_queue(repo_root: Path, lines: list[str]) -> None:
-    with open(_queue_path(repo_root), "a", encoding="utf-8") as fh:
-        fh.write("".join(json.dumps(line) + "\n" for line in lines))
+    now = time.time()
+    with open(_queue_path(repo_root), "ab") as fh:
+        fh.write(_encode([(now, line) for line in lines]))
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def _drop_queued(repo_root: Path, count: int) -> None:
     """Remove the first `count` lines (those just committed); later ones stay for the next commit."""
-    rest = queued_lines(repo_root)[count:]
+    rest = _entries(repo_root)[count:]
     if rest:
-        atomic_write(_queue_path(repo_root), "".join(json.dumps(line) + "\n" for line in rest).encode())
+        atomic_write(_queue_path(repo_root), _encode(rest))
     else:
         _queue_path(repo_root).unlink(missing_ok=True)
+
+
+def escaped(text: str) -> str:
+    """`text` with what git cannot take in a message (NUL, lone surrogates) and control characters written out
+    as escapes, so one odd line never stops a project's commits."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def quote(text: str, limit: int = 72) -> str:
@@ -123,25 +176,30 @@ def commit_message(lines: list[str]) -> str:
 
 class GitLog:
     def __init__(self, author_name: str, author_email: str, batch_ms: int = 250, *, retry_s: float = RETRY_S,
-                 lock_backoff_s: tuple[float, ...] = LOCK_BACKOFF_S) -> None:
+                 lock_backoff_s: tuple[float, ...] = LOCK_BACKOFF_S, stale_lock_s: float = STALE_LOCK_S,
+                 on_event: Callable[[Path, str, str], None] | None = None) -> None:
         self._env = {
             "GIT_AUTHOR_NAME": author_name,
             "GIT_AUTHOR_EMAIL": author_email,
             "GIT_COMMITTER_NAME": author_name,
             "GIT_COMMITTER_EMAIL": author_email,
-            "GIT_TERMINAL_PROMPT": "0",
         }
         self.batch_s = batch_ms / 1000
         self.retry_s = retry_s
         self.lock_backoff_s = lock_backoff_s
+        self.stale_lock_s = stale_lock_s
+        self.stuck_after_s = STUCK_AFTER_S
+        self.on_event = on_event  # (repo root, kind, text): "commits_stuck" / "commits_resumed", once each
         self._pending: dict[Path, _Pending] = {}  # event loop only
         self._tasks: set[asyncio.Task] = set()
+        self._stuck: set[Path] = set()  # repos whose trouble was reported and has not ended yet
+        self._pool: ThreadPoolExecutor | None = None
         self.last_outcome: dict[Path, str] = {}
 
     # -- queueing --------------------------------------------------------------------------------------------
     def record(self, repo_root: Path, lines: list[str]) -> None:
         """Queue message lines for the next commit of this repo. The caller holds the project's file lock
-        (commands do, in their worker thread, right after writing; a commit reads the queue under the same lock,
+        (commands do, in their worker thread, right after writing; a commit reads the queue under that same lock,
         so its message always matches its content), and calls `commit_soon` on the event loop afterwards."""
         if lines:
             _append_queue(repo_root, lines)
@@ -163,6 +221,12 @@ class GitLog:
         self._tasks.add(task)  # keep a reference until it ends (the loop only holds weak ones)
         task.add_done_callback(self._tasks.discard)
 
+    async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:
+        """Run git work in git's own threads, never in the pool every command shares."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(GIT_THREADS, thread_name_prefix="orch-git")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
     async def flush(self, repo_root: Path | None = None) -> None:
         """Try to commit what is queued now (for one repo, or all). Never raises for a git problem."""
         for root in [repo_root] if repo_root is not None else list(self._pending):
@@ -174,15 +238,32 @@ class GitLog:
             if pending.timer is not None:  # this flush does what the timer was waiting to do
                 pending.timer.cancel()
                 pending.timer = None
-            if not await asyncio.to_thread(self.pending_lines, root):
+            if not await self._in_pool(self.pending_lines, root):
                 return
-            try:
-                outcome = await asyncio.to_thread(self.commit_now, root)
-            except Exception as exc:  # logged below; the lines are kept and retried
-                outcome = f"failed: {_describe(exc)}"
+            outcome = await self._commit_with_backoff(root)
             await self._note(root, outcome)
             if outcome not in DONE:
                 self._schedule(root, self.retry_s)
+            self._report(root, outcome, await self._in_pool(self.trouble, root))
+
+    async def _commit_with_backoff(self, root: Path) -> str:
+        """Try `commit_now`; while index.lock or the state files are held, wait on the event loop between tries."""
+        backoff = iter(self.lock_backoff_s)
+        lock_deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                return await self._in_pool(self.commit_now, root)
+            except _IndexLocked:
+                delay = next(backoff, None)
+                if delay is None:
+                    return "deferred: another git process holds index.lock"
+            except StateLocked:
+                if time.monotonic() >= lock_deadline:
+                    return "deferred: the state files stayed locked by another process"
+                delay = LOCK_POLL_S
+            except Exception as exc:  # logged by _note; the lines are kept and retried
+                return f"failed: {_describe(exc)}"
+            await asyncio.sleep(delay)
 
     async def _note(self, root: Path, outcome: str) -> None:
         """Keep the outcome; log it when it changes (a stale index.lock would otherwise log every few seconds)."""
@@ -200,6 +281,22 @@ class GitLog:
         elif previous and previous not in DONE:
             log.info("commits in %s resumed after: %s", root, previous)
 
+    def _report(self, root: Path, outcome: str, trouble: str | None) -> None:
+        """Tell `on_event` once when commits get stuck, and once when they flow again."""
+        if trouble and root not in self._stuck:
+            self._stuck.add(root)
+            kind, text = "commits_stuck", trouble
+        elif not trouble and outcome in DONE and root in self._stuck:
+            self._stuck.discard(root)
+            kind, text = "commits_resumed", "commits resumed: every change is committed again"
+        else:
+            return
+        if self.on_event is not None:
+            try:
+                self.on_event(root, kind, text)
+            except Exception:  # a listener's bug must not stop commits
+                log.exception("the listener of %s failed", kind)
+
     async def close(self) -> None:
         """Commit what can be committed; what cannot stays on disk for `recover` at the next start."""
         self._cancel_timers()  # no new background flush while the running ones end
@@ -210,6 +307,9 @@ class GitLog:
             if waiting := await asyncio.to_thread(self.pending_lines, root):
                 log.warning("%d change(s) in %s left uncommitted (%s); the next start commits them",
                             waiting, root, self.last_outcome.get(root))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def _cancel_timers(self) -> None:
         for pending in self._pending.values():
@@ -220,71 +320,169 @@ class GitLog:
     async def recover(self, repo_root: Path) -> str:
         """At start-up: commit what a stopped process left uncommitted, with the messages it queued (retried
         like any other commit)."""
-        if not await asyncio.to_thread(self._queue_leftovers, repo_root):
+        if not await self._in_pool(self._queue_leftovers, repo_root):
             return "nothing"
         await self.flush(repo_root)
-        return self.last_outcome[repo_root]
+        # Another process may have committed it meanwhile: then this flush found nothing to do.
+        return self.last_outcome.get(repo_root, "nothing")
 
-    # -- git work (worker thread) ----------------------------------------------------------------------------
-    def commit_now(self, repo_root: Path) -> str:
-        """Commit .orch-state of one repo with the lines queued for it. Returns what happened: "committed",
-        "nothing" (no change left: another process committed it, with its own message) or "deferred: <why>"
-        (the lines stay queued). Raises for anything unexpected (the lines stay queued too)."""
-        repo = git.Repo(repo_root)
+    # -- what health reports -----------------------------------------------------------------------------------
+    def trouble(self, repo_root: Path) -> str | None:
+        """Why this repo's commits are stuck, with the command that fixes it; None while they flow (or wait only
+        briefly). Stuck: git refuses the repo, the last try failed, or changes waited longer than stuck_after_s.
+        Reads the queue on disk, so it holds for changes of any process (the CLI asks about the bot's)."""
+        last = self.last_outcome.get(repo_root, "")
         try:
-            why = why_commit_waits(repo)
-            if why:
-                return f"deferred: {why}"
-            for delay in (*self.lock_backoff_s, None):
-                try:
-                    with ProjectStore(repo_root).locked(timeout=COMMIT_LOCK_TIMEOUT_S):
-                        lines = queued_lines(repo_root)  # under the file lock: exactly the changes on disk
-                        outcome = self._commit(repo.git, lines)
-                        _drop_queued(repo_root, len(lines))  # only now: a failure above keeps them queued
-                        return outcome
-                except _IndexLocked:
-                    if delay is None:
-                        return "deferred: another git process holds index.lock"
-                    time.sleep(delay)  # outside the file lock, so commands go on meanwhile
-                except Busy:
-                    return "deferred: the state files stayed locked by another process"
-            raise AssertionError("unreachable")  # pragma: no cover
-        finally:
-            repo.close()  # ends GitPython's persistent cat-file processes, if any were started
+            why = why_commit_waits(repo_root)
+        except GitFailed as exc:
+            return f"commits fail: {exc}. Fix: {fix_for(repo_root, str(exc))}"
+        if last.startswith("failed"):
+            return f"commits fail: {last.removeprefix('failed: ')}. Fix: {fix_for(repo_root, last)}"
+        waited = waited_s(repo_root)
+        if waited is None or waited < self.stuck_after_s:
+            return None
+        if last.startswith("deferred"):
+            why = last.removeprefix("deferred: ")
+        elif why is None and (_git_dir(repo_root) / "index.lock").exists():
+            why = "another git process holds index.lock"
+        why = why or "no commit has taken them yet (is the bot running? any changing command commits them)"
+        return (f"{self.pending_lines(repo_root)} change(s) waited {_minutes(waited)} for a commit: {why}. "
+                f"Fix: {fix_for(repo_root, why)}")
 
-    def _commit(self, g: git.Git, lines: list[str]) -> str:
+    # -- git work (git's threads) ------------------------------------------------------------------------------
+    def commit_now(self, repo_root: Path) -> str:
+        """One try at committing .orch-state of one repo with the lines queued for it. Returns what happened:
+        "committed", "nothing" (no change left: another process committed it, with its own message) or
+        "deferred: <why>" (the lines stay queued). Raises _IndexLocked or StateLocked when the caller should
+        wait and try again, and anything unexpected (the lines stay queued too)."""
+        self._clear_stale_lock(repo_root)
+        why = why_commit_waits(repo_root)
+        if why:
+            return f"deferred: {why}"
+        with ProjectStore(repo_root).locked(timeout=LOCK_TRY_S):
+            lines = queued_lines(repo_root)  # under the file lock: exactly the changes on disk
+            outcome = self._commit(repo_root, lines)
+            _drop_queued(repo_root, len(lines))  # only now: a failure above keeps them queued
+            return outcome
+
+    def _commit(self, root: Path, lines: list[str]) -> str:
         if not lines:
             return "nothing"  # an earlier try took them; a hand edit alone waits for the next change
-        self._git(g, "add", "--all", *_STATE_PATHS)
-        status, _, _ = self._git(g, "diff", "--cached", "--quiet", *_STATE_PATHS, check=False)
+        self._git(root, "add", "--all", *_STATE_PATHS)
+        status, _, _ = self._git(root, "diff", "--cached", "--quiet", *_STATE_PATHS, check=False)
         if status == 0:
             return "nothing"
-        self._git(g, "commit", "--only", "--no-verify", "--no-gpg-sign", "--quiet", "-m", commit_message(lines),
+        self._git(root, "commit", "--only", "--no-verify", "--no-gpg-sign", "--quiet", "-m", commit_message(lines),
                   *_STATE_PATHS)
         return "committed"
+
+    def _clear_stale_lock(self, root: Path) -> None:
+        """Remove an index.lock older than stale_lock_s while no git process works in the repo: a git killed
+        mid-commit left it, and git itself never removes it (every command would wait and defer, forever)."""
+        lock = _git_dir(root) / "index.lock"
+        try:
+            found = lock.lstat()
+        except FileNotFoundError:
+            return
+        age = time.time() - found.st_mtime
+        if age < self.stale_lock_s or git_running_in(root):
+            return
+        try:
+            if lock.lstat().st_ino == found.st_ino:  # still the same stale file, not a new git's lock
+                lock.unlink()
+        except FileNotFoundError:
+            return
+        log.warning("removed %s: %.0f s old and no git process runs in %s (left by a git that was killed)",
+                    lock, age, root)
 
     def _queue_leftovers(self, repo_root: Path) -> bool:
         """Under the file lock: whether anything waits for a commit. Changed state files with no queued line
         (a hand edit, or a process that died between writing and recording) get RECOVER_LINE."""
-        with ProjectStore(repo_root).locked(timeout=COMMIT_LOCK_TIMEOUT_S):
+        with ProjectStore(repo_root).locked():
             if queued_lines(repo_root):
                 return True
-            _, out, _ = self._git(git.Git(repo_root), "status", "--porcelain", "--untracked-files=all", *_STATE_PATHS)
+            _, out, _ = self._git(repo_root, "status", "--porcelain", "--untracked-files=all", *_STATE_PATHS)
             if not out.strip():
                 return False
             self.record(repo_root, [RECOVER_LINE])
             return True
 
-    def _git(self, g: git.Git, *args: str, check: bool = True) -> tuple[int, str, str]:
+    def _git(self, root: Path, *args: str, check: bool = True) -> tuple[int, str, str]:
         """Run one git command in the repo with the bot's identity and options; returns (status, out, err)."""
-        status, out, err = g.execute(["git", *GIT_OPTIONS, *args], env=self._env, with_extended_output=True,
-                                     with_exceptions=False, kill_after_timeout=GIT_TIMEOUT_S)
+        status, out, err = run_git(root, *args, env=self._env, check=False)
         if check and status != 0:
             if "index.lock" in err:
                 raise _IndexLocked()
-            # Our own message, not GitCommandError's: that one repeats the whole command line.
-            raise RuntimeError(f"git {args[0]} exited with {status}: {err.strip()[:300]}")
+            raise GitFailed(f"git {args[0]} exited with {status}: {err.strip()[:300]}")
         return status, out, err
+
+
+class GitFailed(RuntimeError):
+    """A git command failed or did not answer; the text is git's own reason (no command line)."""
+
+
+def run_git(root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = GIT_TIMEOUT_S,
+            check: bool = True) -> tuple[int, str, str]:
+    """Run git in `root` with our options, no prompt, messages in English (we read some), and a time-out (a hung
+    git, e.g. reading a named pipe, is killed). Returns (status, out, err); with `check`, a non-zero status
+    raises GitFailed."""
+    try:
+        done = subprocess.run(["git", *GIT_OPTIONS, *args], cwd=root, capture_output=True, timeout=timeout,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})})
+    except subprocess.TimeoutExpired:
+        raise GitFailed(f"git {args[0]} did not answer within {timeout:.0f} s") from None
+    out, err = (b.decode("utf-8", "replace") for b in (done.stdout, done.stderr))
+    if check and done.returncode != 0:
+        raise GitFailed(f"git {args[0]} exited with {done.returncode}: {err.strip()[:300]}")
+    return done.returncode, out, err
+
+
+def fix_for(repo_root: Path, why: str) -> str:
+    """The command (or step) that ends this reason for commits to wait or fail."""
+    if "dubious ownership" in why:
+        return (f"`git config --global --add safe.directory {repo_root}` as the bot's user (or make that user "
+                "the repository's owner)")
+    if "index.lock" in why:
+        return (f"if no git command is running there, `rm {repo_root}/.git/index.lock` (it is removed by itself "
+                "once older than stale_lock_s)")
+    if "a merge" in why:
+        return f"finish the merge (`git -C {repo_root} commit`) or abort it (`git -C {repo_root} merge --abort`)"
+    if "detached" in why:
+        return f"`git -C {repo_root} checkout <branch>`"
+    if "rename" in why:
+        return f"commit the rename (`git -C {repo_root} commit`) or undo it (`git -C {repo_root} restore --staged .`)"
+    if "is in progress" in why:
+        return f"finish or abort it; `git -C {repo_root} status` says how"
+    if "state files" in why:
+        return f"find the process that holds {repo_root}/{STATE_DIR}/.lock (`fuser {repo_root}/{STATE_DIR}/.lock`)"
+    return f"see what git says with `git -C {repo_root} status` and repair the repository"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def git_running_in(root: Path) -> bool:
+    """Whether a git process works in this repo (its current folder is inside it). Unsure (no /proc, a process
+    we may not look at) counts as yes: a lock is only removed when surely nobody holds it."""
+    proc = Path("/proc")
+    if not (proc / "self").exists():
+        return True
+    root = root.resolve()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "comm").read_text().startswith("git"):
+                continue
+            cwd = Path(os.readlink(entry / "cwd"))
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+        except OSError:
+            return True
+        if cwd == root or root in cwd.parents:
+            return True
+    return False
 
 
 def _describe(exc: Exception) -> str:
@@ -304,6 +502,13 @@ def _in_progress(git_dir: Path) -> str | None:
     return None
 
 
+def _git_dir(repo_root: Path) -> Path:
+    dotgit = repo_root / ".git"
+    if dotgit.is_file():  # a linked worktree or submodule: "gitdir: <path>"
+        dotgit = (repo_root / dotgit.read_text().partition("gitdir:")[2].strip()).resolve()
+    return dotgit
+
+
 def writes_blocked(repo_root: Path) -> str | None:
     """Why the state files must not change now, or None: a rebase, cherry-pick or revert in progress.
 
@@ -311,25 +516,49 @@ def writes_blocked(repo_root: Path) -> str | None:
     `git rebase --continue` refuses to go on while there are unstaged changes, and `--abort` resets the work
     tree, which would throw our change away. A merge is different (`git commit` and `merge --abort` leave
     unstaged changes alone), so during a merge commands go on and their commit is deferred."""
-    dotgit = repo_root / ".git"
-    if dotgit.is_file():  # a linked worktree or submodule: "gitdir: <path>"
-        dotgit = (repo_root / dotgit.read_text().partition("gitdir:")[2].strip()).resolve()
-    why = _in_progress(dotgit)
+    why = _in_progress(_git_dir(repo_root))
     return None if why in (None, "a merge") else why
 
 
-def why_commit_waits(repo: git.Repo) -> str | None:
-    """Why committing now would be wrong, or None.
+def why_commit_waits(repo_root: Path) -> str | None:
+    """Why committing now would be wrong, or None. Raises GitFailed when git refuses the repository (it is
+    owned by another user, say: "dubious ownership"), with git's reason.
 
     - A merge, rebase, cherry-pick or revert in progress: the user is in the middle of their own commit; ours
       waits until they finish.
     - A detached HEAD (a checkout of an old commit, a bisect): a commit there belongs to no branch and is lost
       from sight when the user checks out a branch. Deferring keeps the change in the working tree, which
       `git checkout <branch>` carries over, and it is committed on that branch.
+    - A staged rename into or out of .orch-state: our commit would take one half of it (the file added or
+      removed in .orch-state) and leave the other half staged. It waits until the user commits or undoes it.
     """
-    why = _in_progress(Path(repo.git_dir))
+    run_git(repo_root, "rev-parse", "--git-dir")
+    why = _in_progress(_git_dir(repo_root))
     if why:
         return f"{why} is in progress"
-    if repo.head.is_detached:
+    if run_git(repo_root, "symbolic-ref", "-q", "HEAD", check=False)[0] != 0:
         return "HEAD is detached (commit after checking out a branch)"
+    if crossing := _staged_rename_across_state(repo_root):
+        return f"a staged rename of {crossing[0]} to {crossing[1]} crosses {STATE_DIR} (commit or undo it first)"
     return None
+
+
+def _staged_rename_across_state(repo_root: Path) -> tuple[str, str] | None:
+    """A rename staged by the user with exactly one side inside .orch-state, as (from, to), or None."""
+    _, out, _ = run_git(repo_root, "diff", "--cached", "--name-status", "-M", "-z")
+    fields = out.split("\0")
+    i = 0
+    while i < len(fields) - 1:
+        status = fields[i]
+        if status[:1] in ("R", "C"):
+            source, target = fields[i + 1], fields[i + 2]
+            i += 3
+            if status[0] == "R" and _in_state(source) != _in_state(target):
+                return source, target
+        else:
+            i += 2
+    return None
+
+
+def _in_state(path: str) -> bool:
+    return path == STATE_DIR or path.startswith(STATE_DIR + "/")

@@ -10,17 +10,18 @@ import asyncio
 import logging
 import shutil
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable, TypeVar
 
-import git
 from pydantic import ValidationError
 
 from . import consistency, state_machine as sm
 from .config import Config
-from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound
-from .gitlog import GitLog, quote, why_commit_waits, writes_blocked
+from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
+from .events import Event, Events
+from .gitlog import GitFailed, GitLog, fix_for, quote, run_git, why_commit_waits, writes_blocked
 from .models import (
     SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, next_number, sprint_id,
     utcnow,
@@ -37,7 +38,9 @@ from .results import (
 from .sprint_rules import (
     DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, set_story_status, settle_sprint, sprint_view,
 )
-from .store import STATE_DIR, ProjectStore, create_from_templates, state_dir_of
+from .store import (
+    LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, create_from_templates, state_dir_of,
+)
 from .ticket_service import TicketCommands, tickets_of
 from .unit_of_work import Change, Project
 
@@ -46,6 +49,7 @@ T = TypeVar("T")
 
 PAGE_SIZE = 10
 TRANSITION_WINDOW = timedelta(days=7)  # health counts the state changes of this window (transitions_last_7_days)
+REGISTER_GIT_TIMEOUT_S = 10  # registration's git checks: a git that hangs (a .gitignore that is a named pipe) is killed
 
 
 class Orchestrator(TicketCommands):
@@ -53,10 +57,25 @@ class Orchestrator(TicketCommands):
         self.config = config
         o = config.orchestrator
         self.registry = Registry(o.data_dir)
-        self.git = GitLog(o.author_name, o.author_email, o.commit_batch_ms)
+        self.events = Events()
+        self.git = GitLog(o.author_name, o.author_email, o.commit_batch_ms, stale_lock_s=o.stale_lock_s,
+                          on_event=self._git_event)
         self._projects: dict[str, Project] = {}
         self._projects_lock = threading.Lock()  # project() runs in worker threads
         self._registry_lock = asyncio.Lock()
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Be told of events (commits stuck or resumed, ...): see orchestration/events.py."""
+        self.events.subscribe(callback)
+
+    def _git_event(self, root: Path, kind: str, text: str) -> None:
+        name = next((p.entry.name for p in self._projects.values() if p.entry.path == root), None)
+        if name is None:
+            entry = self.registry.by_path(root)
+            name = entry.name if entry else None
+        if name is not None:  # an unregistered repo's commits concern no channel
+            # Events reach a project's channel; the server's paths are for admins (health), so they go.
+            self.events.publish(Event(project=name, kind=kind, text=text.replace(str(root), "<repo>")))
 
     # -- life cycle ----------------------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
@@ -147,24 +166,13 @@ class Orchestrator(TicketCommands):
                                "Ask an admin to add its folder to `allowed_roots` in the config.")
         if not resolved.is_dir():
             raise InvalidInput("path", f"{resolved} is not a folder.")
-        try:
-            repo = git.Repo(resolved)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-            raise InvalidInput("path", f"{resolved} is not the top folder of a git repository.",
-                               "Run `git init` there first, or give the repository's top folder.") from None
-        try:
-            if repo.bare:
-                raise InvalidInput("path", f"{resolved} is a bare repository; it needs a work tree.")
-            if Path(repo.working_tree_dir).resolve() != resolved:
-                raise InvalidInput("path", f"{resolved} is not the top folder of its git repository.")
-            if _ignored_by_git(repo, f"{STATE_DIR}/status.json"):
-                raise InvalidInput("path", f"the repository's ignore rules ignore {STATE_DIR}/, so its history "
-                                   "(the audit trail and undo) could not be committed.",
-                                   f"Remove the rule that ignores {STATE_DIR} (see `git check-ignore -v "
-                                   f"{STATE_DIR}/status.json`), then register again.")
-        finally:
-            repo.close()
+        _check_git_works_in(resolved)
         state_dir_of(resolved)  # refuses a symlinked .orch-state
+        if _ignored_by_git(resolved, f"{STATE_DIR}/status.json"):
+            raise InvalidInput("path", f"the repository's ignore rules ignore {STATE_DIR}/, so its history "
+                               "(the audit trail and undo) could not be committed.",
+                               f"Remove the rule that ignores {STATE_DIR} (see `git check-ignore -v "
+                               f"{STATE_DIR}/status.json`), then register again.")
         existing = self.registry.by_path(resolved)
         if existing:
             return resolved, _adopted_name(existing, name, guild_id)
@@ -264,7 +272,7 @@ class Orchestrator(TicketCommands):
         line_of("by", by)  # it goes into every commit line and history entry
         project = await asyncio.to_thread(self.project, name)
         async with project.lock:
-            change, result = await asyncio.to_thread(self._run, project, command, by, work)
+            change, result = await _while_locked_elsewhere(self._run, project, command, by, work)
         self.git.commit_soon(project.entry.path)  # the lines were recorded under the file lock, in _run
         log.info("project=%s command=%s by=%s changes=%d state=%s", name, command, by, len(change.lines),
                  project.model.state.value)
@@ -274,7 +282,7 @@ class Orchestrator(TicketCommands):
         if why := writes_blocked(project.entry.path):
             raise Busy(f"{project.entry.name}'s repository is in the middle of {why}; nothing was changed.",
                        "Finish it (or abort it) in the repository, then try again.")
-        with project.store.locked():
+        with project.store.locked(timeout=LOCK_TRY_S):  # the waits between tries are on the loop
             change = Change(project, by, command)
             before = project.model.state
             try:
@@ -591,13 +599,11 @@ class Orchestrator(TicketCommands):
             since = utcnow() - TRANSITION_WINDOW
             transitions = sum(1 for t in status.history if t.at >= since)  # the design's transition frequency
             problems += consistency.problems(store)
-            repo = git.Repo(entry.path)
-            try:
-                if why := why_commit_waits(repo):
-                    problems.append(f"commits wait: {why}")
-            finally:
-                repo.close()
-        except (OrchError, git.GitError, OSError) as exc:
+            if trouble := self.git.trouble(entry.path):  # stuck: failed, refused, or waited too long
+                problems.append(trouble)
+            elif why := why_commit_waits(entry.path):
+                problems.append(f"commits wait: {why}. Fix: {fix_for(entry.path, why)}")
+        except (OrchError, GitFailed, OSError) as exc:
             problems.append(str(exc))
         return ProjectHealth(name=entry.name, path=entry.path, ok=not problems, state=state, problems=problems,
                              pending_commit_lines=self.git.pending_lines(entry.path),
@@ -606,12 +612,51 @@ class Orchestrator(TicketCommands):
 
 # -- rules shared by several commands -------------------------------------------------------------------------
 
-def _ignored_by_git(repo: git.Repo, rel: str) -> bool:
+async def _while_locked_elsewhere(fn: Callable[..., T], *args: object) -> T:
+    """Run `fn` (which takes the project's file lock with one short try) in a worker thread; while another
+    process holds that lock, wait on the event loop and try again, up to LOCK_TIMEOUT_S. A held lock thus never
+    keeps one of the worker threads that every project's commands share."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    while True:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except StateLocked:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(LOCK_POLL_S)
+
+
+def _registration_git(root: Path, *args: str) -> tuple[int, str, str]:
+    """A git check of registration, with a short time-out: a .gitignore that is a named pipe hangs git."""
     try:
-        repo.git.check_ignore("--quiet", "--no-index", rel)
-    except git.GitCommandError:  # exit 1: not ignored
-        return False
-    return True
+        return run_git(root, *args, timeout=REGISTER_GIT_TIMEOUT_S, check=False)
+    except GitFailed:
+        raise InvalidInput("path", f"git did not answer within {REGISTER_GIT_TIMEOUT_S} s in {root}.",
+                           "Look for a .gitignore, .git/info/exclude or git config file there that is not a "
+                           "plain file (a named pipe, a device) and replace it.") from None
+
+
+def _check_git_works_in(root: Path) -> None:
+    """Refuse a folder git will not work in (with git's reason) and one that is not a work tree's top."""
+    status, out, err = _registration_git(root, "rev-parse", "--is-bare-repository", "--show-prefix")
+    reason = " ".join(err.split())[:300]
+    if status != 0 and "not a git repository" in err:
+        raise InvalidInput("path", f"{root} is not the top folder of a git repository.",
+                           "Run `git init` there first, or give the repository's top folder.")
+    if status != 0:
+        raise InvalidInput("path", f"git refuses to work in {root}: {reason}", f"Fix: {fix_for(root, reason)}.")
+    bare, prefix = (out.splitlines() + ["", ""])[:2]
+    if bare == "true":
+        raise InvalidInput("path", f"{root} is a bare repository; it needs a work tree.")
+    if prefix or not (root / ".git").exists():
+        raise InvalidInput("path", f"{root} is not the top folder of its git repository.")
+
+
+def _ignored_by_git(root: Path, rel: str) -> bool:
+    status, _, err = _registration_git(root, "check-ignore", "--quiet", "--no-index", rel)
+    if status not in (0, 1):  # 0: ignored, 1: not ignored, anything else: git could not tell
+        raise InvalidInput("path", f"git could not check the ignore rules in {root}: {' '.join(err.split())[:300]}")
+    return status == 0
 
 
 def _adopted_name(existing: ProjectEntry, name: str | None, guild_id: int | None) -> str:

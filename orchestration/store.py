@@ -25,7 +25,7 @@ from typing import Iterator, TypeVar
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from .errors import Busy, OrchError, StateCorrupt, UnsafePath
+from .errors import OrchError, StateCorrupt, StateLocked, UnsafePath
 from .models import SPRINT_ID, Backlog, Sprint, Status, VersionedFile
 from .tickets import TicketFile
 
@@ -34,6 +34,10 @@ LOCK_NAME = ".lock"
 TICKETS = "tickets.json"
 JOURNAL = ".journal.tmp"  # names the temp files of a multi-file write in progress; *.tmp is never committed
 LOCK_TIMEOUT_S = 10.0
+# Async callers take the file lock with short tries in a worker thread and wait between them on the event loop,
+# so a lock held by another process never keeps a shared worker thread for LOCK_TIMEOUT_S.
+LOCK_TRY_S = 0.05
+LOCK_POLL_S = 0.1
 # What a new .orch-state/ starts from: package data (pyproject ships it in the wheel), read as a resource.
 TEMPLATES = resources.files(__package__) / "templates"
 REQUIRED_TEMPLATES = {"backlog.json", "status.json", ".gitignore"}
@@ -115,7 +119,7 @@ class ProjectStore:
                 self._finish_interrupted_write()
                 yield
         except Timeout:
-            raise Busy(
+            raise StateLocked(
                 f"Another process is changing {self.root.name}'s state right now.", "Try again in a few seconds."
             ) from None
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -291,6 +292,20 @@ def test_a_deferred_commit_is_reported_and_made_by_the_next_command(orch_cli, ma
     ok(orch_cli("epic", "Back on main"))
     assert git(repo, "status", "--porcelain", "--", ".orch-state") == ""
     assert '"E-1"' in git(repo, "show", "HEAD:.orch-state/backlog.json")
+
+
+def test_health_fails_when_changes_waited_over_a_minute_and_says_what_to_run(orch_cli, make_repo):
+    """The CLI sees the bot's stuck changes too: their queue on disk says how long they have waited."""
+    repo = make_repo("stuck")
+    ok(orch_cli("project", "register", str(repo)))
+    (repo / ".git" / "index.lock").write_text("")  # a git killed mid-commit (not old enough to be removed)
+    line = {"at": time.time() - 300, "line": 'orch(E-1): create epic "Lost?" (/epic by alice)'}
+    (repo / ".orch-state" / ".commit-queue").write_text(json.dumps(line) + "\n")
+
+    code, out, _ = orch_cli("health")
+    assert code == 1 and out.startswith("FAIL stuck"), out
+    assert "1 change(s) waited 5 min for a commit: another git process holds index.lock" in out
+    assert f"rm {repo}/.git/index.lock" in out
 
 
 def test_health_fails_for_a_damaged_project_and_unregister_keeps_files(orch_cli, make_repo):
