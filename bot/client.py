@@ -3,6 +3,7 @@ only when it changed, and answers any unexpected error with a friendly message (
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -14,6 +15,7 @@ from discord.ext import commands
 
 from orchestration.config import Config
 from orchestration.errors import OrchError
+from orchestration.events import Event
 from orchestration.service import Orchestrator
 from orchestration.store import atomic_write
 
@@ -70,11 +72,13 @@ class OrchBot(commands.Bot):
         self._owns_orchestrator = owns_orchestrator
         self.synced: bool | None = None  # whether the last start-up synced the tree (None: not started)
         self.metrics = Metrics()  # per command and project since start, fed by @handled, shown by /health
+        self._posts: set[asyncio.Task] = set()
 
     async def setup_hook(self) -> None:
         # Every module of bot/cogs is a command group (or a feature such as tickets); `_`-modules are helpers.
         for module in sorted(m.name for m in pkgutil.iter_modules(cogs.__path__) if not m.name.startswith("_")):
             await self.load_extension(f"{cogs.__name__}.{module}")
+        self.orchestrator.subscribe(self._on_event)  # before start(): recovery's trouble is told too
         outcomes = await self.orchestrator.start()
         for name, outcome in outcomes.items():
             log.info("start-up project=%s recovery=%s", name, json.dumps(outcome))
@@ -109,6 +113,24 @@ class OrchBot(commands.Bot):
                             guild.id, guild.name, pinned)
             except discord.HTTPException as exc:  # its interactions are refused anyway (OrchTree)
                 log.warning("could not leave server %s (%s): %s", guild.id, guild.name, exc)
+
+    # -- what the orchestrator tells ------------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        task = asyncio.get_running_loop().create_task(self._post_event(event))
+        self._posts.add(task)  # keep a reference until it ends (the loop only holds weak ones)
+        task.add_done_callback(self._posts.discard)
+
+    async def _post_event(self, event: Event) -> None:
+        """Post an event in its project's channel (the channel of a project with none: nowhere, logged)."""
+        entry = await asyncio.to_thread(self.orchestrator.registry.get, event.project)
+        channel_id = entry.channel_id if entry else None
+        try:
+            channel = (self.get_channel(channel_id) or await self.fetch_channel(channel_id)) if channel_id else None
+            if channel is None:
+                raise LookupError("the project has no channel")
+            await channel.send(embed=render.event_embed(event), allowed_mentions=render.NO_MENTIONS)
+        except (discord.HTTPException, LookupError) as exc:
+            log.warning("event %s of project=%s not posted: %s", event.kind, event.project, exc)
 
     # -- command tree ---------------------------------------------------------------------------------------
     def _scope(self) -> discord.Object | None:

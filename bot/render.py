@@ -14,6 +14,7 @@ from pathlib import Path
 import discord
 
 from orchestration.errors import CommandNotAllowed, OrchError, ProjectExists
+from orchestration.events import Event
 from orchestration.models import Epic, State, Story, StoryStatus
 from orchestration.queue import QueueView
 from orchestration.state_machine import AUTOMATIC_MEANING
@@ -394,7 +395,7 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
     """The orchestrator's health per project (problems first), then, when given, the bot's own figures: uptime,
     gateway latency, and the metrics since start (most used commands with p50/p95 and error rate). Server
     paths in the problems only with `show_paths` (for admins)."""
-    embed = _embed("Healthy" if result.ok else "Needs attention", "", COLOR_OK if result.ok else COLOR_WARN)
+    embed = _embed("Healthy" if result.ok else "Needs attention", "", COLOR_OK if result.ok else COLOR_ERROR)
     lines = []
     if metrics is not None:
         lines.append(f"Bot up {duration(metrics.uptime_s)} · gateway latency {millis(gateway_latency_s * 1000)}")
@@ -422,6 +423,15 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
         embed.add_field(name=f"{len(projects) - shown} more projects", value=_listed(compact),
                         inline=False)
     return fit(embed)
+
+
+_EVENT_LOOK = {"commits_stuck": ("⚠️ Commits stopped", COLOR_ERROR), "commits_resumed": ("✅ Commits resumed", COLOR_OK)}
+
+
+def event_embed(event: Event) -> discord.Embed:
+    """An event the orchestrator published, as posted in the project's channel."""
+    title, colour = _EVENT_LOOK.get(event.kind, (event.kind, COLOR_INFO))
+    return fit(_embed(f"{title} · {event.project}", cut(event.text, 4096), colour))
 
 
 _OVERFLOW_ROOM = 40 + FIELD_VALUE_MAX  # the "N more projects" field: its name and its value at most
