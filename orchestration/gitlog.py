@@ -244,7 +244,8 @@ class GitLog:
             await self._note(root, outcome)
             if outcome not in DONE:
                 self._schedule(root, self.retry_s)
-            self._report(root, outcome, await self._in_pool(self.trouble, root))
+            if outcome not in DONE or root in self._stuck:  # a commit that flows needs no diagnosis
+                self._report(root, outcome, await self._in_pool(self.trouble, root))
 
     async def _commit_with_backoff(self, root: Path) -> str:
         """Try `commit_now`; while index.lock or the state files are held, wait on the event loop between tries."""
