@@ -238,9 +238,12 @@ class GitLog:
             if pending.timer is not None:  # this flush does what the timer was waiting to do
                 pending.timer.cancel()
                 pending.timer = None
-            if not await self._in_pool(self.pending_lines, root):
+            if await self._in_pool(self.pending_lines, root):
+                outcome = await self._commit_with_backoff(root)
+            elif self.last_outcome.get(root, "nothing") in DONE:
                 return
-            outcome = await self._commit_with_backoff(root)
+            else:  # what waited here was committed by another process
+                outcome = "nothing"
             await self._note(root, outcome)
             if outcome not in DONE:
                 self._schedule(root, self.retry_s)

@@ -283,3 +283,22 @@ async def test_git_backing_off_in_other_projects_does_not_stall_this_ones_comman
     for name in ("b", "c"):
         (repo_of(orch, name) / ".git" / "index.lock").unlink()
     await asyncio.gather(*backing_off)
+
+
+async def test_stuck_commits_count_as_resumed_once_another_process_committed_the_changes(config, fast, project,
+                                                                                         events):
+    repo = repo_of(fast)
+    fast.git.stuck_after_s = 0
+    (repo / ".git" / "index.lock").write_text("")
+    await fast.create_epic(project, "Stuck here", by="alice")
+    await wait_for(lambda: [e.kind for e in events] == ["commits_stuck"])
+
+    (repo / ".git" / "index.lock").unlink()
+    other = Orchestrator(config)  # the CLI, say, commits the change
+    try:
+        await other.git.flush(repo)
+        assert other.git.last_outcome[repo] == "committed"
+    finally:
+        await other.close()
+    await wait_for(lambda: [e.kind for e in events] == ["commits_stuck", "commits_resumed"])
+    assert fast.git.last_outcome[repo] == "nothing" and (await fast.health()).ok
