@@ -2,11 +2,15 @@
 
 The config path comes from --config, else ORCH_CONFIG, else ./config.toml. Secrets (the Discord token) are
 never read from the file: only from the environment, by the front-end that needs them.
+
+`[agents]` configures the coding agents (orchestration/agents/); `config.agents.for_project(name)` gives one
+project's settings with its `[agents.projects.<name>]` overrides applied.
 """
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,6 +18,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .models import SLUG
 
 
 class _Section(BaseModel):
@@ -56,16 +61,90 @@ class TicketSettings(_Section):
     resolve_threshold: int = Field(85, ge=0, le=100)
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Names that hold a secret: refused as config keys, and their values are scrubbed from agent output.
+SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key|credential|private_key", re.IGNORECASE)
+BOT_SECRETS = ("DISCORD_TOKEN",)  # the bot's own secrets: never passed to an agent, whatever `env` says
+
+
+def _argv(value: list[str] | None) -> list[str] | None:
+    if value is not None and any(not arg for arg in value):
+        raise ValueError("an argument list holds no empty strings")
+    return value
+
+
+def _env_names(value: list[str] | None) -> list[str] | None:
+    for name in value or ():
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not an environment variable name")
+        if name in BOT_SECRETS:
+            raise ValueError(f"{name} is the bot's own secret and is never passed to an agent")
+    return value
+
+
+class AgentOverrides(_Section):
+    """`[agents.projects.<name>]`: the keys of [agents] that may differ per project (unset: the global value).
+    max_parallel is left out on purpose: it is the limit across all projects."""
+    command: list[str] | None = None
+    test_command: list[str] | None = None
+    max_parallel_per_project: int | None = Field(None, ge=1, le=64)
+    timeout_s: int | None = Field(None, ge=1, le=7 * 86_400)
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    env: list[str] | None = None
+
+    _check_argv = field_validator("command", "test_command")(_argv)
+    _check_env = field_validator("env")(_env_names)
+
+
+class AgentSettings(_Section):
+    command: list[str] = Field(default_factory=list)  # empty: no agent, people move stories by hand
+    test_command: list[str] = Field(default_factory=list)  # empty: the agent's "done" is taken as it is
+    max_parallel: int = Field(2, ge=1, le=64)
+    max_parallel_per_project: int = Field(2, ge=1, le=64)
+    timeout_s: int = Field(1800, ge=1, le=7 * 86_400)
+    max_attempts: int = Field(3, ge=1, le=100)
+    env: list[str] = Field(default_factory=list)  # names of variables passed through to the agent
+    projects: dict[str, AgentOverrides] = Field(default_factory=dict)
+
+    _check_argv = field_validator("command", "test_command")(_argv)
+    _check_env = field_validator("env")(_env_names)
+
+    @field_validator("projects")
+    @classmethod
+    def _project_names(cls, value: dict[str, AgentOverrides]) -> dict[str, AgentOverrides]:
+        for name in value:
+            if not SLUG.match(name):
+                raise ValueError(f"{name!r} is not a project name (lowercase letters, digits and -)")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.command)
+
+    def for_project(self, name: str) -> "AgentSettings":
+        """The settings one project runs with: its overrides on top of [agents] (an override replaces the
+        whole value, lists included). The result has no `projects` of its own."""
+        override = self.projects.get(name)
+        changes = override.model_dump(exclude_none=True) if override else {}
+        return self.model_copy(update={**changes, "projects": {}})
+
+
 class Config(_Section):
     orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     tickets: TicketSettings = Field(default_factory=TicketSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
 
 
 # ORCH_<KEY> overrides [section] key; key names are unique across sections, so the section is implied.
-_LIST_KEYS = {"allowed_roots"}
-# Keys that would hold a secret. Secrets come only from the environment, so a file that holds one is refused.
-_SECRET_KEY = re.compile(r"token|secret|password|api_?key", re.IGNORECASE)
+# List keys: how the variable's text becomes a list.
+_LIST_KEYS = {
+    "allowed_roots": lambda raw: [p for p in raw.split(os.pathsep) if p],
+    "command": shlex.split,  # ORCH_COMMAND="python agents/reference_agent.py"
+    "test_command": shlex.split,
+    "env": lambda raw: raw.replace(",", " ").split(),
+}
+_NO_ENV_OVERRIDE = {"projects"}  # a table, set in the file only
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -73,11 +152,14 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for section_name, field in Config.model_fields.items():
         for key in field.annotation.model_fields:  # type: ignore[union-attr]
             raw = env.get(f"ORCH_{key.upper()}")
-            if raw is None:
+            if raw is None or key in _NO_ENV_OVERRIDE:
                 continue
             value: Any = raw
             if key in _LIST_KEYS:
-                value = [p for p in raw.split(os.pathsep) if p]
+                try:
+                    value = _LIST_KEYS[key](raw)
+                except ValueError as exc:  # shlex: an unclosed quote
+                    raise ConfigError(f"ORCH_{key.upper()}: {exc}") from None
             elif raw == "":
                 value = None
             overrides.setdefault(section_name, {})[key] = value
@@ -122,13 +204,26 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     o = config.orchestrator
     o.data_dir = (base / o.data_dir.expanduser()).resolve()
     o.allowed_roots = [(base / r.expanduser()).resolve() for r in o.allowed_roots]
+    a = config.agents
+    a.command = _paths_from(base, a.command)
+    for override in a.projects.values():
+        if override.command:
+            override.command = _paths_from(base, override.command)
     return config
+
+
+def _paths_from(base: Path, argv: list[str]) -> list[str]:
+    """An agent runs in a story's worktree, so a relative path in its command ("agents/reference_agent.py")
+    is taken relative to the config file, like every other path here. A word without a "/" ("python") stays
+    as it is and is looked up in PATH; options ("-m", "--model=x/y") stay as they are."""
+    return [arg if arg.startswith("-") or ("/" not in arg and not arg.startswith("~"))
+            else str(base / Path(arg).expanduser()) for arg in argv]
 
 
 def _refuse_secrets(file: Path, data: Mapping[str, Any], where: str = "") -> None:
     for key, value in data.items():
         name = f"{where}{key}"
-        if _SECRET_KEY.search(key):
+        if where != "agents.projects." and SECRET_NAME.search(key):  # a project name is not a key
             raise ConfigError(f"{file}: {name}: secrets are never read from the config file.",
                               "Remove the key and set the DISCORD_TOKEN environment variable instead.")
         if isinstance(value, dict):

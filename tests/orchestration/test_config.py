@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.config import Config, config_path, load_config
+from orchestration.config import AgentOverrides, Config, config_path, load_config
 from orchestration.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
@@ -106,7 +106,9 @@ def test_a_bad_value_names_the_key_and_the_value(tmp_path, text, key, value):
 @pytest.mark.parametrize("text, key", [
     ("[orchestrator]\ncommit_batch = 10\n", "orchestrator.commit_batch"),
     ("[tickets]\nthreshold = 10\n", "tickets.threshold"),
-    ("[agents]\nmodel = 'x'\n", "agents"),
+    ("[agents]\nmodel = 'x'\n", "agents.model"),
+    ("[agents.projects.shop]\nmax_parallel = 3\n", "agents.projects.shop.max_parallel"),  # a global limit only
+    ("[plugins]\nx = 1\n", "plugins"),
 ])
 def test_an_unknown_key_is_named(tmp_path, text, key):
     with pytest.raises(ConfigError, match=re.escape(f"{key}: unknown key")):
@@ -169,14 +171,80 @@ def test_the_example_file_documents_every_key():
     found: dict[str, set[str]] = {}
     section = None
     for i, line in enumerate(lines):
-        if m := re.match(r"^\[(\w+)\]$", line):
+        if m := re.match(r"^(?:# )?\[([\w.]+)\]$", line):
             section = m.group(1)
+            line = line.removeprefix("# ")
         elif m := re.match(r"^(?:# )?(\w+) = ", line):
             found.setdefault(section, set()).add(m.group(1))
             assert lines[i - 1].startswith("#"), f"{m.group(1)} has no comment above it"
             line = line.removeprefix("# ")
         uncommented.append(line)
     expected = {name: set(field.annotation.model_fields) for name, field in Config.model_fields.items()}
+    expected["agents"].discard("projects")  # a table of its own, shown with an example project
+    expected["agents.projects.shop"] = set(AgentOverrides.model_fields)
     assert found == expected
     every_key = Config.model_validate(tomllib.loads("\n".join(uncommented)))
     assert every_key.discord.guild_id is not None and every_key.discord.member_role
+    assert every_key.agents.command and every_key.agents.for_project("shop").timeout_s == 3600
+
+
+def test_agents_defaults_and_per_project_overrides(tmp_path):
+    assert not load_config(write(tmp_path, ""), env={}).agents.enabled  # no [agents]: no agent
+    file = write(tmp_path, """
+[agents]
+command = ["python", "agents/reference_agent.py", "--flag=a/b", "/abs/agent", "~/bin/agent"]
+test_command = ["python", "-m", "pytest", "tests/unit"]
+env = ["ANTHROPIC_API_KEY"]
+[agents.projects.shop]
+command = ["./run-agent"]
+timeout_s = 60
+env = []
+[agents.projects.token-app]
+max_attempts = 1
+""")
+    agents = load_config(file, env={"HOME": str(tmp_path / "home")}).agents
+    assert agents.command == ["python", str(tmp_path / "agents/reference_agent.py"), "--flag=a/b", "/abs/agent",
+                              str(Path("~/bin/agent").expanduser())]
+    assert agents.test_command == ["python", "-m", "pytest", "tests/unit"]  # runs in the worktree: as written
+    shop = agents.for_project("shop")
+    assert shop.command == [str(tmp_path / "run-agent")] and shop.timeout_s == 60 and shop.env == []
+    assert shop.test_command == agents.test_command and shop.max_attempts == 3 and shop.projects == {}
+    other = agents.for_project("other")
+    assert (other.command, other.timeout_s, other.env, other.max_parallel) == (agents.command, 1800,
+                                                                             ["ANTHROPIC_API_KEY"], 2)
+    assert agents.for_project("token-app").max_attempts == 1  # a project name is not a secret key
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('[agents]\nenv = ["DISCORD_TOKEN"]\n', "agents.env: DISCORD_TOKEN is the bot's own secret"),
+    ('[agents]\nenv = ["NOT A NAME"]\n', "is not an environment variable name"),
+    ('[agents]\ncommand = ["python", ""]\n', "no empty strings"),
+    ('[agents]\ntimeout_s = 0\n', "agents.timeout_s = 0:"),
+    ('[agents.projects.Shop]\ntimeout_s = 5\n', "'Shop' is not a project name"),
+    ('[agents.projects.shop]\nenv = ["DISCORD_TOKEN"]\n', "never passed to an agent"),
+    ('[agents.projects.shop]\napi_key = "x"\n', "secrets are never read"),
+])
+def test_bad_agents_settings_are_refused(tmp_path, text, problem):
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(write(tmp_path, text), env={})
+
+
+def test_agents_keys_from_the_environment(tmp_path):
+    env = {"ORCH_COMMAND": "python 'my agent.py' --fast", "ORCH_TEST_COMMAND": "make test",
+           "ORCH_ENV": "OPENAI_API_KEY, HTTPS_PROXY", "ORCH_MAX_PARALLEL": "4", "ORCH_TIMEOUT_S": "90",
+           "ORCH_MAX_PARALLEL_PER_PROJECT": "1", "ORCH_MAX_ATTEMPTS": "5", "ORCH_PROJECTS": "ignored"}
+    agents = load_config(write(tmp_path, '[agents]\ncommand = ["x"]\n'), env=env).agents
+    assert agents.command == ["python", "my agent.py", "--fast"]
+    assert agents.test_command == ["make", "test"]
+    assert agents.env == ["OPENAI_API_KEY", "HTTPS_PROXY"]
+    assert (agents.max_parallel, agents.max_parallel_per_project, agents.timeout_s, agents.max_attempts) == (
+        4, 1, 90, 5)
+    assert not load_config(write(tmp_path, '[agents]\ncommand = ["x"]\n'), env={"ORCH_COMMAND": ""}).agents.enabled
+    with pytest.raises(ConfigError, match="ORCH_COMMAND"):
+        load_config(write(tmp_path, ""), env={"ORCH_COMMAND": "python 'unclosed"})
+
+
+def test_every_key_name_is_unique_across_sections():
+    """ORCH_<KEY> names no section, so two sections must never share a key name."""
+    names = [key for field in Config.model_fields.values() for key in field.annotation.model_fields]
+    assert len(names) == len(set(names))
