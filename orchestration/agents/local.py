@@ -1,0 +1,79 @@
+"""LocalRunner: attempts as subprocesses of this process, on its event loop, at most `max_parallel` at once.
+
+It only executes: the scheduler decides what runs (and shares the places fairly between projects, using
+`free()` and `running_count(project)`), and the orchestrator applies each outcome (`on_outcome`).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from datetime import datetime, timezone
+
+from .attempt import run_attempt
+from .runner import AttemptOutcome, AttemptSpec, OutcomeHandler, RunnerFull, RunningAttempt
+
+log = logging.getLogger(__name__)
+
+
+class LocalRunner:
+    def __init__(self, max_parallel: int, on_outcome: OutcomeHandler | None = None) -> None:
+        self.max_parallel = max_parallel
+        self.on_outcome = on_outcome
+        self._running: dict[str, tuple[RunningAttempt, asyncio.Event, asyncio.Task[AttemptOutcome]]] = {}
+
+    def submit(self, spec: AttemptSpec) -> asyncio.Task[AttemptOutcome]:
+        """Start the attempt now; returns its task (its result is the outcome, also given to on_outcome)."""
+        if spec.attempt_id in self._running:
+            raise ValueError(f"attempt {spec.attempt_id} is already running")
+        if not self.free():
+            raise RunnerFull(f"{self.max_parallel} attempts are running already")
+        status = RunningAttempt(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
+                                attempt=spec.input.attempt, started_at=datetime.now(timezone.utc))
+        cancel = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._run(spec, status, cancel),
+                                                      name=f"attempt {spec.attempt_id}")
+        self._running[spec.attempt_id] = (status, cancel, task)
+        return task
+
+    async def _run(self, spec: AttemptSpec, status: RunningAttempt, cancel: asyncio.Event) -> AttemptOutcome:
+        try:
+            outcome = await run_attempt(spec, cancel=cancel, on_phase=lambda phase: setattr(status, "phase", phase))
+        finally:
+            self._running.pop(spec.attempt_id, None)  # its place is free before the outcome is applied
+        if self.on_outcome is not None:
+            try:
+                result = self.on_outcome(outcome)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("applying the outcome of attempt %s failed", spec.attempt_id)
+        return outcome
+
+    async def cancel(self, attempt_id: str) -> bool:
+        """Stop a running attempt and wait until its processes are gone; its outcome is "cancelled"."""
+        entry = self._running.get(attempt_id)
+        if entry is None:
+            return False
+        _, cancel, task = entry
+        cancel.set()
+        await asyncio.wait([task])
+        return True
+
+    async def cancel_project(self, project: str) -> int:
+        """Stop every running attempt of one project (/sprint pause); returns how many."""
+        ids = [a.attempt_id for a in self.running(project)]
+        await asyncio.gather(*(self.cancel(i) for i in ids))
+        return len(ids)
+
+    def running(self, project: str | None = None) -> list[RunningAttempt]:
+        return [status for status, _, _ in self._running.values() if project in (None, status.project)]
+
+    def running_count(self, project: str | None = None) -> int:
+        return len(self.running(project))
+
+    def free(self) -> int:
+        return max(self.max_parallel - len(self._running), 0)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.cancel(i) for i in list(self._running)))

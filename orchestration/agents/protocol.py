@@ -1,0 +1,136 @@
+"""The agent protocol, version 1: the JSON an agent reads on stdin and the JSON line it answers with.
+
+The orchestrator starts the agent command in the story's worktree, writes one `CodeInput` (as JSON) to its
+stdin and closes it. The agent's stdout ends with one line holding a `Reply`; earlier lines are its log.
+`parse_reply(stdout)` returns that reply or raises `NotProtocol` with the reason a person reads.
+
+Roles: only "code" exists now. The "plan" and "clarity" roles (issue 9) get their own input models with a
+`role` literal of their own, so `Input` becomes a union discriminated by `role`; the reply stays one model
+(new roles may add optional fields). docs/agents.md documents all of this with a complete example.
+"""
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROTOCOL_VERSION = 1
+Status = Literal["done", "question", "failed"]
+STATUSES = ("done", "question", "failed")
+REPLY_LINE_MAX = 64 * 1024  # a longer last line is not a reply (and would not fit in a record anyway)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Epic(_In):
+    id: str
+    title: str
+
+
+class Story(_In):
+    id: str
+    title: str
+    description: str = ""
+    criteria: list[str] = Field(default_factory=list)
+    points: int | None = None
+    priority: str | None = None
+    epic: Epic | None = None
+
+
+class Context(_In):
+    architecture: str = ""  # the project's .orch-state/architecture.md
+    best_practices: str = ""  # and best-practices.md
+
+
+class Previous(_In):
+    """An earlier attempt at the same story, so the agent can do better this time."""
+    attempt: int
+    outcome: str  # an AttemptOutcome's outcome: tests_failed, crashed, timeout, policy, ...
+    summary: str = ""
+    output: str = ""  # the tail of its output (the test run's when tests failed)
+
+
+class Answer(_In):
+    """A question this story's agent asked, answered through its ticket."""
+    ticket: str
+    question: str
+    answer: str
+
+
+class CodeInput(_In):
+    """What a "code" agent reads on stdin: do this story in `workdir`, on `branch`, test first."""
+    protocol: Literal[1] = PROTOCOL_VERSION
+    role: Literal["code"] = "code"
+    project: str
+    sprint: str
+    story: Story
+    attempt: int = Field(ge=1)
+    workdir: str
+    branch: str
+    test_command: list[str] = Field(default_factory=list)
+    context: Context = Field(default_factory=Context)
+    previous: list[Previous] = Field(default_factory=list)
+    answers: list[Answer] = Field(default_factory=list)
+
+    def to_stdin(self) -> bytes:
+        return (self.model_dump_json() + "\n").encode()
+
+
+Input = CodeInput  # later: Annotated[CodeInput | PlanInput | ClarityInput, Field(discriminator="role")]
+
+
+class Reply(BaseModel):
+    """The last line of an agent's stdout. Unknown keys are ignored, so an agent may add its own (cost, ...)."""
+    model_config = ConfigDict(extra="ignore")
+    status: Status
+    summary: str = ""
+    question: str = ""
+    options: list[str] = Field(default_factory=list)
+    tests_added: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _a_question_asks_something(self) -> Reply:
+        if self.status == "question" and not self.question.strip():
+            raise ValueError('a "question" reply needs a non-empty "question"')
+        return self
+
+
+class NotProtocol(ValueError):
+    """The agent's stdout does not end with a protocol reply; `reason` says why, for a person."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_reply(stdout: str) -> Reply:
+    """The reply on the last non-empty line of `stdout`, or NotProtocol saying why there is none."""
+    lines = stdout.rstrip().splitlines()
+    if not lines:
+        raise NotProtocol("the agent printed nothing on stdout (the last line must be the JSON reply)")
+    last = lines[-1].strip()
+    if len(last) > REPLY_LINE_MAX:
+        raise NotProtocol(f"the last line of stdout is {len(last)} characters long, more than a reply may be")
+    try:
+        data = json.loads(last)
+    except ValueError:
+        raise NotProtocol(f"the last line of stdout is not JSON: {_excerpt(last)}") from None
+    if not isinstance(data, dict):
+        raise NotProtocol(f"the last line of stdout is JSON but not an object: {_excerpt(last)}")
+    if data.get("status") not in STATUSES:
+        raise NotProtocol(f"unknown status {_excerpt(json.dumps(data.get('status')))} "
+                          f"(expected one of {', '.join(STATUSES)})")
+    try:
+        return Reply.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise NotProtocol(f"the reply is not valid: {where + ': ' if where else ''}"
+                          f"{err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,124 @@
+"""The runner interface: what the orchestrator hands over (AttemptSpec) and gets back (AttemptOutcome).
+
+All agent execution goes through a `Runner`, so a later runner can execute attempts on other machines
+(issue 10: Celery). The runner only executes; the orchestrator's scheduler decides what runs next (fairness
+between projects is its job; it asks `free()` and `running_count(project)` first), prepares the worktree
+(worktree.Worktrees.prepare_story), and applies each AttemptOutcome to .orch-state under the project lock,
+idempotently by `attempt_id`. Both are plain pydantic data, so they cross a process or a queue as JSON.
+
+Wiring (sketch):
+    runner = LocalRunner(max_parallel=config.agents.max_parallel, on_outcome=orchestrator.apply_outcome)
+    runner.submit(AttemptSpec(...))        # returns at once; on_outcome gets the AttemptOutcome later
+    await runner.cancel(attempt_id)         # /sprint pause: outcome "cancelled", not a failure
+    runner.running()                        # /sprint status: story, attempt, phase, elapsed
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Awaitable, Callable, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .protocol import CodeInput
+
+
+class Outcome(str, Enum):
+    done = "done"  # answered done, and the test command passed (or there is none)
+    question = "question"  # asked a question: open a ticket, the story waits for its answer
+    failed = "failed"  # answered failed
+    tests_failed = "tests_failed"  # answered done, but the test command failed (or timed out)
+    timeout = "timeout"  # the agent ran past timeout_s and was killed
+    crashed = "crashed"  # exited non-zero, or could not be started
+    not_protocol = "not_protocol"  # its stdout does not end with a protocol reply
+    policy = "policy"  # broke a rule of policy.py (the summary says which)
+    cancelled = "cancelled"  # stopped by the orchestrator (pause): not a failed attempt
+
+    @property
+    def counts_as_failure(self) -> bool:
+        """Whether this attempt counts towards max_attempts."""
+        return self not in (Outcome.done, Outcome.question, Outcome.cancelled)
+
+
+class AttemptSpec(BaseModel):
+    """Everything needed to run one attempt, on this machine or another."""
+    model_config = ConfigDict(extra="forbid")
+    attempt_id: str  # unique; the orchestrator applies an outcome once per attempt_id
+    project: str
+    story: str  # the story ID, S-<n>
+    command: list[str] = Field(min_length=1)  # the agent command, an argument list (no shell)
+    input: CodeInput  # written to the agent's stdin as JSON
+    repo: Path  # the project's repository (the user's working tree): checked, never written
+    workdir: Path  # the story's worktree, prepared by the orchestrator
+    branch: str  # the story's branch, orch/S-<n>
+    base: str  # the sprint branch the story's branch was made from, orch/sprint-NNN
+    test_command: list[str] = Field(default_factory=list)  # empty: "done" is taken as it is
+    timeout_s: float = Field(gt=0)  # for the agent, and again for the test run
+    env: list[str] = Field(default_factory=list)  # names of variables passed through to the agent
+    log_path: Path  # the attempt's full output (secrets scrubbed) goes here
+    author_name: str  # the bot's git identity, for the commit of what the agent left uncommitted
+    author_email: str
+    grace_s: float = Field(5.0, ge=0)  # between SIGTERM and SIGKILL
+
+
+class AttemptOutcome(BaseModel):
+    """What happened, as plain data; the orchestrator (not the runner) applies it to .orch-state."""
+    attempt_id: str
+    project: str
+    story: str
+    attempt: int
+    outcome: Outcome
+    summary: str = ""  # the agent's summary, or why the attempt failed
+    question: str = ""
+    options: list[str] = Field(default_factory=list)
+    tests_added: list[str] = Field(default_factory=list)
+    tests_passed: int | None = None  # from the test output's "N passed, M failed" line, when it has one
+    tests_failed: int | None = None
+    output: str = ""  # the tail of the output (the test run's when tests ran), secrets scrubbed
+    duration_s: float = 0.0
+    branch: str = ""
+    commit: str | None = None  # the story branch's tip after the attempt
+    log_path: Path | None = None
+
+
+class RunningAttempt(BaseModel):
+    attempt_id: str
+    project: str
+    story: str
+    attempt: int
+    phase: str = "starting"  # starting, agent, testing, checking
+    started_at: datetime
+    started: float = Field(default_factory=time.monotonic, exclude=True)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+OutcomeHandler = Callable[[AttemptOutcome], Awaitable[None] | None]
+
+
+class RunnerFull(Exception):
+    """submit() while all places are taken: the scheduler asks free() first."""
+
+
+class Runner(Protocol):
+    def submit(self, spec: AttemptSpec) -> Awaitable[AttemptOutcome]:
+        """Start an attempt now (raises RunnerFull, or ValueError for an attempt_id already running).
+        Its AttemptOutcome goes to the runner's outcome handler; the returned awaitable gives it too."""
+
+    async def cancel(self, attempt_id: str) -> bool:
+        """Stop a running attempt (its outcome is "cancelled"); False if it is not running."""
+
+    def running(self, project: str | None = None) -> list[RunningAttempt]:
+        """The attempts running now (of one project, or all)."""
+
+    def running_count(self, project: str | None = None) -> int: ...
+
+    def free(self) -> int:
+        """How many more attempts may start now."""
+
+    async def close(self) -> None:
+        """Cancel everything still running and wait for it to stop."""
