@@ -213,11 +213,16 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
 
 
 def _paths_from(base: Path, argv: list[str]) -> list[str]:
-    """An agent runs in a story's worktree, so a relative path in its command ("agents/reference_agent.py")
-    is taken relative to the config file, like every other path here. A word without a "/" ("python") stays
-    as it is and is looked up in PATH; options ("-m", "--model=x/y") stay as they are."""
-    return [arg if arg.startswith("-") or ("/" not in arg and not arg.startswith("~"))
-            else str(base / Path(arg).expanduser()) for arg in argv]
+    """An agent runs in a story's worktree, so a relative path in its command that names a file next to the
+    config file ("agents/reference_agent.py") is made absolute, like every other path here. Anything else
+    ("python", "-m", "src/**", a URL) stays as it is; "~/" is expanded."""
+    out = []
+    for arg in argv:
+        path = Path(arg).expanduser() if arg.startswith("~/") else Path(arg)
+        if arg.startswith("~/") or (not path.is_absolute() and "/" in arg and (base / path).exists()):
+            arg = str(base / path)
+        out.append(arg)
+    return out
 
 
 def _refuse_secrets(file: Path, data: Mapping[str, Any], where: str = "") -> None:

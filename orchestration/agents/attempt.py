@@ -190,10 +190,11 @@ async def run_attempt(spec: AttemptSpec, *, cancel: asyncio.Event | None = None,
     (git failing, the disk full) is reported as "crashed" with the reason, and logged."""
     started = time.monotonic()
     secrets = policy.secret_values()
-    log_to = await asyncio.to_thread(AttemptLog, spec.log_path, policy.Scrubber(secrets))
     base = dict(attempt_id=spec.attempt_id, project=spec.project, story=spec.story, attempt=spec.input.attempt,
                 branch=spec.branch, log_path=spec.log_path)
+    log_to = None
     try:
+        log_to = await asyncio.to_thread(AttemptLog, spec.log_path, policy.Scrubber(secrets))
         await asyncio.to_thread(log_to.note, f"attempt {spec.attempt_id}: {spec.story} attempt "
                                 f"{spec.input.attempt} on {spec.branch} in {spec.workdir}: {spec.command}")
         fields = await _attempt(spec, secrets, log_to, cancel, on_phase or (lambda phase: None))
@@ -202,10 +203,11 @@ async def run_attempt(spec: AttemptSpec, *, cancel: asyncio.Event | None = None,
         fields = dict(outcome=Outcome.crashed, summary=f"the orchestrator could not run the attempt: {exc}")
     fields["summary"] = policy.Scrubber(secrets).scrub(fields.get("summary", ""))
     outcome = AttemptOutcome(**base, **fields, duration_s=round(time.monotonic() - started, 3))
-    try:
-        await asyncio.to_thread(log_to.note, f"outcome {outcome.outcome.value}: {outcome.summary}")
-    finally:
-        await asyncio.to_thread(log_to.close)
+    if log_to is not None:
+        try:
+            await asyncio.to_thread(log_to.note, f"outcome {outcome.outcome.value}: {outcome.summary}")
+        finally:
+            await asyncio.to_thread(log_to.close)
     return outcome
 
 
@@ -253,7 +255,7 @@ async def _attempt(spec: AttemptSpec, secrets: list[str], log_to: AttemptLog, ca
 async def _finish_done(spec: AttemptSpec, summary: str, secrets: list[str], git_env: dict[str, str], run: dict,
                        log_to: AttemptLog, phase: Callable[[str], None]) -> dict:
     """After a "done": commit the agent's leftovers, then run the test command."""
-    breach = await asyncio.to_thread(policy.check_worktree, spec.workdir, secrets, git_env)
+    breach = await asyncio.to_thread(policy.check_worktree, spec.workdir, spec.base, secrets, git_env)
     if breach:  # never commit it
         return dict(outcome=Outcome.policy, summary=f"policy: {breach}")
     message = policy.Scrubber(secrets).scrub(_commit_message(spec.story, summary, spec.input.attempt))

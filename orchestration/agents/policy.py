@@ -121,17 +121,18 @@ def snapshot(repo: Path, env: dict[str, str]) -> Snapshot:
     return Snapshot(refs, head, index, frozenset(tree), _admin_hash(common))
 
 
-def check_worktree(workdir: Path, secrets: list[str], env: dict[str, str]) -> str | None:
+def check_worktree(workdir: Path, base: str, secrets: list[str], env: dict[str, str]) -> str | None:
     """Before the orchestrator commits what the agent left: nothing under .orch-state/ (ignored files too)
-    and no secret value in the worktree's files. The reason, or None."""
-    touched = run_git(workdir, "status", "--porcelain", "--ignored", "--untracked-files=all", "--",
-                      STATE_DIR, env=env).stdout.split("\n")
+    and no secret value in the files the story changed. The reason, or None."""
+    wt = lambda *args: run_git(workdir, *args, env=env).stdout  # noqa: E731
+    touched = wt("status", "--porcelain", "--ignored", "--untracked-files=all", "--", STATE_DIR).split("\n")
     if touched := [line[3:] for line in touched if line]:
         return f"the agent wrote {STATE_DIR}/ ({_names(touched)}), which only the orchestrator writes"
-    if secrets:
-        found = _grep(workdir, secrets, env, "--untracked")
-        if found:
-            return f"the story's files hold a secret of the bot ({_names(found)})"
+    fork = wt("merge-base", base, "HEAD").strip()  # the sprint branch may have moved on meanwhile
+    changed = {*wt("diff", "--name-only", "-z", fork).split("\0"),
+               *wt("ls-files", "--others", "--exclude-standard", "-z").split("\0")} - {""}
+    if secrets and (found := [rel for rel in sorted(changed) if _holds_secret(workdir / rel, secrets)]):
+        return f"the story's files hold a secret of the bot ({_names(found)})"
     return None
 
 
@@ -139,18 +140,15 @@ def check_attempt(repo: Path, before: Snapshot, *, workdir: Path, branch: str, b
                   env: dict[str, str]) -> str | None:
     """After an attempt: the first policy breach found, as a reason a person reads, or None.
     `branch` is the story's branch, `base` the sprint branch it was made from."""
-    wt = lambda *args, check=True: run_git(workdir, *args, env=env, check=check).stdout  # noqa: E731
+    wt = lambda *args: run_git(workdir, *args, env=env).stdout  # noqa: E731
     if state := [p for p in wt("diff", "--name-only", f"{base}...{branch}", "--", STATE_DIR).split("\n") if p]:
         return f"the story's branch changes {STATE_DIR}/ ({_names(state)}), which only the orchestrator writes"
-    if reason := check_worktree(workdir, secrets, env):
+    if reason := check_worktree(workdir, base, secrets, env):
         return reason
-    commits = wt("rev-list", f"{base}..{branch}").split()
-    if secrets and commits:
-        if found := _grep(workdir, secrets, env, *commits[:200]):
-            return f"the story's commits hold a secret of the bot ({_names(found)})"
-        messages = wt("log", "--format=%B", f"{base}..{branch}")
-        if any(s in messages for s in secrets):
-            return "a commit message of the story holds a secret of the bot"
+    if secrets and (where := _secret_in_history(wt("log", "-p", "--format=", f"{base}..{branch}"), secrets)):
+        return f"the story's commits hold a secret of the bot ({where})"
+    if secrets and (messages := wt("log", "--format=%B", f"{base}..{branch}")) and any(s in messages for s in secrets):
+        return "a commit message of the story holds a secret of the bot"
     after = snapshot(repo, env)
     if reason := _moved_refs(repo, before.refs, after.refs, branch, base, env):
         return reason
@@ -188,12 +186,28 @@ def _moved_refs(repo: Path, before: dict[str, str], after: dict[str, str], branc
     return None
 
 
-def _grep(cwd: Path, secrets: list[str], env: dict[str, str], *where: str) -> list[str]:
-    """Files (in the worktree, or in the given commits) holding any of the secrets."""
-    found = run_git(cwd, "grep", "-I", "-l", "-F", "-f", "-", *where, "--", ".", env=env, check=False,
-                    stdin="\n".join(secrets) + "\n")
-    return sorted({line.split(":", 1)[1] if where[0] != "--untracked" else line
-                   for line in found.stdout.split("\n") if line})
+SECRET_FILE_MAX = 10 * 1024 * 1024  # larger files are not searched for secrets
+
+
+def _holds_secret(path: Path, secrets: list[str]) -> bool:
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > SECRET_FILE_MAX:
+            return False
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return any(s.encode() in data for s in secrets)
+
+
+def _secret_in_history(diffs: str, secrets: list[str]) -> str | None:
+    """The file whose diff (in `git log -p --format=` output) shows a secret, or None."""
+    where = "?"
+    for line in diffs.splitlines():
+        if line.startswith("diff --git "):
+            where = line.rsplit(" b/", 1)[-1]
+        elif any(s in line for s in secrets):
+            return where
+    return None
 
 
 def _admin_hash(common_dir: Path) -> str:

@@ -98,6 +98,12 @@ class RunningAttempt(BaseModel):
 
 
 OutcomeHandler = Callable[[AttemptOutcome], Awaitable[None] | None]
+LOGS = "logs"  # under data_dir
+
+
+def attempt_log_path(data_dir: Path, project: str, story: str, attempt_id: str) -> Path:
+    """Where an attempt's full output goes: <data_dir>/logs/<project>/<story>/<attempt_id>.log."""
+    return data_dir / LOGS / project / story / f"{attempt_id}.log"
 
 
 class RunnerFull(Exception):

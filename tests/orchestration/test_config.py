@@ -188,11 +188,15 @@ def test_the_example_file_documents_every_key():
     assert every_key.agents.command and every_key.agents.for_project("shop").timeout_s == 3600
 
 
-def test_agents_defaults_and_per_project_overrides(tmp_path):
+def test_agents_defaults_and_per_project_overrides(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert not load_config(write(tmp_path, ""), env={}).agents.enabled  # no [agents]: no agent
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "reference_agent.py").write_text("")
+    (tmp_path / "run-agent").write_text("")
     file = write(tmp_path, """
 [agents]
-command = ["python", "agents/reference_agent.py", "--flag=a/b", "/abs/agent", "~/bin/agent"]
+command = ["python", "agents/reference_agent.py", "--flag=a/b", "/abs/agent", "~/bin/agent", "src/**", "http://x/y"]
 test_command = ["python", "-m", "pytest", "tests/unit"]
 env = ["ANTHROPIC_API_KEY"]
 [agents.projects.shop]
@@ -202,9 +206,9 @@ env = []
 [agents.projects.token-app]
 max_attempts = 1
 """)
-    agents = load_config(file, env={"HOME": str(tmp_path / "home")}).agents
+    agents = load_config(file, env={}).agents
     assert agents.command == ["python", str(tmp_path / "agents/reference_agent.py"), "--flag=a/b", "/abs/agent",
-                              str(Path("~/bin/agent").expanduser())]
+                              str(tmp_path / "home" / "bin" / "agent"), "src/**", "http://x/y"]
     assert agents.test_command == ["python", "-m", "pytest", "tests/unit"]  # runs in the worktree: as written
     shop = agents.for_project("shop")
     assert shop.command == [str(tmp_path / "run-agent")] and shop.timeout_s == 60 and shop.env == []

@@ -183,3 +183,11 @@ def test_counts_come_from_the_last_pytest_summary_line():
     assert parse_test_counts("x\n5 passed in 0.1s\n") == (5, 0)
     assert parse_test_counts("1 failed in 0.1s\nrerun\n2 passed in 0.1s") == (2, 0)
     assert parse_test_counts("Ran 4 tests\nOK") == (None, None)
+
+
+async def test_an_error_of_our_own_is_an_outcome_not_an_exception(make_spec, tmp_path):
+    spec = make_spec("done")
+    (tmp_path / "not-a-folder").write_text("")
+    spec.log_path = tmp_path / "not-a-folder" / "a.log"  # the log cannot be written
+    out = await run_attempt(spec)
+    assert out.outcome is Outcome.crashed and out.summary.startswith("the orchestrator could not run the attempt")
