@@ -4,9 +4,10 @@ The orchestrator starts the agent command in the story's worktree, writes one `C
 stdin and closes it. The agent's stdout ends with one line holding a `Reply`; earlier lines are its log.
 `parse_reply(stdout)` returns that reply or raises `NotProtocol` with the reason a person reads.
 
-Roles: only "code" exists now. The "plan" and "clarity" roles (issue 9) get their own input models with a
-`role` literal of their own, so `Input` becomes a union discriminated by `role`; the reply stays one model
-(new roles may add optional fields). docs/agents.md documents all of this with a complete example.
+Roles: only "code" exists now. The "plan" and "clarity" roles (issue 9) get input models of their own, each
+with its `role` literal, and what reads an input takes their union discriminated by `role`
+(`Annotated[CodeInput | PlanInput | ClarityInput, Field(discriminator="role")]`); the reply stays one model
+(a new role may add optional fields). docs/agents.md documents all of this with a complete example.
 """
 from __future__ import annotations
 
@@ -77,9 +78,6 @@ class CodeInput(_In):
 
     def to_stdin(self) -> bytes:
         return (self.model_dump_json() + "\n").encode()
-
-
-Input = CodeInput  # later: Annotated[CodeInput | PlanInput | ClarityInput, Field(discriminator="role")]
 
 
 class Reply(BaseModel):

@@ -118,6 +118,9 @@ class Runner(Protocol):
     async def cancel(self, attempt_id: str) -> bool:
         """Stop a running attempt (its outcome is "cancelled"); False if it is not running."""
 
+    async def cancel_project(self, project: str) -> int:
+        """Stop every running attempt of one project (/sprint pause); returns how many."""
+
     def running(self, project: str | None = None) -> list[RunningAttempt]:
         """The attempts running now (of one project, or all)."""
 

@@ -134,6 +134,16 @@ async def test_writing_into_the_users_working_tree_is_refused(repo, make_spec):
     assert out.summary == "policy: files in the project's working tree changed (agent-was-here.txt)"
 
 
+@pytest.mark.parametrize("action, reason", [
+    ("stage", "the project's index changed (notes.txt)"),
+    ("hook", "the repository's git config or hooks changed"),
+    ("checkout", "the checked-out HEAD of the project changed (main -> agent-branch)"),
+])
+async def test_meddling_with_the_users_repository_is_refused(make_spec, action, reason):
+    out = await run_attempt(make_spec("meddle", action, tests=None))
+    assert (out.outcome, out.summary) == (Outcome.policy, f"policy: {reason}")
+
+
 async def test_the_orchestrators_own_state_commits_meanwhile_are_no_breach(repo, make_spec):
     """While an attempt runs, the orchestrator commits .orch-state on the user's branch (gitlog)."""
     spec = make_spec("slow", "0.3", tests=None)

@@ -2,6 +2,8 @@
 and through all of it the user's checked-out branch, working tree and index stay exactly as they were."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from orchestration.agents.worktree import Worktrees, commit_leftovers
@@ -115,7 +117,6 @@ def test_prune_removes_what_a_crash_left(repo, trees, data_dir):
     (trees.root / "S-9").mkdir()  # a folder git never heard of (a crash mid-way)
     (trees.root / "S-9" / "half.txt").write_text("x")
     git(repo, "worktree", "add", "-q", str(trees.root / ".merge"), "--detach", sprint)  # an interrupted merge
-    import shutil
     shutil.rmtree(gone)  # a worktree whose folder vanished: git still lists it until pruned
     assert trees.prune() == [".merge", "S-9"]
     assert keep.exists() and not (trees.root / "S-9").exists()
