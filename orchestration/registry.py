@@ -1,7 +1,6 @@
 """The registered projects: one JSON file in data_dir, written atomically, shared safely between processes."""
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +11,7 @@ from pydantic import Field, ValidationError
 
 from .errors import Busy, StateCorrupt
 from .models import SLUG, Line, Model, VersionedFile, utcnow
-from .store import atomic_write, dump
+from .store import atomic_write, dump, load_json
 
 
 class ProjectEntry(Model):
@@ -53,7 +52,7 @@ class Registry:
         cached_raw, data = self._cached
         if raw != cached_raw:
             try:
-                parsed = json.loads(raw)
+                parsed = load_json(raw)
                 if not isinstance(parsed, dict):
                     raise ValueError("expected a JSON object")
                 data = RegistryFile.model_validate(RegistryFile.migrate(parsed))

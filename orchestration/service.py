@@ -141,7 +141,7 @@ class Orchestrator(TicketCommands):
         for entry in self.registry.all(guild_id):
             try:
                 state = ProjectStore(entry.path).status().state
-            except OrchError:
+            except Exception:  # whatever is wrong with one project is shown by its health, not here
                 state = None
             infos.append(ProjectInfo(**entry.model_dump(exclude={"created_by"}), state=state))
         return infos
@@ -605,6 +605,9 @@ class Orchestrator(TicketCommands):
                 problems.append(f"commits wait: {why}. Fix: {fix_for(entry.path, why)}")
         except (OrchError, GitFailed, OSError) as exc:
             problems.append(str(exc))
+        except Exception as exc:  # whatever it is, it is this project's problem: the others are still reported
+            log.exception("project=%s: unexpected error in its health check", entry.name)
+            problems.append(f"unexpected {type(exc).__name__} while reading it: {exc}")
         return ProjectHealth(name=entry.name, path=entry.path, ok=not problems, state=state, problems=problems,
                              pending_commit_lines=self.git.pending_lines(entry.path),
                              last_commit=self.git.last_outcome.get(entry.path), transitions_last_7_days=transitions)

@@ -7,7 +7,8 @@
 - A file lock (.orch-state/.lock) keeps a second process (the CLI beside the bot) from interleaving.
 - Parsed files are cached by their bytes: each read compares the file's bytes (cheap) with those it parsed
   (dear), so a hand edit or a `git checkout` is seen by the next read, whatever the clock or inode says.
-- A file that does not parse or validate raises StateCorrupt and is never overwritten.
+- A file that does not parse or validate raises StateCorrupt and is never overwritten; so does one nested too
+  deeply or holding an absurdly long number (a damaged file, never a RecursionError or ValueError).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from datetime import date
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Any, Iterator, TypeVar
 
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
@@ -34,6 +35,7 @@ LOCK_NAME = ".lock"
 TICKETS = "tickets.json"
 JOURNAL = ".journal.tmp"  # names the temp files of a multi-file write in progress; *.tmp is never committed
 LOCK_TIMEOUT_S = 10.0
+MAX_INT_DIGITS = 30  # far beyond any count or ID; Python refuses to convert over 4,300 digits (a ValueError)
 # Async callers take the file lock with short tries in a worker thread and wait between them on the event loop,
 # so a lock held by another process never keeps a shared worker thread for LOCK_TIMEOUT_S.
 LOCK_TRY_S = 0.05
@@ -81,6 +83,20 @@ def fsync_dir(folder: Path) -> None:
 
 def dump(obj: VersionedFile) -> bytes:
     return (obj.model_dump_json(indent=2) + "\n").encode()
+
+
+def load_json(raw: bytes | str) -> Any:
+    """json.loads for files a person may have edited: nesting too deep for Python to read (a RecursionError) and
+    integers longer than MAX_INT_DIGITS raise ValueError (a JSONDecodeError for bad syntax) with the reason."""
+    def bounded_int(text: str) -> int:
+        if len(text.lstrip("-")) > MAX_INT_DIGITS:
+            raise ValueError(f"a number with {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS} are read)")
+        return int(text)
+
+    try:
+        return json.loads(raw, parse_int=bounded_int)
+    except RecursionError:
+        raise ValueError("nested deeper than this program reads") from None
 
 
 def state_dir_of(repo_root: Path) -> Path:
@@ -155,11 +171,13 @@ class ProjectStore:
     def _parse(self, rel: str, raw: bytes, model: type[F]) -> F:
         shown = self.rel(rel)
         try:
-            data = json.loads(raw)
+            data = load_json(raw)
         except UnicodeDecodeError as exc:
             raise StateCorrupt(shown, None, f"not UTF-8 text ({exc.reason})", _recovery_hint(shown)) from None
         except json.JSONDecodeError as exc:
             raise StateCorrupt(shown, exc.lineno, f"not valid JSON ({exc.msg})", _recovery_hint(shown)) from None
+        except ValueError as exc:
+            raise StateCorrupt(shown, None, str(exc), _recovery_hint(shown)) from None
         if not isinstance(data, dict):
             raise StateCorrupt(shown, 1, "expected a JSON object", _recovery_hint(shown))
         try:
@@ -281,7 +299,8 @@ def _describe(exc: ValueError) -> str:
         for err in exc.errors(include_url=False)[:3]:
             field = ".".join(str(p) for p in err["loc"]) or "(file)"
             value = err.get("input")
-            shown = json.dumps(value)[:60] if not isinstance(value, dict) else "{...}"
+            # A container is not printed: it may be nested too deeply to print.
+            shown = {dict: "{...}", list: "[...]"}.get(type(value)) or json.dumps(value)[:60]
             parts.append(f"field {field} = {shown}: {err['msg']}")
         more = len(exc.errors()) - len(parts)
         return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

@@ -192,9 +192,10 @@ class TicketCommands:
                 continue
             try:
                 waiting = await self._read(entry.name, _awaiting_thread)
-            except (OrchError, OSError) as exc:  # damaged, moved away, unreadable: the others still go on
+            except Exception as exc:  # damaged, moved away, unreadable, anything: the others still go on
                 if skipped.get(entry.name) != str(exc):
-                    log.warning("project=%s skipped in the ticket hand-off: %s", entry.name, exc)
+                    log.warning("project=%s skipped in the ticket hand-off: %s", entry.name, exc,
+                                exc_info=not isinstance(exc, (OrchError, OSError)))  # a bug: where it happened
                 skipped[entry.name] = str(exc)
                 continue
             if skipped.pop(entry.name, None) is not None:
@@ -367,7 +368,7 @@ def _lookup(orch: Orchestrator, name: str, ticket_id: str, thread_id: int) -> tu
         if project is None:
             return None
         tf = project.store.tickets()
-    except OrchError:
+    except Exception:  # unreadable now: the full scan says why
         return None
     t = tf.ticket(ticket_id) if tf else None
     return (name, t) if t is not None and t.thread_id == thread_id else None
@@ -380,7 +381,7 @@ def _scan(orch: Orchestrator, thread_id: int) -> tuple[str, Ticket] | None:
     for entry in orch.registry.all():
         try:
             tf = orch.project(entry.name).store.tickets()
-        except OrchError as exc:  # one damaged project must not stop replies in the other projects
+        except Exception as exc:  # one damaged project must not stop replies in the other projects
             log.warning("project=%s skipped in the thread lookup: %s", entry.name, exc)
             continue
         for t in tf.tickets if tf else []:
