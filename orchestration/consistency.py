@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .models import SprintStatus, State, StoryStatus
 from .queue import dependency_problems
-from .store import TEMPLATES, ProjectStore
+from .store import TEMPLATES, ProjectStore, read_state_file
 
 # The sprint status each state implies for the current sprint (None: there is no current sprint).
 SPRINT_STATUS_OF_STATE: dict[State, SprintStatus | None] = {
@@ -81,13 +81,13 @@ def problems(store: ProjectStore) -> list[str]:
 def _unignored_working_files(store: ProjectStore) -> list[str]:
     """The bot's working files (lock, temp files, commit queue) must stay out of commits: .orch-state/.gitignore
     has to keep every pattern of the templates' .gitignore."""
-    def patterns(path) -> set[str]:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return set()
+    def patterns(text: str) -> set[str]:
         return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
 
-    missing = sorted(patterns(TEMPLATES / ".gitignore") - patterns(store.dir / ".gitignore"))
+    try:
+        ours = read_state_file(store.root, ".gitignore").decode("utf-8", "replace")
+    except FileNotFoundError:
+        ours = ""
+    missing = sorted(patterns((TEMPLATES / ".gitignore").read_text(encoding="utf-8")) - patterns(ours))
     return [f".orch-state/.gitignore lacks {', '.join(missing)}: the bot's working files would be committed"] \
         if missing else []

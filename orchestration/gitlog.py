@@ -48,8 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from .errors import StateLocked
-from .store import LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, atomic_write
+from .errors import StateLocked, UnsafePath
+from .store import (
+    LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, append_state_file, atomic_write,
+    read_state_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +94,8 @@ def _entries(repo_root: Path) -> list[tuple[float | None, str]]:
     """The queue as (time recorded or None, line), oldest first. A line that does not parse (torn by a crash
     mid-append, not UTF-8, not ours) is passed over: the change itself is in the files."""
     try:
-        raw = _queue_path(repo_root).read_bytes()
-    except FileNotFoundError:
+        raw = read_state_file(repo_root, QUEUE)
+    except (FileNotFoundError, UnsafePath):  # a symlink is not our queue: never read (commands and health say so)
         return []
     entries = []
     for line in raw.splitlines():
@@ -125,18 +128,14 @@ def waited_s(repo_root: Path) -> float | None:
     times = [at for at, _ in entries if at is not None]
     if len(times) < len(entries):
         try:
-            times.append(_queue_path(repo_root).stat().st_mtime)
+            times.append(_queue_path(repo_root).lstat().st_mtime)
         except FileNotFoundError:
             pass
     return max(0.0, time.time() - min(times)) if times else None
 
 
 def _append_queue(repo_root: Path, lines: list[str]) -> None:
-    now = time.time()
-    with open(_queue_path(repo_root), "ab") as fh:
-        fh.write(_encode([(now, line) for line in lines]))
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_state_file(repo_root, QUEUE, _encode([(time.time(), line) for line in lines]))
 
 
 def _drop_queued(repo_root: Path, count: int) -> None:

@@ -39,7 +39,8 @@ from .sprint_rules import (
     DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, set_story_status, settle_sprint, sprint_view,
 )
 from .store import (
-    LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, create_from_templates, state_dir_of,
+    LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, check_no_symlinks, create_from_templates,
+    state_dir_of, symlinks_in,
 )
 from .ticket_service import TicketCommands, tickets_of
 from .unit_of_work import Change, Project
@@ -168,6 +169,7 @@ class Orchestrator(TicketCommands):
             raise InvalidInput("path", f"{resolved} is not a folder.")
         _check_git_works_in(resolved)
         state_dir_of(resolved)  # refuses a symlinked .orch-state
+        check_no_symlinks(resolved)  # and one holding a symlink (a committed one survives a clone)
         if _ignored_by_git(resolved, f"{STATE_DIR}/status.json"):
             raise InvalidInput("path", f"the repository's ignore rules ignore {STATE_DIR}/, so its history "
                                "(the audit trail and undo) could not be committed.",
@@ -589,9 +591,12 @@ class Orchestrator(TicketCommands):
     def _project_health(self, entry: ProjectEntry) -> ProjectHealth:
         problems: list[str] = []
         state = None
-        transitions = 0
+        transitions = pending = 0
         try:
             _check_repo_present(entry)
+            pending = self.git.pending_lines(entry.path)  # known even when a state file is damaged
+            problems += [f"{link} is a symlink: the bot refuses to work on this project until it is replaced by "
+                         "the real file or removed" for link in symlinks_in(entry.path)]
             store = ProjectStore(entry.path)
             store.validate_all()
             status = store.status()
@@ -609,7 +614,7 @@ class Orchestrator(TicketCommands):
             log.exception("project=%s: unexpected error in its health check", entry.name)
             problems.append(f"unexpected {type(exc).__name__} while reading it: {exc}")
         return ProjectHealth(name=entry.name, path=entry.path, ok=not problems, state=state, problems=problems,
-                             pending_commit_lines=self.git.pending_lines(entry.path),
+                             pending_commit_lines=pending,
                              last_commit=self.git.last_outcome.get(entry.path), transitions_last_7_days=transitions)
 
 

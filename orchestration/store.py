@@ -9,18 +9,23 @@
   (dear), so a hand edit or a `git checkout` is seen by the next read, whatever the clock or inode says.
 - A file that does not parse or validate raises StateCorrupt and is never overwritten; so does one nested too
   deeply or holding an absurdly long number (a damaged file, never a RecursionError or ValueError).
+- No file under .orch-state is opened through a symlink: every open walks from the repository down with
+  O_NOFOLLOW (the folders on the way too), and every lock (each command, each commit) first refuses a
+  .orch-state that holds one. A link could lead writes anywhere, or a file's contents into a commit message.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from datetime import date
 from importlib import resources
 from importlib.resources.abc import Traversable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, TypeVar
 
 from filelock import FileLock, Timeout
@@ -99,6 +104,89 @@ def load_json(raw: bytes | str) -> Any:
         raise ValueError("nested deeper than this program reads") from None
 
 
+# -- opening without following symlinks -----------------------------------------------------------------------
+
+def _open_state(repo_root: Path, rel: str, flags: int) -> int:
+    """A descriptor of .orch-state/<rel>, opened one name at a time from the repository down with O_NOFOLLOW,
+    so neither .orch-state, nor a folder below it, nor the file can be a symlink (checked at the open itself,
+    so a link put in place later is refused too). Raises UnsafePath for a symlink or a FIFO, device or socket
+    (a FIFO would hang a read); OSError (FileNotFoundError, ...) as usual otherwise."""
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or any(p in (".", "..") for p in parts):
+        raise UnsafePath(f"{rel!r} is outside {STATE_DIR}.")
+    names = (STATE_DIR, *parts)
+    fd = os.open(repo_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for depth, name in enumerate(names):
+            last = depth == len(names) - 1
+            try:
+                opened = os.open(name, (flags | os.O_NONBLOCK if last else os.O_RDONLY | os.O_DIRECTORY)
+                                 | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(_lstat_mode(name, fd)):
+                    raise _symlinks_refused(["/".join(names[: depth + 1])]) from None
+                raise
+            os.close(fd)
+            fd = opened
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder fails as usual, at the read or write
+            raise UnsafePath(f"{STATE_DIR}/{rel} is not a regular file.", "Remove it; the bot never reads one.")
+        os.set_blocking(fd, True)
+        result, fd = fd, -1
+        return result
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _lstat_mode(name: str, dir_fd: int) -> int:
+    try:
+        return os.lstat(name, dir_fd=dir_fd).st_mode
+    except OSError:
+        return 0
+
+
+def read_state_file(repo_root: Path, rel: str) -> bytes:
+    """The bytes of .orch-state/<rel>, never through a symlink (FileNotFoundError if it does not exist)."""
+    fd = _open_state(repo_root, rel, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def append_state_file(repo_root: Path, rel: str, data: bytes) -> None:
+    """Append `data` to .orch-state/<rel> (created if missing) and fsync it, never through a symlink."""
+    fd = _open_state(repo_root, rel, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def symlinks_in(repo_root: Path) -> list[str]:
+    """Every symlink in the repository's .orch-state (itself included), as paths relative to the repository."""
+    folder = repo_root / STATE_DIR
+    if folder.is_symlink():
+        return [STATE_DIR]
+    found = []
+    for parent, dirs, files in os.walk(folder):  # a symlinked folder is listed in `dirs`, never entered
+        found += [(Path(parent) / n).relative_to(repo_root).as_posix() for n in dirs + files
+                  if (Path(parent) / n).is_symlink()]
+    return sorted(found)
+
+
+def _symlinks_refused(found: list[str]) -> UnsafePath:
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    verb = "is a symlink" if len(found) == 1 else "are symlinks"
+    return UnsafePath(f"{shown} {verb}; the bot never follows a symlink in {STATE_DIR}, so nothing was changed.",
+                      "Replace each with the real file or folder, or remove it (and commit that if git holds the "
+                      "link); the bot recreates its own working files.")
+
+
+def check_no_symlinks(repo_root: Path) -> None:
+    if found := symlinks_in(repo_root):
+        raise _symlinks_refused(found)
+
+
 def state_dir_of(repo_root: Path) -> Path:
     """The project's .orch-state folder, refused if it is a symlink or resolves outside the repo."""
     root = repo_root.resolve()
@@ -128,8 +216,10 @@ class ProjectStore:
     # -- locking -------------------------------------------------------------------------------------------
     @contextmanager
     def locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-        """Hold the cross-process lock of this project's state."""
+        """Hold the cross-process lock of this project's state. Refuses a .orch-state holding a symlink (every
+        command and every commit takes this lock, so it is checked on every use)."""
         lock_file = state_dir_of(self.root) / LOCK_NAME  # checked on every use, like `path`
+        check_no_symlinks(self.root)
         try:
             with FileLock(str(lock_file), timeout=timeout):
                 self._finish_interrupted_write()
@@ -155,9 +245,8 @@ class ProjectStore:
     # -- generic typed files ---------------------------------------------------------------------------
     def load(self, rel: str, model: type[F]) -> F | None:
         """The parsed file, or None if it does not exist. Cached until the file changes on disk."""
-        path = self.path(rel)
         try:
-            raw = path.read_bytes()
+            raw = read_state_file(self.root, rel)
         except FileNotFoundError:
             self._cache.pop(rel, None)
             return None
@@ -236,7 +325,7 @@ class ProjectStore:
         journal = folder / JOURNAL
         if journal.exists():
             finished = []
-            for tmp_rel, rel in json.loads(journal.read_bytes()):
+            for tmp_rel, rel in load_json(read_state_file(self.root, JOURNAL)):
                 tmp, target = self.path(tmp_rel), self.path(rel)
                 if tmp.exists():  # not renamed yet
                     os.replace(tmp, target)

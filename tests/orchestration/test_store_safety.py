@@ -1,14 +1,22 @@
-"""The state files under attack and bad luck: one damaged project never stops the others."""
+"""The state files under attack and bad luck: symlinks are never followed, one damaged project never stops the
+others."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from orchestration.cli import main
-from orchestration.errors import StateCorrupt
+from orchestration.errors import OrchError, StateCorrupt, UnsafePath
 from orchestration.service import Orchestrator
+from orchestration.store import ProjectStore
+from tests.conftest import git
+
+
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and p.name != ".lock"}
 
 
 @pytest.fixture
@@ -70,9 +78,104 @@ async def test_one_damaged_project_leaves_health_list_and_hand_off_to_the_others
     assert ("fine", "TK-1") in [(p, t.id) for p, t in await orch.tickets_awaiting_thread()]
 
 
+async def test_health_of_a_damaged_project_still_counts_its_waiting_commit_lines(orch: Orchestrator, project: str):
+    folder = orch.project(project).store.dir
+    (folder / ".commit-queue").write_text('{"at": 1, "line": "orch(E-1): create epic \\"E\\" (/epic by a)"}\n')
+    (folder / "backlog.json").write_text(HUGE)
+    report = (await orch.health()).projects[0]
+    assert not report.ok and "5000 digits" in report.problems[0] and report.pending_commit_lines == 1
+
+
 def test_cli_health_reports_the_damaged_project_and_the_others(orch_cli, projects_root, make_repo):
     for name in ("broken", "fine"):
         assert orch_cli("project", "register", str(make_repo(name)))[0] == 0
     (projects_root / "broken/.orch-state/backlog.json").write_text(HUGE)
     code, out, _ = orch_cli("health")
     assert code == 1 and "FAIL broken" in out and "5000 digits" in out and "OK   fine" in out
+
+
+# -- item 2: symlinks inside .orch-state ------------------------------------------------------------------------
+
+async def test_a_symlinked_commit_queue_is_neither_written_nor_read(orch: Orchestrator, project: str, tmp_path):
+    """.commit-queue -> a file outside: a command must not append to that file, and its text must never reach
+    a commit message."""
+    repo = orch.project(project).entry.path
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password=hunter2\n")
+    folder = repo / ".orch-state"
+    (folder / ".commit-queue").symlink_to(secret)
+    before = files_of(folder)
+    with pytest.raises(UnsafePath, match=r"\.commit-queue.*symlink"):
+        await orch.create_epic(project, "E", by="a")
+    await orch.flush()
+    assert secret.read_text() == "password=hunter2\n"
+    assert files_of(folder) == before  # nothing changed
+    assert "hunter2" not in git(repo, "log", "--format=%B")
+
+
+async def test_the_commit_queue_itself_never_follows_a_symlink(orch: Orchestrator, project: str, tmp_path):
+    """The queue's own reads and appends (record, the pending count, how long lines waited, health) refuse a
+    link, whatever the lock checked before: one made between the lock and the append is refused too."""
+    from orchestration.gitlog import queued_lines, waited_s
+    repo = orch.project(project).entry.path
+    secret = tmp_path / "secret.txt"
+    secret.write_text('"password=hunter2"\n')
+    (repo / ".orch-state/.commit-queue").symlink_to(secret)
+    with pytest.raises(UnsafePath, match=r"\.commit-queue.*symlink"):
+        orch.git.record(repo, ["orch(E-1): create epic"])
+    assert secret.read_text() == '"password=hunter2"\n'
+    assert queued_lines(repo) == [] and waited_s(repo) is None and orch.git.pending_lines(repo) == 0
+    report = (await orch.health()).projects[0]
+    assert not report.ok and ".orch-state/.commit-queue is a symlink" in report.problems[0]
+    assert "hunter2" not in " ".join(report.problems)
+
+
+def test_no_state_file_is_read_through_a_symlink(make_repo):
+    """Not the file, nor a folder on the way (sprints/), even when the link stays inside .orch-state: checked
+    on every read, not once at start."""
+    from orchestration.store import create_from_templates
+    repo = make_repo("x")
+    create_from_templates(repo, "x")
+    store = ProjectStore(repo)
+    folder = repo / ".orch-state"
+    store.status()
+    (folder / "status.json").rename(folder / "status.real")
+    (folder / "status.json").symlink_to("status.real")
+    with pytest.raises(UnsafePath, match="status.json.*symlink"):
+        store.status()
+    (folder / "status.json").unlink()
+    (folder / "status.real").rename(folder / "status.json")
+    shutil.rmtree(folder / "sprints")
+    (folder / "archive").mkdir()
+    (folder / "archive/sprint-001.json").write_text('{"schema_version": 1, "id": "sprint-001"}')
+    (folder / "sprints").symlink_to("archive")
+    with pytest.raises(UnsafePath, match="sprints.*symlink"):
+        store.sprint("sprint-001")
+
+
+async def test_registration_refuses_a_state_folder_with_a_symlink_even_from_a_clone(orch: Orchestrator, make_repo,
+                                                                                    projects_root: Path):
+    """A committed symlink survives a clone: the clone's .orch-state is refused and left as it is."""
+    origin = make_repo("origin")
+    state = origin / ".orch-state"
+    (state / "sprints").mkdir(parents=True)
+    (state / "sprints" / "sprint-001.json").symlink_to("/etc/hostname")
+    git(origin, "add", ".orch-state")
+    git(origin, "commit", "-q", "-m", "state with a link")
+    clone = projects_root / "clone"
+    git(projects_root, "clone", "-q", str(origin), str(clone))
+    assert (clone / ".orch-state/sprints/sprint-001.json").is_symlink()
+    with pytest.raises(UnsafePath, match=r"\.orch-state/sprints/sprint-001\.json"):
+        await orch.register_project(str(clone), by="admin")
+    assert sorted(p.name for p in (clone / ".orch-state").rglob("*")) == ["sprint-001.json", "sprints"]
+    assert await orch.list_projects() == []
+
+
+async def test_health_reports_a_symlink_in_the_state_folder(orch: Orchestrator, project: str, make_repo):
+    await orch.register_project(str(make_repo("fine")), by="admin")
+    repo = orch.project(project).entry.path
+    (repo / ".orch-state/notes.md").symlink_to(repo / "README.md")
+    health = await orch.health()
+    sick, fine = sorted(health.projects, key=lambda p: p.name != project)
+    assert not sick.ok and any(".orch-state/notes.md" in p and "symlink" in p for p in sick.problems)
+    assert fine.ok
