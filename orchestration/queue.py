@@ -85,7 +85,7 @@ class QueueView(Result):
 
 
 def queue_view(c: Change) -> QueueView:
-    b = c.store.backlog()
+    b = c.backlog
     scope = "backlog"
     stories = [s for s in b.stories if s.status is not StoryStatus.done]
     if c.status.current_sprint:

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PAGE_SIZE = 10
+READ_TRIES = 3  # a read that a write overlapped is done again; after this many, under the file lock
 TRANSITION_WINDOW = timedelta(days=7)  # health counts the state changes of this window (transitions_last_7_days)
 REGISTER_GIT_TIMEOUT_S = 10  # registration's git checks: a git that hangs (a .gitignore that is a named pipe) is killed
 
@@ -292,7 +293,6 @@ class Orchestrator(TicketCommands):
                 change.write()
             except BaseException as exc:
                 project.model.state = before
-                project.store.invalidate()
                 if isinstance(exc, ValidationError):  # a value set on a model field (validate_assignment)
                     raise invalid_input(exc) from None
                 raise
@@ -300,14 +300,21 @@ class Orchestrator(TicketCommands):
             return change, result
 
     async def _read(self, name: str, work: Callable[[Change], T]) -> T:
+        """Reads take no lock (autocomplete answers while a command waits for the project): they see the last
+        saved state, which writers never change in place."""
         project = await asyncio.to_thread(self.project, name)
-        async with project.lock:
-            return await asyncio.to_thread(self._read_sync, project, work)
+        return await _while_locked_elsewhere(self._read_sync, project, work)
 
     @staticmethod
     def _read_sync(project: Project, work: Callable[[Change], T]) -> T:
-        project.store.settle()
-        return work(Change(project, "read", "read"))
+        for _ in range(READ_TRIES):
+            project.store.settle()
+            c = Change(project, "read", "read", writer=False)
+            result = work(c)
+            if c.unchanged():  # no write came in between: one saved state, not parts of two
+                return result
+        with project.store.locked(timeout=LOCK_TRY_S):  # writes keep coming: read between two of them
+            return work(Change(project, "read", "read", writer=False))
 
     # -- backlog -------------------------------------------------------------------------------------------
     async def create_epic(self, project: str, title: str, description: str = "", by: str = "unknown") -> EpicCreated:
@@ -400,7 +407,7 @@ class Orchestrator(TicketCommands):
             raise InvalidInput("per_page", f"must be at least 1 (got {per_page}).")
 
         def work(c: Change) -> BacklogPage:
-            b = c.store.backlog()
+            b = c.backlog
             stories = b.stories
             if epic:
                 if b.epic(epic) is None:
@@ -570,7 +577,7 @@ class Orchestrator(TicketCommands):
 
     async def state(self, project: str) -> StateView:
         def work(c: Change) -> StateView:
-            b = c.store.backlog()
+            b = c.backlog
             counts = {s.value: 0 for s in StoryStatus}
             for s in b.stories:
                 counts[s.status.value] += 1

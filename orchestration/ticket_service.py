@@ -39,7 +39,7 @@ def tickets_of(c: Change) -> TicketFile:
     """The project's tickets, as changed so far by this unit of work. Call `touch_tickets` after a change."""
     tf = c.dirty.get(TICKETS)
     if tf is None:
-        tf = c.store.tickets() or TicketFile(project=c.name)
+        tf = c.tickets() or TicketFile(project=c.name)
     return tf  # type: ignore[return-value]
 
 

@@ -1,17 +1,23 @@
 """One command's unit of work on one project (`Change`), and a registered project as the orchestrator holds it
 at run time (`Project`). `Orchestrator._run` makes a Change under the project's locks; commands read and mutate
-the state through it, and it writes what they changed (status.json last) and keeps their commit lines."""
+the state through it, and it writes what they changed (status.json last) and keeps their commit lines. A read
+(`Orchestrator._read`) uses a Change too, with no lock, on the saved state the store shares."""
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, TypeVar
 
 from . import state_machine as sm
 from .errors import NotFound
 from .models import Backlog, Sprint, State, Status, Transition, VersionedFile
 from .registry import ProjectEntry
 from .results import Cascade
-from .store import ProjectStore
+from .store import TICKETS, ProjectStore
+from .tickets import TicketFile
+
+F = TypeVar("F", bound=VersionedFile)
 
 # How a command appears in commit messages and logs.
 LABEL = {
@@ -37,17 +43,21 @@ class Project:
 class Change:
     """One command's unit of work on one project: loaded state in, changed files and commit lines out.
 
-    It mutates the store's cached objects in place; if the command fails, `_run` drops the cache, so the
-    next command reads the files again and nothing half-changed survives."""
+    A writer works on private copies of the files (each loaded once, so every step sees the same objects): a
+    command that fails leaves nothing behind, and what it saved becomes the store's shared state, never changed
+    again. A reader (`writer=False`) gets the shared objects and must not change them; it leaves the project's
+    state machine alone too (a writer may be firing it in another thread)."""
 
-    def __init__(self, project: Project, by: str, command: str) -> None:
+    def __init__(self, project: Project, by: str, command: str, *, writer: bool = True) -> None:
         self.project = project
         self.store = project.store
         self.by = by
         self.command = command
-        self.status: Status = self.store.status()
-        project.model.state = self.status.state  # the file is the truth (it may have been checked out)
-        self._backlog: Backlog | None = None
+        self.writer = writer
+        self.loaded: dict[str, VersionedFile | None] = {}
+        self.status: Status = self._load("status.json", self.store.status)
+        if writer:
+            project.model.state = self.status.state  # the file is the truth (it may have been checked out)
         self.dirty: dict[str, VersionedFile] = {}
         self.lines: list[str] = []
         self.cascade = Cascade()
@@ -58,13 +68,24 @@ class Change:
 
     @property
     def state(self) -> State:
-        return self.project.model.state
+        return self.status.state  # a writer's transition() keeps it equal to the machine's
+
+    def _load(self, rel: str, read: Callable[..., F | None]) -> F | None:
+        """`read` (a store method) once per unit of work: a writer's private copy, a reader's shared object."""
+        if rel not in self.loaded:
+            self.loaded[rel] = read(private=self.writer)
+        return self.loaded[rel]  # type: ignore[return-value]
 
     @property
     def backlog(self) -> Backlog:
-        if self._backlog is None:
-            self._backlog = self.store.backlog()
-        return self._backlog
+        return self._load("backlog.json", self.store.backlog)  # type: ignore[return-value]
+
+    def tickets(self) -> TicketFile | None:
+        return self._load(TICKETS, self.store.tickets)
+
+    def unchanged(self) -> bool:
+        """For a reader: whether every file it read still holds what it read (no write came in between)."""
+        return all(self.store.unchanged(rel, obj) for rel, obj in self.loaded.items())
 
     def touch_backlog(self) -> None:
         self.dirty["backlog.json"] = self.backlog
@@ -73,7 +94,7 @@ class Change:
         rel = f"sprints/{ident}.json"
         if rel in self.dirty:
             return self.dirty[rel]  # type: ignore[return-value]
-        sprint = self.store.sprint(ident)
+        sprint = self._load(rel, partial(self.store.sprint, ident))
         if sprint is None:
             raise NotFound("sprint", ident)
         return sprint

@@ -1,9 +1,12 @@
 """The state files under attack and bad luck: symlinks are never followed, one damaged project never stops the
-others."""
+others, and results are snapshots."""
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,57 @@ async def test_health_reports_a_symlink_in_the_state_folder(orch: Orchestrator, 
     sick, fine = sorted(health.projects, key=lambda p: p.name != project)
     assert not sick.ok and any(".orch-state/notes.md" in p and "symlink" in p for p in sick.problems)
     assert fine.ok
+
+
+# -- item 12: results are snapshots; reads need no project lock ---------------------------------------------------
+
+async def test_results_do_not_change_after_they_were_returned(orch: Orchestrator, project: str):
+    await orch.create_epic(project, "E", by="a")
+    added = await orch.add_story(project, "E-1", "S", by="a")
+    page = await orch.view_backlog(project)
+    await orch.prioritize_story(project, "S-1", "critical", by="a")
+    await orch.update_story(project, "S-1", "blocked", by="a")
+    assert page.stories[0].priority.value == "medium" and page.stories[0].status.value == "todo"
+    assert added.story.priority.value == "medium"
+    assert (await orch.view_backlog(project)).stories[0].priority.value == "critical"
+
+
+async def test_a_change_that_was_rolled_back_never_shows_in_a_result(orch: Orchestrator, project: str):
+    await orch.create_epic(project, "E", by="a")
+    await orch.add_story(project, "E-1", "S", by="a")
+    page = await orch.view_backlog(project)
+    folder = orch.project(project).store.dir
+    shutil.rmtree(folder / "sprints")
+    (folder / "sprints").write_text("not a folder")
+    with pytest.raises((OrchError, OSError)):
+        await orch.plan_sprint(project, goal="g", by="a")
+    assert page.stories[0].sprint is None
+    assert (await orch.view_backlog(project)).stories[0].sprint is None
+
+
+HOLD_LOCK = """
+import sys
+from filelock import FileLock
+lock = FileLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+async def test_reads_answer_while_a_command_waits_for_the_project(orch: Orchestrator, project: str):
+    """Another process (the CLI) holds the state lock; a command of the bot waits for it. Autocomplete and
+    other reads answer meanwhile from the last saved state."""
+    await orch.create_epic(project, "E", by="a")
+    lock = orch.project(project).store.dir / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        writer = asyncio.create_task(orch.add_story(project, "E-1", "S", by="a"))
+        await asyncio.sleep(0.2)  # the command holds the project and waits for the file lock
+        page = await asyncio.wait_for(orch.view_backlog(project), 3)
+        assert page.total == 0 and not writer.done()
+    finally:
+        holder.communicate("go\n", timeout=10)
+    assert (await writer).story.id == "S-1"
