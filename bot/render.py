@@ -151,6 +151,8 @@ def _embed(title: str, description: str = "", colour: discord.Colour = COLOR_INF
 
 
 def _footer(embed: discord.Embed, result: Result) -> discord.Embed:
+    if result.warning:  # the change was made; what failed after it is said beside it
+        embed.add_field(name="Saved, but", value=cut(result.warning, FIELD_VALUE_MAX), inline=False)
     embed.set_footer(text=f"{result.project} · state {result.state.value}")
     return embed
 

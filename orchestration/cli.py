@@ -310,7 +310,8 @@ def render(result: Any) -> str:
 
 
 def _footer(r: Result) -> list[str]:
-    return [f"State: {r.state.value}. Allowed now: {_commands(r.allowed)}.", f"Next: {r.next_step}"]
+    saved_but = [f"Saved, but {r.warning}"] if r.warning else []
+    return [*saved_but, f"State: {r.state.value}. Allowed now: {_commands(r.allowed)}.", f"Next: {r.next_step}"]
 
 
 def _commands(triggers: list[str]) -> str:

@@ -87,3 +87,7 @@ class Busy(OrchError):
 
 class StateLocked(Busy):
     """The project's file lock is held by another process right now (a caller may wait and try again)."""
+
+
+class WriteFailed(OrchError):
+    """The state files could not be written (disk full, a folder in the way, ...)."""

@@ -14,6 +14,8 @@ class Result(BaseModel):
     state: State
     allowed: list[str] = Field(default_factory=list, description="commands the machine accepts now")
     next_step: str = ""
+    warning: str | None = Field(None, description="the change was made, but this went wrong after it: say so "
+                                                  "beside the success (\"saved; but ...\"), never as a failure")
 
 
 class Cascade(BaseModel):

@@ -32,7 +32,7 @@ from .inputs import (
 from .queue import checked_dependencies, queue_order, unmet_dependencies
 from .registry import ProjectEntry, Registry, RegistryFile
 from .results import (
-    BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, SprintView,
+    BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView,
     StateView, StoryChanged, Unregistered,
 )
 from .sprint_rules import (
@@ -277,6 +277,8 @@ class Orchestrator(TicketCommands):
         async with project.lock:
             change, result = await _while_locked_elsewhere(self._run, project, command, by, work)
         self.git.commit_soon(project.entry.path)  # the lines were recorded under the file lock, in _run
+        if isinstance(result, Result) and result.warning:
+            log.warning("project=%s command=%s by=%s saved, but %s", name, command, by, result.warning)
         log.info("project=%s command=%s by=%s changes=%d state=%s", name, command, by, len(change.lines),
                  project.model.state.value)
         return result
@@ -290,13 +292,22 @@ class Orchestrator(TicketCommands):
             before = project.model.state
             try:
                 result = work(change)
-                change.write()
+                warning = change.write()  # raises only if nothing was written
             except BaseException as exc:
                 project.model.state = before
                 if isinstance(exc, ValidationError):  # a value set on a model field (validate_assignment)
                     raise invalid_input(exc) from None
                 raise
-            self.git.record(project.entry.path, change.lines)  # still under the file lock: see gitlog.record
+            # The change is made now. What fails from here is said beside the success, never as a failure: a
+            # retry would make the change twice.
+            try:
+                self.git.record(project.entry.path, change.lines)  # still under the file lock: see gitlog.record
+            except Exception as exc:
+                log.error("project=%s command=%s: its commit message could not be queued: %s", project.entry.name,
+                          command, exc)
+                warning = warning or f"its commit message could not be queued ({exc}); the next start commits it"
+            if warning and isinstance(result, Result):
+                result.warning = warning
             return change, result
 
     async def _read(self, name: str, work: Callable[[Change], T]) -> T:

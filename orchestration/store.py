@@ -33,7 +33,7 @@ from typing import Any, Iterator, TypeVar
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from .errors import OrchError, StateCorrupt, StateLocked, UnsafePath
+from .errors import OrchError, StateCorrupt, StateLocked, UnsafePath, WriteFailed
 from .models import SPRINT_ID, Backlog, Sprint, Status, VersionedFile
 from .tickets import TicketFile
 
@@ -290,14 +290,18 @@ class ProjectStore:
         except ValueError as exc:  # ValidationError is a ValueError
             raise StateCorrupt(shown, None, _describe(exc), _recovery_hint(shown)) from None
 
-    def save_many(self, files: dict[str, VersionedFile]) -> None:
+    def save_many(self, files: dict[str, VersionedFile]) -> str | None:
         """Write one command's files so that they change together (the caller holds the lock).
 
         Every file goes to a fsynced temp file first. With more than one file, a journal naming the temp files
         is made durable next: from then on the change is decided. Then the temp files are renamed in the given
         order (callers put status.json last) and the journal is removed. A crash between two renames leaves the
         journal, and whoever takes the lock next finishes the renames before reading anything, so no command
-        ever sees half of another."""
+        ever sees half of another.
+
+        A failure before the decision (the journal, or for one file its rename) raises WriteFailed and nothing
+        has changed. A failure after it cannot undo the change: it is made (the journal finishes it), so the
+        command succeeded, and what went wrong is returned for it to say beside its success."""
         folder = state_dir_of(self.root)
         staged: list[tuple[str, Path, Path, bytes]] = []
         journal = folder / JOURNAL if len(files) > 1 else None
@@ -310,23 +314,33 @@ class ProjectStore:
             if journal is not None:
                 atomic_write(journal, json.dumps(
                     [[tmp.relative_to(folder).as_posix(), rel] for rel, _, tmp, _ in staged]).encode())
-        except BaseException:
+            else:
+                os.replace(staged[0][2], staged[0][1])  # one file: its rename is the decision
+        except BaseException as exc:
             for _, _, tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
-            self.invalidate()
+            if isinstance(exc, OSError):
+                raise WriteFailed(f"Could not save {self.root.name}'s state ({_os_reason(exc)}). Nothing was "
+                                  "changed.", "Fix the cause (disk space, permissions, something in the way), "
+                                  "then try again.") from exc
             raise
         try:
-            for rel, path, tmp, data in staged:
-                os.replace(tmp, path)
-                self._cache[rel] = (data, files[rel])  # the writer's copy is saved state now, and is never changed
-        except BaseException:
-            self.invalidate()  # the journal stays: the next holder of the lock finishes the renames
-            raise
-        for parent in {path.parent for _, path, _, _ in staged}:
-            fsync_dir(parent)
-        if journal is not None:
-            journal.unlink()
-            fsync_dir(folder)
+            if journal is not None:
+                for _, path, tmp, _ in staged:
+                    os.replace(tmp, path)
+            for parent in {path.parent for _, path, _, _ in staged}:
+                fsync_dir(parent)
+            if journal is not None:
+                journal.unlink()
+                fsync_dir(folder)
+        except OSError as exc:
+            self.invalidate()
+            log.error("a decided write to %s is not finished: %s; the next command finishes it", self.root, exc)
+            return (f"it is not fully on disk yet ({_os_reason(exc)}); the next command finishes it once that "
+                    "is fixed")
+        for rel, _, _, data in staged:
+            self._cache[rel] = (data, files[rel])  # the writer's copy is saved state now, and is never changed
+        return None
 
     def settle(self) -> None:
         """For readers, which take no lock: if a write was interrupted, finish it (under the lock) first. One
@@ -342,17 +356,23 @@ class ProjectStore:
         journal = folder / JOURNAL
         if journal.exists():
             finished = []
-            for tmp_rel, rel in load_json(read_state_file(self.root, JOURNAL)):
-                tmp, target = self.path(tmp_rel), self.path(rel)
-                if tmp.exists():  # not renamed yet
-                    os.replace(tmp, target)
-                    finished.append(rel)
-            for parent in {folder, folder / "sprints"}:
-                if parent.is_dir():
-                    fsync_dir(parent)
-            journal.unlink()
-            fsync_dir(folder)
-            self.invalidate()
+            try:
+                for tmp_rel, rel in load_json(read_state_file(self.root, JOURNAL)):
+                    tmp, target = self.path(tmp_rel), self.path(rel)
+                    if tmp.exists():  # not renamed yet
+                        os.replace(tmp, target)
+                        finished.append(rel)
+                for parent in {folder, folder / "sprints"}:
+                    if parent.is_dir():
+                        fsync_dir(parent)
+                journal.unlink()
+                fsync_dir(folder)
+            except OSError as exc:
+                raise WriteFailed(f"An earlier change to {self.root.name} is not fully on disk yet "
+                                  f"({_os_reason(exc)}); this command changed nothing.",
+                                  "Fix the cause, then try again: the earlier change is finished first.") from exc
+            finally:
+                self.invalidate()
             log.warning("finished a write to %s that a crash interrupted: %s", self.root, ", ".join(finished) or "-")
         for orphan in folder.rglob(".*.tmp"):  # a crash before the journal: the command never happened
             orphan.unlink(missing_ok=True)
@@ -397,6 +417,12 @@ class ProjectStore:
         for sid in self.sprint_ids():
             self.sprint(sid)
         self.tickets()
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OSError in a few words: what, and the file's name (the target of a rename)."""
+    name = exc.filename2 or exc.filename
+    return f"{exc.strerror or exc}: {Path(name).name}" if name else str(exc.strerror or exc)
 
 
 def _describe(exc: ValueError) -> str:

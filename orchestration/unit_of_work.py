@@ -129,14 +129,16 @@ class Change:
         """A line of the commit message: `orch(S-3): text (/command by who)`."""
         self.lines.append(f"orch({ids}): {text} ({LABEL.get(self.command, self.command)} by {self.by})")
 
-    def write(self) -> None:
+    def write(self) -> str | None:
+        """Save what changed. Raises if nothing was saved; returns what went wrong after the change was decided
+        (it is made all the same: see ProjectStore.save_many)."""
         if not self.dirty:
-            return
+            return None
         status = self.dirty.pop("status.json", None)
         files = dict(self.dirty)
         if status is not None:
             files["status.json"] = status  # written last: the state never runs ahead of its data
-        self.store.save_many(files)
+        return self.store.save_many(files)
 
     def result_fields(self) -> dict:
         state = self.state

@@ -37,6 +37,20 @@ async def test_sprint_plan_writes_the_sprint_file(world, demo, orch):
     assert embed.title.startswith("sprint-001") and "`░░░░░░░░░░ 0%` 0/5" in field(embed, "Points")
 
 
+async def test_a_change_made_despite_a_write_error_says_saved_but(world, demo):
+    """The sprint file's place is taken by a folder: once the journal is durable the plan is made (the next
+    command finishes it), so the reply is a success that says what went wrong, not an error that invites a retry."""
+    repo, channel = demo
+    await world.alice.slash(channel, "epic", title="Checkout")
+    await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Card form", points=3)
+    (repo / ".orch-state" / "sprints" / "sprint-001.json").mkdir()
+
+    embed = embed_of(await world.alice.slash(channel, "sprint plan"))
+
+    assert embed.title.startswith("sprint-001") and "not fully on disk" in field(embed, "Saved, but")
+    assert load(repo, "backlog.json")["stories"][0]["sprint"] == "sprint-001"
+
+
 async def test_a_command_in_the_wrong_state_answers_with_the_allowed_commands(world, demo):
     repo, channel = demo
     before = (repo / ".orch-state" / "status.json").read_bytes()
