@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from .config import load_config
 from .errors import CommandNotAllowed, InvalidInput, OrchError
 from .inputs import id_list
-from .models import UNPRINTABLE, Sprint, Story, StoryStatus
+from .models import Sprint, Story, StoryStatus, printable
 from .queue import QueueView
 from .results import (
     BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
@@ -577,12 +577,6 @@ _RENDERERS: list[tuple[type, Callable[[Any], list[str]]]] = [
 
 
 # -- running -------------------------------------------------------------------------------------------------
-
-def printable(text: str) -> str:
-    """Text for the terminal: a control character (a terminal escape) or a lone surrogate, which input never lets
-    in but a hand-edited file or a path may hold, is shown as \\u001b; in --json output that is the same value."""
-    return UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
 
 class _PrintableFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:

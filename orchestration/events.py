@@ -1,14 +1,14 @@
 """What the orchestrator tells the front-ends without being asked: events, published on the event loop to every
 subscriber (the bot posts them to the project's channel). No front-end import here: a subscriber is any callable.
 
-Kinds so far: "commits_stuck" (the text says why, and the fix) and "commits_resumed". Later ones (an agent's
-progress, say) use the same seam.
+Kinds: "commits_stuck" (the text says why, and the fix), "commits_resumed", and "story_run" (an agent's
+progress on a story, see agents/scheduler.py).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,7 @@ class Event:
     project: str
     kind: str
     text: str
+    detail: Any = None  # what a front-end needs to show it (agents.scheduler.StoryProgress for "story_run")
 
 
 class Events:

@@ -40,6 +40,12 @@ def plain_text(value: Any, multi_line: bool = True) -> Any:
     return value
 
 
+def printable(text: str) -> str:
+    """Text for a terminal or a record: a control character (a terminal escape) or a lone surrogate, which input
+    never lets in but a hand-edited file, a path or an agent's output may hold, is shown as \\u001b."""
+    return UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 Text = Annotated[str, BeforeValidator(plain_text)]  # descriptions, criteria, answers; titles (then made one line)
 Line = Annotated[str, BeforeValidator(partial(plain_text, multi_line=False))]  # names: who did it
 
@@ -209,6 +215,7 @@ class Sprint(VersionedFile):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    base_commit: str | None = None  # what was checked out at /sprint start: agents' sprint branch starts there
     burndown: list[BurndownPoint] = Field(default_factory=list)
     retrospective: Retrospective | None = None
 

@@ -72,6 +72,21 @@ def hold_story(c: Change, tf: TicketFile, ticket: Ticket, story: Story) -> None:
         set_story_status(c, story, StoryStatus.blocked_awaiting_feedback)
 
 
+def new_ticket(c: Change, tf: TicketFile, question: str, story: Story | None, context: str, options: list[str],
+               by: str) -> Ticket:
+    """Open a ticket (the next free ID); a linked story waits for it (blocked_awaiting_feedback)."""
+    number = next_number(tf.next_ticket, (t.id for t in tf.tickets))
+    ticket = validated(lambda: Ticket(
+        id=f"TK-{number}", question=question or "", context=(context or "").strip(), options=options,
+        story=story.id if story else None, created_by=by))
+    if story is not None:
+        hold_story(c, tf, ticket, story)
+    tf.tickets.append(ticket)
+    tf.next_ticket = number + 1
+    touch_tickets(c, tf)
+    return ticket
+
+
 def release_story(c: Change, tf: TicketFile, ticket: Ticket) -> Story | None:
     """After `ticket` stopped being open: give its story back unless another open ticket still holds it.
     Returns the story if it was unblocked."""
@@ -142,15 +157,7 @@ class TicketCommands:
                 if linked is None:
                     raise InvalidInput("story", f"there is no story {story.strip()!r} in {c.name}.",
                                        "`backlog view` lists the stories; or open the ticket without one.")
-            number = next_number(tf.next_ticket, (t.id for t in tf.tickets))
-            ticket = validated(lambda: Ticket(
-                id=f"TK-{number}", question=question or "", context=(context or "").strip(),
-                options=options or [], story=linked.id if linked else None, created_by=by))
-            if linked is not None:
-                hold_story(c, tf, ticket, linked)
-            tf.tickets.append(ticket)
-            tf.next_ticket = number + 1
-            touch_tickets(c, tf)
+            ticket = new_ticket(c, tf, question, linked, context, options or [], by)
             held = f"; {linked.id} waits for the answer" if linked else ""
             c.note(_ids(ticket), f"open ticket {quote(ticket.question)}{held}{_unblocked_text(c)}")
             return TicketView(**c.result_fields(), action="opened", ticket=ticket, story=linked, cascade=c.cascade)

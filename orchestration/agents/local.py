@@ -9,6 +9,7 @@ import asyncio
 import inspect
 import logging
 from datetime import datetime, timezone
+from typing import Callable
 
 from .attempt import run_attempt
 from .runner import AttemptOutcome, AttemptSpec, OutcomeHandler, RunnerFull, RunningAttempt
@@ -17,9 +18,11 @@ log = logging.getLogger(__name__)
 
 
 class LocalRunner:
-    def __init__(self, max_parallel: int, on_outcome: OutcomeHandler | None = None) -> None:
+    def __init__(self, max_parallel: int, on_outcome: OutcomeHandler | None = None,
+                 on_phase: Callable[[RunningAttempt], None] | None = None) -> None:
         self.max_parallel = max_parallel
         self.on_outcome = on_outcome
+        self.on_phase = on_phase  # told when a running attempt enters a new phase (agent, testing, checking)
         self._running: dict[str, tuple[RunningAttempt, asyncio.Event, asyncio.Task[AttemptOutcome]]] = {}
 
     def submit(self, spec: AttemptSpec) -> asyncio.Task[AttemptOutcome]:
@@ -38,7 +41,7 @@ class LocalRunner:
 
     async def _run(self, spec: AttemptSpec, status: RunningAttempt, cancel: asyncio.Event) -> AttemptOutcome:
         try:
-            outcome = await run_attempt(spec, cancel=cancel, on_phase=lambda phase: setattr(status, "phase", phase))
+            outcome = await run_attempt(spec, cancel=cancel, on_phase=lambda phase: self._phase(status, phase))
         finally:
             self._running.pop(spec.attempt_id, None)  # its place is free before the outcome is applied
         if self.on_outcome is not None:
@@ -49,6 +52,14 @@ class LocalRunner:
             except Exception:
                 log.exception("applying the outcome of attempt %s failed", spec.attempt_id)
         return outcome
+
+    def _phase(self, status: RunningAttempt, phase: str) -> None:
+        status.phase = phase
+        if self.on_phase is not None:
+            try:
+                self.on_phase(status)
+            except Exception:
+                log.exception("the phase listener failed on attempt %s", status.attempt_id)
 
     async def cancel(self, attempt_id: str) -> bool:
         """Stop a running attempt and wait until its processes are gone; its outcome is "cancelled"."""

@@ -34,6 +34,7 @@ class Outcome(str, Enum):
     crashed = "crashed"  # exited non-zero, or could not be started
     not_protocol = "not_protocol"  # its stdout does not end with a protocol reply
     policy = "policy"  # broke a rule of policy.py (the summary says which)
+    conflict = "conflict"  # done, but its branch does not merge into the sprint branch (set by the scheduler)
     cancelled = "cancelled"  # stopped by the orchestrator (pause): not a failed attempt
 
     @property

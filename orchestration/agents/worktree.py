@@ -86,6 +86,15 @@ def commit_leftovers(workdir: Path, message: str, env: dict[str, str]) -> bool:
     return True
 
 
+def sprint_log(repo: Path, sprint_id: str, base: str, limit: int = 50) -> tuple[str | None, list[str]]:
+    """The sprint branch (None if there is none) and its commits since `base`, newest first: "sha subject"."""
+    branch = sprint_branch(sprint_id)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    done = run_git(repo, "log", f"--max-count={limit}", "--format=%h %s", f"{base}..refs/heads/{branch}", "--",
+                   env=env, check=False)
+    return (branch, done.stdout.splitlines()) if done.returncode == 0 else (None, [])
+
+
 @dataclass
 class MergeResult:
     merged: bool
