@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from .agents.records import AttemptRecord
 from .models import BurndownPoint, Epic, Sprint, State, Story, Transition
 
 
@@ -73,6 +74,21 @@ class BacklogPage(Result):
     status_filter: str | None = None
 
 
+class AgentRun(BaseModel):
+    story: str
+    attempt: int
+    phase: str  # starting, agent, testing, checking
+    elapsed_s: float
+
+
+class StoryLog(BaseModel):
+    project: str
+    story: str
+    attempts: list[AttemptRecord]
+    log_tail: str = ""  # the end of the latest attempt's full output
+    log_file: Path | None = None  # on the machine that runs the agents
+
+
 class SprintView(Result):
     sprint: Sprint
     stories: list[Story]
@@ -86,6 +102,9 @@ class SprintView(Result):
                              "(or to today / the real end, if later)")
     elapsed_days: int = Field(0, description="how many of `days` have passed (up to today or the real end)")
     cascade: Cascade = Field(default_factory=Cascade)
+    agents: list[AgentRun] = Field(default_factory=list, description="the agents working on its stories now")
+    branch: str | None = Field(None, description="the sprint branch agents merged their stories into, if any")
+    commits: list[str] = Field(default_factory=list, description="its commits since the sprint began: 'sha subject'")
 
 
 class StateView(Result):

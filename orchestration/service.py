@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import threading
 import time
@@ -20,11 +21,16 @@ from pydantic import ValidationError
 from . import consistency, state_machine as sm
 from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
+from .agents import sprint_work
+from .agents.records import StoryRuns, runs_path
+from .agents.runner import attempt_log_path
+from .agents.scheduler import AgentScheduler
+from .agents.worktree import sprint_log
 from .events import Event, Events
 from .gitlog import GitFailed, GitLog, fix_for, quote, run_git, why_commit_waits, writes_blocked
 from .models import (
-    SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, next_number, sprint_id,
-    utcnow,
+    SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, next_number, printable,
+    sprint_id, utcnow,
 )
 from .inputs import (
     invalid_input, known_ids, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
@@ -32,8 +38,8 @@ from .inputs import (
 from .queue import checked_dependencies, queue_order, unmet_dependencies
 from .registry import ProjectEntry, Registry, RegistryFile
 from .results import (
-    BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView,
-    StateView, StoryChanged, Unregistered,
+    AgentRun, BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView,
+    StateView, StoryChanged, StoryLog, Unregistered,
 )
 from .sprint_rules import (
     DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, set_story_status, settle_sprint, sprint_view,
@@ -65,6 +71,7 @@ class Orchestrator(TicketCommands):
         self._projects: dict[str, Project] = {}
         self._projects_lock = threading.Lock()  # project() runs in worker threads
         self._registry_lock = asyncio.Lock()
+        self.agents = AgentScheduler(self)  # runs stories once started: `await orchestrator.agents.start()`
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         """Be told of events (commits stuck or resumed, ...): see orchestration/events.py."""
@@ -92,6 +99,7 @@ class Orchestrator(TicketCommands):
         return outcomes
 
     async def close(self) -> None:
+        await self.agents.close()
         await self.git.close()
         with self._projects_lock:
             for project in self._projects.values():
@@ -279,6 +287,7 @@ class Orchestrator(TicketCommands):
         self.git.commit_soon(project.entry.path)  # the lines were recorded under the file lock, in _run
         if isinstance(result, Result) and result.warning:
             log.warning("project=%s command=%s by=%s saved, but %s", name, command, by, result.warning)
+        self.agents.kick()  # a change may have made a story ready (a sprint started, a ticket answered, ...)
         log.info("project=%s command=%s by=%s changes=%d state=%s", name, command, by, len(change.lines),
                  project.model.state.value)
         return result
@@ -309,6 +318,19 @@ class Orchestrator(TicketCommands):
             if warning and isinstance(result, Result):
                 result.warning = warning
             return change, result
+
+    # For the orchestrator's own packages (agents): one unit of work, or one read, as every command makes.
+    async def change(self, name: str, command: str, by: str, work: Callable[[Change], T]) -> T:
+        return await self._change(name, command, by, work)
+
+    async def read(self, name: str, work: Callable[[Change], T]) -> T:
+        return await self._read(name, work)
+
+    async def entry(self, name: str) -> ProjectEntry:
+        entry = await asyncio.to_thread(self.registry.get, name)
+        if entry is None:
+            raise ProjectNotFound(name)
+        return entry
 
     async def _read(self, name: str, work: Callable[[Change], T]) -> T:
         """Reads take no lock (autocomplete answers while a command waits for the project): they see the last
@@ -510,6 +532,7 @@ class Orchestrator(TicketCommands):
             sprint = c.current_sprint()
             sprint.status = SprintStatus.active
             sprint.started_at = utcnow()
+            sprint.base_commit = _head(c.project.entry.path)  # where the agents' sprint branch starts
             c.save_sprint(sprint)
             c.transition()
             c.note(sprint.id, f"start {sprint.id}")
@@ -519,14 +542,20 @@ class Orchestrator(TicketCommands):
         return await self._change(project, "start", by, work)
 
     async def pause_sprint(self, project: str, by: str = "unknown") -> SprintView:
-        return await self._sprint_step(project, "pause", SprintStatus.paused, by)
+        """Pause: no story is handed out, and running agents are stopped (their attempts count for nothing)."""
+        view = await self._sprint_step(project, "pause", SprintStatus.paused, by)
+        await self.agents.stop_project(project)
+        return view
 
     async def resume_sprint(self, project: str, by: str = "unknown") -> SprintView:
         return await self._sprint_step(project, "resume", SprintStatus.active, by)
 
     async def review_sprint(self, project: str, by: str = "unknown") -> SprintView:
-        """End the sprint (early, or when the orchestrator has not done it already) and open its review."""
-        return await self._sprint_step(project, "review", SprintStatus.review, by)
+        """End the sprint (early, or when the orchestrator has not done it already) and open its review, naming
+        the sprint branch the agents' work was merged into."""
+        view = await self._sprint_step(project, "review", SprintStatus.review, by)
+        await self.agents.stop_project(project)
+        return await self._with_agent_work(project, view)
 
     async def _sprint_step(self, project: str, command: str, new_status: SprintStatus, by: str) -> SprintView:
         def work(c: Change) -> SprintView:
@@ -583,6 +612,39 @@ class Orchestrator(TicketCommands):
             if ident is None:
                 raise NotFound("sprint", "yet", sm.NEXT_STEP[c.state])
             return sprint_view(c, c.sprint(ident))
+
+        return await self._with_agent_work(project, await self._read(project, work))
+
+    async def _with_agent_work(self, project: str, view: SprintView) -> SprintView:
+        """The view with the agents running on the project now, and the sprint branch with its commits."""
+        runs = [AgentRun(story=a.story, attempt=a.attempt, phase=a.phase, elapsed_s=round(a.elapsed_s, 1))
+                for a in self.agents.running(project)]
+        branch, commits = None, []
+        if view.sprint.base_commit:
+            entry = await self.entry(project)
+            branch, commits = await asyncio.to_thread(sprint_log, entry.path, view.sprint.id, view.sprint.base_commit)
+        return view.model_copy(update={"agents": runs, "branch": branch, "commits": commits})
+
+    # -- agents --------------------------------------------------------------------------------------------
+    async def retry_story(self, project: str, story: str, by: str = "unknown") -> StoryChanged:
+        """A blocked or failed story goes back to the agents with a fresh count of attempts."""
+        def work(c: Change) -> StoryChanged:
+            s, previous = sprint_work.retry(c, story)
+            return StoryChanged(**c.result_fields(), action="retried", story=s, previous=previous.value,
+                                cascade=c.cascade)
+
+        return await self._change(project, "retry", by, work)
+
+    async def story_log(self, project: str, story: str, lines: int = 40) -> StoryLog:
+        """A story's agent attempts and the tail of the latest one's output."""
+        def work(c: Change) -> StoryLog:
+            s = story_of(c, story)
+            runs = c.store.load(runs_path(s.id), StoryRuns) or StoryRuns(story=s.id)
+            log_file, tail = None, ""
+            if runs.last is not None:
+                log_file = attempt_log_path(self.config.orchestrator.data_dir, c.name, s.id, runs.last.id)
+                tail = _tail_of(log_file, lines)
+            return StoryLog(project=c.name, story=s.id, attempts=runs.attempts, log_tail=tail, log_file=log_file)
 
         return await self._read(project, work)
 
@@ -705,6 +767,23 @@ def _entry_named(data: RegistryFile, name: str, guild_id: int | None = None) -> 
     if entry is None:
         raise ProjectNotFound(name)
     return entry
+
+
+def _head(root: Path) -> str | None:
+    """The commit checked out in the repository (None before its first commit)."""
+    status, out, _ = run_git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
+    return out.strip() if status == 0 else None
+
+
+def _tail_of(path: Path, lines: int, max_bytes: int = 64 * 1024) -> str:
+    """The last `lines` lines of a log file (read from its end only)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - max_bytes))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return printable("\n".join(text.splitlines()[-lines:]))
 
 
 def _check_repo_present(entry: ProjectEntry) -> None:

@@ -27,6 +27,13 @@ def user_view(repo: Path) -> tuple:
             hashlib.sha256((repo / ".git" / "index").read_bytes()).hexdigest())
 
 
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone
+    except FileNotFoundError:
+        return False
+
+
 @pytest.fixture
 def repo(make_repo) -> Path:
     """A project with .orch-state committed, and the user's own work in progress: a staged, a modified and an

@@ -4,21 +4,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import pytest
 
 from orchestration.agents.attempt import run_attempt, parse_test_counts
 from orchestration.agents.runner import Outcome
 from tests.conftest import git
-from tests.orchestration.agents.conftest import TOKEN, user_view
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone
-    except FileNotFoundError:
-        return False
+from tests.orchestration.agents.conftest import TOKEN, alive, user_view
 
 
 async def test_done_commits_the_work_and_runs_the_tests(repo, make_spec):
