@@ -74,7 +74,8 @@ class AgentScheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._lock: FileLock | None = None
-        self._turn = 0  # whose turn it is first among projects with the same number of running attempts
+        self._turns = 0
+        self._served: dict[str, int] = {}  # project -> the turn it last got a place (fairness among equals)
         self._launches: dict[str, _Launch] = {}  # attempt ID -> what the progress events need
         self._busy: set[tuple[str, str]] = set()  # (project, story) being started or finished right now
         self._quiet_errors: dict[str, str] = {}  # project -> the last error logged for it (logged once)
@@ -163,12 +164,13 @@ class AgentScheduler:
                 await self.stop_project(name)  # paused (or ended) elsewhere: stop its agents
             ready[name] = [s for s in stories if (name, s) not in self._busy]
         while self.runner.free() > 0:
-            order = sorted((p for p, stories in ready.items() if stories and self._room(p)),
-                           key=lambda p: (self.runner.running_count(p), (hash(p) + self._turn) % 997))
-            if not order:
+            waiting = [p for p, stories in ready.items() if stories and self._room(p)]
+            if not waiting:
                 return
-            project = order[0]
-            self._turn += 1
+            # Fewest running first; among equals, the one served longest ago.
+            project = min(waiting, key=lambda p: (self.runner.running_count(p), self._served.get(p, 0)))
+            self._turns += 1
+            self._served[project] = self._turns
             await self._launch(project, ready[project].pop(0))
 
     def _room(self, project: str) -> bool:

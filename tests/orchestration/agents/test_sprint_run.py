@@ -156,6 +156,21 @@ async def test_a_question_becomes_a_ticket_and_the_answer_finishes_the_story(mak
     assert (await o.state(name)).state.value == "SPRINT_REVIEW"
 
 
+async def test_a_merge_conflict_sends_the_story_back_to_start_over_on_the_sprint_branch(make_orch, make_repo):
+    o = make_orch("shared", max_parallel=2)
+    repo = make_repo("shop")
+    name = await sprint_of(o, repo, ["Cart", "Checkout"])
+    await o.agents.start()
+    await o.agents.until_idle()
+
+    outcomes = {s: [a["outcome"] for a in runs(repo, s)["attempts"]] for s in ("S-1", "S-2")}
+    assert sorted(outcomes.values()) == [["conflict", "done"], ["done"]]
+    loser = next(s for s, o_ in outcomes.items() if o_[0] == "conflict")
+    assert "conflicts in shared.txt" in runs(repo, loser)["attempts"][0]["summary"]
+    assert (await o.state(name)).state.value == "SPRINT_REVIEW"
+    assert git(repo, "show", "orch/sprint-001:shared.txt").strip() == loser  # merged last, on top of the other
+
+
 async def test_pause_stops_the_running_agent_and_resume_finishes_the_sprint(make_orch, make_repo, tmp_path):
     pids = tmp_path / "pids.txt"
     o = make_orch("hang", str(pids), timeout_s=30)
