@@ -100,18 +100,25 @@ def release_story(c: Change, tf: TicketFile, ticket: Ticket) -> Story | None:
     return story
 
 
-def close_tickets_of_done_story(c: Change, story: Story) -> None:
-    """A story was finished while tickets still asked about it: they are no longer needed (closed)."""
+def close_open_tickets(c: Change, story: Story, resolution: str) -> list[Ticket]:
+    """Close the tickets still open on `story`, no longer needed (`resolution` says why); returns them."""
     if not c.store.path(TICKETS).exists() and TICKETS not in c.dirty:
-        return
+        return []
     tf = tickets_of(c)
-    for ticket in tf.open_for_story(story.id):
+    closed = tf.open_for_story(story.id)
+    for ticket in closed:
         ticket.status = TicketStatus.closed
-        ticket.resolution = f"{story.id} was finished without an answer."
+        ticket.resolution = resolution
         ticket.resolved_by, ticket.resolved_at = c.by, utcnow()
         c.cascade.tickets_resolved.append(ticket.id)
-        c.lines.append(f"orch({ticket.id}, {story.id}): close ticket, {story.id} is done")
         touch_tickets(c, tf)
+    return closed
+
+
+def close_tickets_of_done_story(c: Change, story: Story) -> None:
+    """A story was finished while tickets still asked about it: they are no longer needed (closed)."""
+    for ticket in close_open_tickets(c, story, f"{story.id} was finished without an answer."):
+        c.lines.append(f"orch({ticket.id}, {story.id}): close ticket, {story.id} is done")
 
 
 def _resolve(c: Change, tf: TicketFile, ticket: Ticket, resolution: str, by: str) -> Story | None:

@@ -23,7 +23,7 @@ from ..inputs import story_of
 from ..models import State, SprintStatus, Story, StoryStatus, TEXT_MAX, utcnow
 from ..queue import queue_order, unmet_dependencies
 from ..sprint_rules import set_story_status
-from ..ticket_service import new_ticket, tickets_of
+from ..ticket_service import close_open_tickets, new_ticket, tickets_of
 from ..tickets import QUESTION_MAX, TicketStatus
 from . import protocol
 from .records import (
@@ -200,13 +200,7 @@ def retry(c: Change, story_id: str) -> tuple[Story, StoryStatus]:
     if not story.status.is_blocked and not runs.failures:
         raise InvalidInput("story", f"{story.id} is neither blocked nor failed, so there is nothing to retry.",
                            "It runs when its turn comes.")
-    tf = tickets_of(c)
-    for ticket in tf.open_for_story(story.id):
-        ticket.status = TicketStatus.closed
-        ticket.resolution = f"{story.id} was retried by {c.by} as it is."
-        ticket.resolved_by, ticket.resolved_at = c.by, utcnow()
-        c.cascade.tickets_resolved.append(ticket.id)
-        c.dirty["tickets.json"] = tf
+    close_open_tickets(c, story, f"{story.id} was retried by {c.by} as it is.")
     runs.failures = 0
     _save(c, runs)
     previous = story.status

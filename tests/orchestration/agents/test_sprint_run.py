@@ -65,6 +65,16 @@ def user_view(repo: Path) -> tuple:
             set(git(repo, "log", "--format=%an", "HEAD").split("\n")) - {"Orch Test", ""})
 
 
+async def hung_agent(pids: Path) -> tuple[int, int]:
+    """Wait until the fixture agent in "hang" mode runs; returns its pid and its child's."""
+    for _ in range(100):
+        if pids.exists() and pids.read_text():
+            break
+        await asyncio.sleep(0.05)
+    agent, child = map(int, pids.read_text().split())
+    return agent, child
+
+
 def with_user_work(repo: Path) -> Path:
     """The user's own work in progress, which agent work must leave exactly as it is."""
     (repo / "README.md").write_text("# edited, not committed\n")
@@ -177,11 +187,7 @@ async def test_pause_stops_the_running_agent_and_resume_finishes_the_sprint(make
     repo = make_repo("shop")
     name = await sprint_of(o, repo, ["Cart"])
     await o.agents.start()
-    for _ in range(100):
-        if pids.exists() and pids.read_text():
-            break
-        await asyncio.sleep(0.05)
-    agent_pid, child_pid = map(int, pids.read_text().split())
+    agent_pid, child_pid = await hung_agent(pids)
     await o.pause_sprint(name, by="alice")
     assert not alive(agent_pid) and not alive(child_pid)  # pause returns once the agents are gone
     attempt = runs(repo, "S-1")["attempts"][0]
@@ -200,10 +206,7 @@ async def test_a_restart_mid_run_redoes_the_attempt_without_losing_or_doubling(m
     repo = make_repo("shop")
     name = await sprint_of(first, repo, ["Cart"])
     await first.agents.start()
-    for _ in range(100):
-        if pids.exists() and pids.read_text():
-            break
-        await asyncio.sleep(0.05)
+    await hung_agent(pids)
     await first.flush()
     # The process dies: its agents die with it, and nothing of theirs is applied; the attempt stays "running"
     first.agents.runner.on_outcome = None
