@@ -150,8 +150,9 @@ def check_attempt(repo: Path, before: Snapshot, *, workdir: Path, branch: str, b
     if secrets and (messages := wt("log", "--format=%B", f"{base}..{branch}")) and any(s in messages for s in secrets):
         return "a commit message of the story holds a secret of the bot"
     after = snapshot(repo, env)
-    if reason := _moved_refs(repo, before.refs, after.refs, branch, base, env):
-        return reason
+    if moved := _moved_refs(repo, before.refs, after.refs, branch, base, env):
+        ref, reason = moved
+        return f"{reason} ({_put_back(repo, ref, before.refs.get(ref), after.refs.get(ref), env)})"
     if before.head != after.head:
         return f"the checked-out HEAD of the project changed ({_short(before.head)} -> {_short(after.head)})"
     if before.index != after.index:
@@ -163,8 +164,20 @@ def check_attempt(repo: Path, before: Snapshot, *, workdir: Path, branch: str, b
     return None
 
 
+def _put_back(repo: Path, ref: str, old: str | None, now: str | None, env: dict[str, str]) -> str:
+    """Undo what an agent did to a ref (only if it still points where the agent left it): the user's branch
+    is back where it was, whatever the agent did to it."""
+    if old is None:
+        args = ["update-ref", "-d", ref, now or ""]
+    else:
+        args = ["update-ref", ref, old, now or ""]  # now "" = the ref must not exist (the agent deleted it)
+    done = run_git(repo, *args, env=env, check=False)
+    return "put back where it was" if done.returncode == 0 else "it moved again meanwhile: check it"
+
+
 def _moved_refs(repo: Path, before: dict[str, str], after: dict[str, str], branch: str, base: str,
-                env: dict[str, str]) -> str | None:
+                env: dict[str, str]) -> tuple[str, str] | None:
+    """The first ref other than the story's own that the attempt moved wrongly, with the reason."""
     own = f"refs/heads/{branch}"
     changed = sorted(r for r in before.keys() | after.keys() if r != own and before.get(r) != after.get(r))
     if not changed:
@@ -178,11 +191,11 @@ def _moved_refs(repo: Path, before: dict[str, str], after: dict[str, str], branc
     for ref in changed:
         old, now = before.get(ref), after.get(ref)
         if now is None:
-            return f"{_short(ref)} was deleted during the attempt"
+            return ref, f"{_short(ref)} was deleted during the attempt"
         if any(is_ancestor(root, now) for root in roots):
-            return f"{_short(ref)} was moved onto the story's commits"
+            return ref, f"{_short(ref)} was moved onto the story's commits"
         if old and not ref.startswith("refs/heads/orch/S-") and not is_ancestor(old, now):
-            return f"{_short(ref)} was moved back or rewritten during the attempt"
+            return ref, f"{_short(ref)} was moved back or rewritten during the attempt"
     return None
 
 

@@ -115,9 +115,12 @@ async def test_committing_orch_state_on_the_branch_is_refused_too(make_spec):
     assert out.outcome is Outcome.policy and "branch changes .orch-state/ (.orch-state/backlog.json)" in out.summary
 
 
-async def test_moving_the_users_branch_is_refused(repo, make_spec):
+async def test_moving_the_users_branch_is_refused_and_put_back(repo, make_spec):
+    before = git(repo, "rev-parse", "main")
     out = await run_attempt(make_spec("move_branch"))
-    assert (out.outcome, out.summary) == (Outcome.policy, "policy: main was moved onto the story's commits")
+    assert (out.outcome, out.summary) == (Outcome.policy, "policy: main was moved onto the story's commits "
+                                                          "(put back where it was)")
+    assert git(repo, "rev-parse", "main") == before
 
 
 async def test_writing_into_the_users_working_tree_is_refused(repo, make_spec):

@@ -254,6 +254,7 @@ async def test_policy_breaches_are_refused_and_the_token_appears_nowhere(make_or
         assert "policy" in (await o.list_tickets(name)).tickets[0].context
         base = json.loads((repo / ".orch-state" / "sprints" / "sprint-001.json").read_text())["base_commit"]
         assert git(repo, "rev-parse", "orch/sprint-001").strip() == base
+        assert "Agent" not in git(repo, "log", "--format=%an", "main")  # the user's branch holds none of its work
     everything = [git(repo, "log", "--all", "-p"), *(p.read_text(errors="replace") for p in
                   Path(o.config.orchestrator.data_dir).rglob("*") if p.is_file())]
     assert not any(TOKEN in text for text in everything)
