@@ -10,24 +10,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import json
 import logging
 import os
+import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from pydantic import BaseModel
 
+from .agents.records import AttemptRecord
+from .agents.scheduler import STORY_RUN, StoryProgress
 from .config import load_config
-from .errors import CommandNotAllowed, InvalidInput, OrchError
+from .errors import CommandNotAllowed, ConfigError, InvalidInput, OrchError
+from .events import Event
 from .inputs import id_list
-from .models import Sprint, Story, StoryStatus, printable
+from .models import Sprint, SprintStatus, State, Story, StoryStatus, printable
 from .queue import QueueView
 from .results import (
     BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
-    Unregistered,
+    StoryLog, Unregistered,
 )
 from .service import Orchestrator
 from .state_machine import AUTOMATIC_MEANING
@@ -39,6 +45,7 @@ Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
 CLI_NAME = {"add_story": "backlog add-story", "prioritize": "backlog prioritize", "remove_story": "backlog remove",
             "update_story": "story update", "plan": "sprint plan", "start": "sprint start", "pause": "sprint pause",
             "resume": "sprint resume", "review": "sprint review", "request_changes": "feedback --changes-requested",
+            "retry": "story retry",
             **AUTOMATIC_MEANING}
 # Options that may stand before or after the subcommand (`orch --json state` and `orch state --json`) are
 # declared with default=SUPPRESS on every level, so a subcommand never overwrites what an outer level parsed;
@@ -96,6 +103,14 @@ async def _story_update(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
     return await o.update_story(project_of(o, a), a.story, a.new_status, by=a.by)
 
 
+async def _story_retry(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
+    return await o.retry_story(project_of(o, a), a.story, by=a.by)
+
+
+async def _story_log(o: Orchestrator, a: argparse.Namespace) -> StoryLog:
+    return await o.story_log(project_of(o, a), a.story, lines=a.lines)
+
+
 async def _sprint_plan(o: Orchestrator, a: argparse.Namespace) -> SprintView:
     stories = id_list(*a.stories)
     return await o.plan_sprint(project_of(o, a), stories or None, goal=a.goal, capacity=a.capacity, by=a.by)
@@ -147,6 +162,48 @@ async def _state(o: Orchestrator, a: argparse.Namespace) -> StateView:
 
 async def _health(o: Orchestrator, a: argparse.Namespace) -> Health:
     return await o.health()
+
+
+class RunReport(BaseModel):
+    """How `orch run` ended (the last line it prints; its progress lines come before)."""
+    kind: str = "finished"
+    reason: str  # "idle": no story was left for an agent (--until-idle); "stopped": SIGINT or SIGTERM
+    stopped_attempts: int  # running attempts stopped on the way out (their stories went back to todo)
+    projects: dict[str, State | None]  # the projects with an agent, and their state at the end
+
+
+async def _run_agents(o: Orchestrator, a: argparse.Namespace) -> RunReport:
+    """Run the agents in the foreground, as the bot does, printing a line per step of each story's run."""
+    names = [e.name for e in await o.project_entries() if o.config.agents.for_project(e.name).enabled]
+    if not names:
+        raise ConfigError("No registered project has an agent configured, so there is nothing to run.",
+                          "Set [agents] command in the config (see docs/agents.md), and register a project.")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # both close cleanly: agents stopped, their stories back to todo
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        o.subscribe(lambda e: _out(_progress_json(e) if a.json else _progress_line(e)) if e.kind == STORY_RUN
+                    else None)
+        await o.start()  # commit what a crash left
+        await o.agents.start()  # Busy if another process runs the agents
+        until = "until no story is left for them" if a.until_idle else "until Ctrl-C (or SIGTERM)"
+        _out(json.dumps({"kind": "started", "projects": names}) if a.json
+             else f"Running the agents of {', '.join(names)} {until}.")
+        waits = [asyncio.create_task(stop.wait())]
+        if a.until_idle:
+            waits.append(asyncio.create_task(o.agents.until_idle()))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+        running = o.agents.runner.running_count()
+        await o.agents.close()  # stops what still runs; its outcome ("cancelled") is applied
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    states = {p.name: p.state for p in await o.list_projects() if p.name in names}
+    return RunReport(reason="stopped" if stop.is_set() else "idle", stopped_attempts=running, projects=states)
 
 
 def project_of(o: Orchestrator, a: argparse.Namespace, cwd: Path | None = None) -> str:
@@ -241,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(story_cmds, "update", _story_update, "set a story's status", scoped)
     p.add_argument("story", metavar="S-N")
     p.add_argument("new_status", metavar="STATUS", help="todo, in_progress, done or blocked")
+    p = command(story_cmds, "retry", _story_retry,
+                "give a blocked or failed story back to the agents with a fresh count of attempts", scoped)
+    p.add_argument("story", metavar="S-N")
+    p = command(story_cmds, "log", _story_log, "a story's agent attempts and the end of the latest one's output",
+                scoped)
+    p.add_argument("story", metavar="S-N")
+    p.add_argument("--lines", "-n", metavar="N", type=_positive, default=40,
+                   help="lines of the output to show (default 40)")
 
     sprint = commands.add_parser("sprint", help="plan and run sprints")
     sprint_cmds = sprint.add_subparsers(dest="sprint_command", metavar="ACTION", required=True)
@@ -283,12 +348,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send the project back to the backlog instead of closing the cycle")
     command(commands, "state", _state, "the project's state, counts and recent history", scoped)
     command(commands, "health", _health, "check every registered project")
+    p = command(commands, "run", _run_agents,
+                "run the agents in the foreground, without Discord (the bot runs them itself; not both at once)")
+    p.add_argument("--until-idle", action="store_true",
+                   help="return once no story is left for an agent (default: run until Ctrl-C or SIGTERM)")
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 10000")
+    return int(text)
 
 
 # -- rendering -----------------------------------------------------------------------------------------------
 
 def to_json(result: Any) -> str:
+    if isinstance(result, RunReport):  # the last of `orch run --json`'s lines: one object a line
+        return result.model_dump_json()
     if isinstance(result, BaseModel):
         return result.model_dump_json(indent=2)
     return json.dumps([r.model_dump(mode="json") for r in result], indent=2)
@@ -365,6 +442,9 @@ def _story_changed(r: StoryChanged) -> list[str]:
     elif r.action == "dependencies":
         now = ", ".join(s.depends_on) or "nothing"
         lines = [f'{s.id} "{s.title}" depends on {now} (was {r.previous or "nothing"}).']
+    elif r.action == "retried":
+        lines = [f'{s.id} "{s.title}" goes back to the agents with a fresh count of attempts ({r.previous} -> '
+                 f'{s.status.value}). The process that runs the agents (the bot, or `orch run`) takes it up.']
     else:
         lines = [f'{s.id} "{s.title}": {r.previous} -> {s.status.value}.']
     return lines + _cascade(r.cascade)
@@ -411,9 +491,19 @@ def _sprint(r: SprintView) -> list[str]:
     lines = [f"{sp.id} ({sp.status.value})" + (f": {sp.goal}" if sp.goal else "")]
     lines.append(f"Progress: {r.done_stories}/{r.total_stories} stories, {r.done_points}/{r.total_points} points done.")
     for s in r.stories:
-        lines.append(f"  {_MARK.get(s.status, '[!]')} {s.id:<6} {s.status.value:<12} {_points(s):>9}  {s.title}")
+        attempt = r.latest_attempts.get(s.id)
+        lines.append(f"  {_MARK.get(s.status, '[!]')} {s.id:<6} {s.status.value:<12} {_points(s):>9}  {s.title}"
+                     + (f"  ({_attempt_text(attempt)})" if attempt else ""))
     if r.blocked:
         lines.append(f"Blocked: {', '.join(r.blocked)}.")
+    if r.agents:
+        lines.append("Agents running here: " + "; ".join(
+            f"{a.story} attempt {a.attempt} ({a.phase}, {a.elapsed_s:.0f} s)" for a in r.agents) + ".")
+    if r.branch:
+        lines.append(f"Sprint branch {r.branch}: {_n(len(r.commits), 'commit')} since the sprint began"
+                     + (" (merge it, or open a pull request from it)" if sp.status is SprintStatus.review else "")
+                     + (":" if r.commits else "."))
+        lines += [f"  {c}" for c in r.commits]
     if r.burndown:
         lines.append("Burndown: " + "; ".join(f"{p.day}: {_n(p.remaining_points, 'point')}, {_n(p.remaining_stories, 'story')}"
                                               for p in r.burndown))
@@ -422,6 +512,71 @@ def _sprint(r: SprintView) -> list[str]:
         lines.append(f"Retrospective by {rt.by}{' (changes requested)' if rt.changes_requested else ''}: "
                      + " ".join(rt.text.split()))
     return lines + _cascade(r.cascade)
+
+
+def _attempt_text(a: AttemptRecord) -> str:
+    """An attempt in a few words: "attempt 2: tests_failed (1 passed, 1 failed), 3.2 s"."""
+    if a.outcome is None:
+        return f"attempt {a.attempt}: started {a.started_at:%Y-%m-%d %H:%M} UTC, not finished"
+    tests = (f" ({a.tests_passed or 0} passed, {a.tests_failed or 0} failed)"
+             if a.tests_passed is not None or a.tests_failed is not None else "")
+    took = f", {a.duration_s:.1f} s" if a.duration_s is not None else ""
+    return f"attempt {a.attempt}: {a.outcome}{tests}{took}"
+
+
+def _story_log_view(r: StoryLog) -> list[str]:
+    if not r.attempts:
+        return [f"{r.story} of {r.project}: no agent attempt yet."]
+    lines = [f"{r.story} of {r.project}: {_n(len(r.attempts), 'agent attempt')}."]
+    for a in r.attempts:
+        lines.append(f"  {_attempt_text(a)}" + (f": {_cut(one_line(a.summary), 160)}" if a.summary else ""))
+        if a.question:
+            lines.append(f"    asked: {_cut(one_line(a.question), 160)}")
+    if r.log_tail:
+        lines.append(f"The end of attempt {r.attempts[-1].attempt}'s output ({r.log_file}):")
+        lines += [f"  {line}" for line in r.log_tail.splitlines()]
+    elif r.log_file:
+        lines.append(f"No output of attempt {r.attempts[-1].attempt} here ({r.log_file}): the agents ran on "
+                     "another machine, or the attempt printed nothing.")
+    return lines
+
+
+_RUN_PHASE = {"running": "attempt {a} of {m} running", "testing": "attempt {a} of {m}: the agent is done, testing",
+              "done": "done", "retrying": "attempt {a} of {m} failed; it runs again",
+              "waiting": "the agent asked a question; the story waits for its ticket's answer",
+              "blocked": "blocked after {m} failed attempts: a ticket holds it",
+              "stopped": "attempt {a} stopped; the story is back to todo",
+              "recorded": "attempt {a} recorded (the story was moved meanwhile)"}
+
+
+def _progress_line(e: Event) -> str:
+    """One step of a story's run: '14:02:07 shop S-1 "Cart": done (3.1 s; tests 2 passed, 0 failed): summary'."""
+    p: StoryProgress = e.detail
+    text = _RUN_PHASE.get(p.phase, p.phase).format(a=p.attempt, m=p.max_attempts)
+    facts = [f"{p.duration_s:.1f} s"] if p.duration_s is not None else []
+    if p.tests_passed is not None or p.tests_failed is not None:
+        facts.append(f"tests {p.tests_passed or 0} passed, {p.tests_failed or 0} failed")
+    if facts:
+        text += f" ({'; '.join(facts)})"
+    if p.summary:
+        text += f": {_cut(one_line(p.summary), 200)}"
+    return f"{datetime.now():%H:%M:%S} {e.project} {p.story} {_quote(p.title)}: {text}"
+
+
+def _progress_json(e: Event) -> str:
+    return json.dumps({"kind": e.kind, "at": datetime.now().astimezone().isoformat(timespec="seconds"),
+                       "project": e.project, **dataclasses.asdict(e.detail)})
+
+
+def _run_report(r: RunReport) -> list[str]:
+    if r.reason == "idle":
+        lines = ["No story is left for the agents now."]
+    elif r.stopped_attempts:
+        lines = [f"Stopped: {_n(r.stopped_attempts, 'running attempt')} stopped, their stories back to todo "
+                 "(not counted as failures)."]
+    else:
+        lines = ["Stopped; no agent was running."]
+    return lines + [f"{name}: {state.value if state else '(unreadable)'}" for name, state in r.projects.items()]
 
 
 def _state_view(r: StateView) -> list[str]:
@@ -572,7 +727,8 @@ _RENDERERS: list[tuple[type, Callable[[Any], list[str]]]] = [
     (Registered, _registered), (Unregistered, _unregistered), (EpicCreated, _epic_created),
     (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintView, _sprint), (StateView, _state_view),
     (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
-    (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list),
+    (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list), (StoryLog, _story_log_view),
+    (RunReport, _run_report),
 ]
 
 
@@ -585,6 +741,15 @@ class _PrintableFormatter(logging.Formatter):
 
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _out(text: str) -> None:
+    """Print to stdout, escaping what is not printable; a reader that left (`orch backlog | head -3`) is no
+    failure of the command."""
+    try:
+        print(printable(text), flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 async def _run(args: argparse.Namespace) -> Any:
@@ -621,10 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.setLevel(logging.INFO)
     try:
         result = asyncio.run(_run(args))
-        try:
-            print(printable(to_json(result) if args.json else render(result)), flush=True)
-        except BrokenPipeError:  # `orch backlog | head -3`: the reader left; the command itself succeeded
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _out(to_json(result) if args.json else render(result))
         return 1 if _failed(result) else 0
     except OrchError as exc:
         print(printable(error_line(exc)), file=sys.stderr)

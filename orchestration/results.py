@@ -105,6 +105,8 @@ class SprintView(Result):
     agents: list[AgentRun] = Field(default_factory=list, description="the agents working on its stories now")
     branch: str | None = Field(None, description="the sprint branch agents merged their stories into, if any")
     commits: list[str] = Field(default_factory=list, description="its commits since the sprint began: 'sha subject'")
+    latest_attempts: dict[str, AttemptRecord] = Field(default_factory=dict, description="story -> its latest agent "
+                                                      "attempt, as .orch-state/runs/ records it (any process's)")
 
 
 class StateView(Result):

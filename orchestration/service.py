@@ -616,14 +616,18 @@ class Orchestrator(TicketCommands):
         return await self._with_agent_work(project, await self._read(project, work))
 
     async def _with_agent_work(self, project: str, view: SprintView) -> SprintView:
-        """The view with the agents running on the project now, and the sprint branch with its commits."""
+        """The view with the agents running on the project now (in this process), the latest attempt at each story
+        (whichever process ran it), and the sprint branch with its commits."""
         runs = [AgentRun(story=a.story, attempt=a.attempt, phase=a.phase, elapsed_s=round(a.elapsed_s, 1))
                 for a in self.agents.running(project)]
+        latest = await self._read(project, lambda c: {s: r for s in view.sprint.stories
+                                                      if (r := sprint_work.runs_of(c, s).last) is not None})
         branch, commits = None, []
         if view.sprint.base_commit:
             entry = await self.entry(project)
             branch, commits = await asyncio.to_thread(sprint_log, entry.path, view.sprint.id, view.sprint.base_commit)
-        return view.model_copy(update={"agents": runs, "branch": branch, "commits": commits})
+        return view.model_copy(update={"agents": runs, "branch": branch, "commits": commits,
+                                       "latest_attempts": latest})
 
     # -- agents --------------------------------------------------------------------------------------------
     async def retry_story(self, project: str, story: str, by: str = "unknown") -> StoryChanged:
