@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
@@ -182,14 +183,15 @@ async def _run_agents(o: Orchestrator, a: argparse.Namespace) -> RunReport:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # both close cleanly: agents stopped, their stories back to todo
         loop.add_signal_handler(sig, stop.set)
+    printer = ThreadPoolExecutor(1)  # in order, and off the event loop: a reader that lags (| less) blocks no agent
     try:
-        o.subscribe(lambda e: _out(_progress_json(e) if a.json else _progress_line(e)) if e.kind == STORY_RUN
-                    else None)
+        o.subscribe(lambda e: printer.submit(_out, _progress_json(e) if a.json else _progress_line(e))
+                    if e.kind == STORY_RUN else None)
         await o.start()  # commit what a crash left
         await o.agents.start()  # Busy if another process runs the agents
         until = "until no story is left for them" if a.until_idle else "until Ctrl-C (or SIGTERM)"
-        _out(json.dumps({"kind": "started", "projects": names}) if a.json
-             else f"Running the agents of {', '.join(names)} {until}.")
+        printer.submit(_out, json.dumps({"kind": "started", "projects": names}) if a.json
+                       else f"Running the agents of {', '.join(names)} {until}.")
         waits = [asyncio.create_task(stop.wait())]
         if a.until_idle:
             waits.append(asyncio.create_task(o.agents.until_idle()))
@@ -202,6 +204,7 @@ async def _run_agents(o: Orchestrator, a: argparse.Namespace) -> RunReport:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await asyncio.to_thread(printer.shutdown)  # every line printed before the last one
     states = {p.name: p.state for p in await o.list_projects() if p.name in names}
     return RunReport(reason="stopped" if stop.is_set() else "idle", stopped_attempts=running, projects=states)
 
