@@ -2,9 +2,11 @@
 
 A thin front-end, like the bot: each invocation parses its arguments, calls ONE Orchestrator method (the same
 ones the bot calls), prints the typed result (readable text, or JSON with --json) and closes the orchestrator,
-so that the git commit has landed when the process exits. Failures: an OrchError is one line on stderr and
-exit code 1; bad usage is argparse's message and exit code 2; a traceback never reaches the user. What it prints
-goes through `printable`: no terminal escape reaches the terminal, even one a hand edit put in a file.
+so that the git commit has landed when the process exits. `orch run` alone stays: it runs the agents in the
+foreground, printing their progress as it goes, until Ctrl-C or (--until-idle) until no work is left.
+Failures: an OrchError is one line on stderr and exit code 1; bad usage is argparse's message and exit code 2;
+a traceback never reaches the user. What it prints goes through `printable`: no terminal escape reaches the
+terminal, even one a hand edit put in a file.
 """
 from __future__ import annotations
 

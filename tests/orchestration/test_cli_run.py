@@ -109,6 +109,7 @@ def test_a_whole_sprint_from_the_cli_alone(make_cfg, make_repo):
     view = json.loads(orch(cfg, "--json", "sprint", "status").stdout)  # in review: every story is done
     assert view["branch"] == "orch/sprint-001" and len([c for c in view["commits"] if "Merge" in c]) == 2
     assert view["latest_attempts"]["S-2"]["outcome"] == "done" and view["agents"] == []
+    assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/main\n" and git(repo, "status", "--porcelain") == ""
 
 
 def test_run_json_lines_and_a_retried_story(make_cfg, make_repo):
