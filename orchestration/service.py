@@ -787,7 +787,7 @@ def _tail_of(path: Path, lines: int, max_bytes: int = 64 * 1024) -> str:
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return printable("\n".join(text.splitlines()[-lines:]))
+    return printable("\n".join(text.splitlines()[-lines:])) if lines > 0 else ""
 
 
 def _check_repo_present(entry: ProjectEntry) -> None:
