@@ -1,9 +1,11 @@
-"""The Discord client: loads one cog per command group, starts the orchestrator, syncs the command tree
-only when it changed, and answers any unexpected error with a friendly message (the traceback goes to the log).
+"""The Discord client: loads one cog per command group, starts the orchestrator and, when an agent is configured,
+the agent loop (bot/progress.py shows their work), syncs the command tree only when it changed, and answers any
+unexpected error with a friendly message (the traceback goes to the log).
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -13,8 +15,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from orchestration.agents.scheduler import STORY_RUN
 from orchestration.config import Config
-from orchestration.errors import OrchError
+from orchestration.errors import Busy, OrchError
 from orchestration.events import Event
 from orchestration.service import Orchestrator
 from orchestration.store import atomic_write
@@ -22,6 +25,7 @@ from orchestration.store import atomic_write
 from . import cogs, render
 from .handling import send
 from .metrics import Metrics
+from .progress import StoryRunMessages
 
 log = logging.getLogger("bot")
 
@@ -73,6 +77,8 @@ class OrchBot(commands.Bot):
         self.synced: bool | None = None  # whether the last start-up synced the tree (None: not started)
         self.metrics = Metrics()  # per command and project since start, fed by @handled, shown by /health
         self._posts: set[asyncio.Task] = set()
+        self.story_runs = StoryRunMessages(self)
+        self._runs_agents = False  # whether this bot started the agent loop (and so stops it)
 
     async def setup_hook(self) -> None:
         # Every module of bot/cogs is a command group (or a feature such as tickets); `_`-modules are helpers.
@@ -82,7 +88,22 @@ class OrchBot(commands.Bot):
         outcomes = await self.orchestrator.start()
         for name, outcome in outcomes.items():
             log.info("start-up project=%s recovery=%s", name, json.dumps(outcome))
+        if self.config.agents.configured:
+            await self._start_agents()
         await self.sync_tree_if_changed()
+
+    async def _start_agents(self) -> None:
+        """Run the agent loop here, unless another process (`orch run`, another bot) runs it already. The loop
+        and its attempts are the orchestrator's, outliving any Discord handler: they start in a context of
+        their own, carrying none of the handler's context variables (test harnesses such as SimCord use those
+        to tell the bot's short-lived work, on a virtual clock, from the rest)."""
+        try:
+            await contextvars.Context().run(asyncio.ensure_future, self.orchestrator.agents.start())
+        except Busy as exc:
+            log.warning("agents are not run by this bot: %s %s", exc.message, exc.hint or "")
+            return
+        self._runs_agents = True
+        log.info("agents run by this bot")
 
     # -- the configured server only --------------------------------------------------------------------------
     async def on_ready(self) -> None:
@@ -116,6 +137,9 @@ class OrchBot(commands.Bot):
 
     # -- what the orchestrator tells ------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
+        if event.kind == STORY_RUN:  # one message per story run, edited in place
+            self.story_runs.update(event)
+            return
         task = asyncio.get_running_loop().create_task(self._post_event(event))
         self._posts.add(task)  # keep a reference until it ends (the loop only holds weak ones)
         task.add_done_callback(self._posts.discard)
@@ -123,14 +147,18 @@ class OrchBot(commands.Bot):
     async def _post_event(self, event: Event) -> None:
         """Post an event in its project's channel (the channel of a project with none: nowhere, logged)."""
         entry = await asyncio.to_thread(self.orchestrator.registry.get, event.project)
-        channel_id = entry.channel_id if entry else None
         try:
-            channel = (self.get_channel(channel_id) or await self.fetch_channel(channel_id)) if channel_id else None
-            if channel is None:
-                raise LookupError("the project has no channel")
+            channel = await self.project_channel(entry.channel_id if entry else None)
             await channel.send(embed=render.event_embed(event), allowed_mentions=render.NO_MENTIONS)
         except (discord.HTTPException, LookupError) as exc:
             log.warning("event %s of project=%s not posted: %s", event.kind, event.project, exc)
+
+    async def project_channel(self, channel_id: int | None) -> discord.abc.Messageable:
+        """A project's channel; LookupError if it has none (HTTPException if Discord says so)."""
+        channel = (self.get_channel(channel_id) or await self.fetch_channel(channel_id)) if channel_id else None
+        if channel is None:
+            raise LookupError("the project has no channel")
+        return channel
 
     # -- command tree ---------------------------------------------------------------------------------------
     def _scope(self) -> discord.Object | None:
@@ -174,6 +202,10 @@ class OrchBot(commands.Bot):
         return True
 
     async def close(self) -> None:
+        if self._runs_agents:  # stopped first, so their last step ("stopped") still reaches the channels
+            await self.orchestrator.agents.close()
+            self._runs_agents = False
+            await self.story_runs.flush()
         await super().close()
         if self._owns_orchestrator:
             await self.orchestrator.close()

@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import discord
 
@@ -21,10 +22,13 @@ from orchestration.state_machine import AUTOMATIC_MEANING
 from orchestration.unit_of_work import LABEL
 from orchestration.results import (
     BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView, StateView,
-    StoryChanged, Unregistered,
+    StoryChanged, StoryLog, Unregistered,
 )
 
 from .metrics import Snapshot
+
+if TYPE_CHECKING:
+    from orchestration.agents.scheduler import StoryProgress
 
 CONTENT_MAX = 2000
 TITLE_MAX = 256
@@ -47,6 +51,7 @@ _COMMANDS = (
     "project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",
     "backlog prioritize", "backlog remove", "backlog depend", "backlog next", "story update", "sprint plan",
     "sprint start", "sprint status", "sprint pause", "sprint resume", "sprint review", "feedback", "state", "health",
+    "story retry", "story log",
     "ticket open", "ticket resolve", "ticket reopen", "ticket list", "ticket show",
 )
 _BACKTICKED = re.compile(r"`(" + "|".join(sorted(map(re.escape, _COMMANDS), key=len, reverse=True)) + r")`")
@@ -245,7 +250,8 @@ def epic_created(result: EpicCreated) -> discord.Embed:
 def story_changed(result: StoryChanged) -> discord.Embed:
     s = result.story
     verb = {"added": "Story added", "reprioritized": "Priority changed", "removed": "Story removed",
-            "status": "Status changed", "dependencies": "Dependencies set"}.get(result.action, result.action)
+            "status": "Status changed", "dependencies": "Dependencies set",
+            "retried": "Retried by the agents"}.get(result.action, result.action)
     embed = _embed(f"{s.id} · {s.title}", cut(s.description, 1000) if result.action == "added" else "",
                    COLOR_WARN if result.action == "removed" else COLOR_OK)
     embed.set_author(name=verb)
@@ -256,7 +262,7 @@ def story_changed(result: StoryChanged) -> discord.Embed:
     embed.add_field(name="Priority", value=priority, inline=True)
     embed.add_field(name="Points", value=str(s.points) if s.points is not None else "–", inline=True)
     status = f"{STATUS_ICON[s.status]} {s.status.value}"
-    if result.action == "status" and result.previous:
+    if result.action in ("status", "retried") and result.previous:
         status = f"{result.previous} → {status}"
     embed.add_field(name="Status", value=status, inline=True)
     if result.action == "dependencies" or s.depends_on:
@@ -346,7 +352,10 @@ def queue_view(result: QueueView) -> discord.Embed:
 
 # -- sprints -----------------------------------------------------------------------------------------------
 
-def sprint_view(result: SprintView, headline: str = "") -> discord.Embed:
+def sprint_view(result: SprintView, headline: str = "", commits: bool = False,
+                hidden: Iterable[Path] = ()) -> discord.Embed:
+    """The sprint's stories and progress, the agents at work and its branch; with `commits`, the branch's commits
+    (their subjects may be agents' text: shown without the server's paths in `hidden`)."""
     sp = result.sprint
     title = f"{sp.id} · {sp.status.value}" + (f" · {one_line(sp.goal, 150)}" if sp.goal else "")
     lines = [_story_line(s, 90, show_sprint=False) for s in result.stories]
@@ -363,9 +372,129 @@ def sprint_view(result: SprintView, headline: str = "") -> discord.Embed:
         r = sp.retrospective
         label = "Feedback (changes requested)" if r.changes_requested else "Feedback"
         embed.add_field(name=f"{label} by {one_line(r.by, 80)}", value=cut(r.text, 900), inline=False)
+    _agent_work(embed, result, commits, hidden)
     _cascade(embed, result.cascade)
     _next(embed, result)
     return fit(_footer(embed, result))
+
+
+def _agent_work(embed: discord.Embed, result: SprintView, commits: bool, hidden: Iterable[Path]) -> None:
+    if result.agents:
+        lines = [f"🤖 **{a.story}** · attempt {a.attempt} · {a.phase} · {duration(a.elapsed_s)}"
+                 for a in result.agents]
+        embed.add_field(name=f"Agents at work ({len(result.agents)})", value=_listed(lines), inline=False)
+    if result.branch:
+        count = f"{len(result.commits)} commit{'' if len(result.commits) == 1 else 's'}"
+        embed.add_field(name="Sprint branch", value=f"`{result.branch}` · {count}", inline=False)
+        if commits and result.commits:
+            embed.add_field(name=f"Commits on {result.branch}", value=_commit_lines(result.commits, hidden),
+                            inline=False)
+
+
+def _commit_lines(commits: list[str], hidden: Iterable[Path]) -> str:
+    """'sha subject' lines; a subject may be an agent's summary, so without the server's paths."""
+    lines = []
+    for line in commits:
+        sha, _, subject = line.partition(" ")
+        lines.append(f"`{sha[:10]}` {one_line(without_paths(subject, hidden), 100)}")
+    return _listed(lines)
+
+
+def review_ready(result: SprintView, hidden: Iterable[Path] = ()) -> discord.Embed:
+    """Posted once when the agents finished every story of the sprint (no command was typed)."""
+    sp = result.sprint
+    where = (f"Their work is on the branch `{result.branch}`: merge it (`git merge --no-ff {result.branch}`) or "
+             "open a pull request from it. " if result.branch else "")
+    embed = _embed(f"{sp.id} is ready for review" + (f": branch {result.branch}" if result.branch else ""),
+                   f"Every story of {sp.id} is done. {where}`/feedback` closes the sprint.", COLOR_OK)
+    embed.add_field(name="Stories", value=f"{result.done_stories}/{result.total_stories} done, "
+                    f"{result.done_points}/{result.total_points} points", inline=False)
+    if result.commits:
+        embed.add_field(name=f"Commits on {result.branch}", value=_commit_lines(result.commits, hidden), inline=False)
+    return fit(_footer(embed, result))
+
+
+# -- agents ------------------------------------------------------------------------------------------------
+
+def _of(attempt: int, most: int) -> str:
+    return f"{attempt} of {most}" if attempt <= most else str(attempt)  # numbers go on after an answer or a retry
+
+
+def _phase_line(p: StoryProgress, since: float | None) -> tuple[str, discord.Colour]:
+    """What a story run's step says, and its colour."""
+    started = f" · started <t:{int(since)}:R>" if since else ""
+    lines = {
+        "running": (f"🔄 Attempt {_of(p.attempt, p.max_attempts)} running{started}", COLOR_INFO),
+        "testing": (f"🧪 Attempt {_of(p.attempt, p.max_attempts)}: the agent is done, the tests run{started}",
+                    COLOR_INFO),
+        "done": (f"✅ Done in attempt {p.attempt}", COLOR_OK),
+        "retrying": (f"🔁 Attempt {_of(p.attempt, p.max_attempts)} failed; the next one is queued", COLOR_WARN),
+        "waiting": (f"❓ Attempt {p.attempt}: the agent asked a question; {p.story} waits for the answer in the "
+                    "ticket's thread", COLOR_WARN),
+        "blocked": (f"⛔ Blocked after {p.max_attempts} failed attempts: a ticket asks how to go on "
+                    f"(`/story retry {p.story}` tries again as it is)", COLOR_ERROR),
+        "stopped": (f"⏸️ Attempt {p.attempt} stopped (the sprint was paused, or the bot stopped); it runs again "
+                    "when the sprint goes on", COLOR_WARN),
+        "recorded": (f"📝 Attempt {p.attempt} recorded; {p.story} was moved by a person meanwhile", COLOR_INFO),
+    }
+    return lines.get(p.phase, (f"Attempt {p.attempt}: {p.phase}", COLOR_INFO))
+
+
+def story_run(project: str, p: StoryProgress, since: float | None = None, hidden: Iterable[Path] = ()) -> discord.Embed:
+    """The one message of a story's run by agents (edited at each step): its phase, the last attempt's
+    summary, tests, branch and duration. Agent text is shown without the server's paths (`hidden`)."""
+    line, colour = _phase_line(p, since)
+    embed = _embed(f"{p.story} · {p.title}" if p.title else p.story, line, colour)
+    embed.set_author(name=f"Agent · {p.sprint}")
+    if p.summary:
+        embed.add_field(name="Summary", value=cut(without_paths(p.summary, hidden), 900), inline=False)
+    if p.tests_passed is not None or p.tests_failed is not None:
+        embed.add_field(name="Tests", value=f"{p.tests_passed or 0} passed · {p.tests_failed or 0} failed",
+                        inline=True)
+    if p.branch:
+        embed.add_field(name="Branch", value=f"`{p.branch}`", inline=True)
+    if p.duration_s is not None:
+        embed.add_field(name="Duration", value=duration(p.duration_s), inline=True)
+    embed.set_footer(text=f"{project} · {p.sprint}")
+    return fit(embed)
+
+
+LOG_TAIL_MAX = 2500
+LOG_ATTEMPTS_SHOWN = 8
+
+
+def _code_block(text: str, limit: int) -> str:
+    """The end of `text` (a log's tail matters most) in a code block no text inside can close."""
+    text = (text or "").replace("```", "`\u200b``")
+    if len(text) > limit:
+        text = "…" + text[-(limit - 1):]
+    return f"```\n{text}\n```"
+
+
+def story_log(result: StoryLog, hidden: Iterable[Path] = ()) -> discord.Embed:
+    """A story's agent attempts (outcome, summary, tests, duration) and the tail of the latest one's output,
+    without the server's paths (`hidden`); the log file itself stays on the server."""
+    attempts = result.attempts
+    if not attempts:
+        return fit(_embed(f"{result.story}: no agent attempts yet",
+                          "An agent works on a story once its sprint is active and the story is ready."))
+    tail = without_paths(result.log_tail, hidden).strip()
+    embed = _embed(f"Agent log of {result.story}",
+                   f"The end of attempt {attempts[-1].attempt}'s output:\n{_code_block(tail, LOG_TAIL_MAX)}"
+                   if tail else f"Attempt {attempts[-1].attempt} wrote no output yet.")
+    shown = attempts[-LOG_ATTEMPTS_SHOWN:]
+    if len(attempts) > len(shown):
+        embed.set_author(name=f"the last {len(shown)} of {len(attempts)} attempts")
+    for a in shown:
+        facts = [f"<t:{int(a.started_at.timestamp())}:R>"]
+        if a.tests_passed is not None or a.tests_failed is not None:
+            facts.append(f"tests {a.tests_passed or 0} passed, {a.tests_failed or 0} failed")
+        if a.duration_s is not None:
+            facts.append(duration(a.duration_s))
+        text = " · ".join(facts) + (f"\n{one_line(without_paths(a.summary, hidden), 300)}" if a.summary else "")
+        embed.add_field(name=f"Attempt {a.attempt} · {a.outcome or 'running'}", value=text, inline=False)
+    embed.set_footer(text=f"{result.project} · {result.story}")
+    return fit(embed)
 
 
 def feedback_given(result: SprintView) -> discord.Embed:
@@ -468,7 +597,7 @@ def _command_lines(metrics: Snapshot) -> str:
 
 def duration(seconds: float) -> str:
     """3725 -> "1 h 2 min": the two largest units."""
-    s = int(seconds)
+    s = max(0, int(seconds))
     days, hours, minutes = s // 86400, s % 86400 // 3600, s % 3600 // 60
     if days:
         return f"{days} d {hours} h"

@@ -121,6 +121,11 @@ class AgentSettings(_Section):
     def enabled(self) -> bool:
         return bool(self.command)
 
+    @property
+    def configured(self) -> bool:
+        """Some project has an agent: [agents] command, or a project's own."""
+        return self.enabled or any(p.command for p in self.projects.values())
+
     def for_project(self, name: str) -> "AgentSettings":
         """The settings one project runs with: its overrides on top of [agents] (an override replaces the
         whole value, lists included). The result has no `projects` of its own."""

@@ -1,6 +1,7 @@
 """What the cogs share: access to the bot's config and orchestrator, routing, permission checks, autocomplete."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -35,6 +36,10 @@ class BaseCog(commands.Cog):
         """Check the user's access, then find the channel's project (both raise an OrchError)."""
         self.allow(interaction, needed)
         return await project_for(interaction, self.orch)
+
+    def server_paths(self, interaction: discord.Interaction) -> list[Path]:
+        """The folders agents' text may name (the bot's data folder, the project's repository): never shown."""
+        return [self.bot.config.orchestrator.data_dir, interaction.extras["path"]]
 
     # -- autocomplete (never raises: a failing autocomplete just offers nothing) ---------------------------
     async def _channel_project(self, interaction: discord.Interaction) -> str | None:

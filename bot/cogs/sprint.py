@@ -1,4 +1,5 @@
-"""/sprint plan | start | status | pause | resume | review. Status comes with a burndown chart."""
+"""/sprint plan | start | status | pause | resume | review. Status comes with a burndown chart, the agents at work
+and the sprint branch; review lists the branch's commits, for a person to merge or open a pull request from."""
 import asyncio
 import io
 from typing import Awaitable, Callable
@@ -57,15 +58,16 @@ class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_descripti
     @app_commands.command(name="review", description="End the sprint (early if need be) and open its review")
     @handled
     async def review(self, interaction: discord.Interaction) -> None:
-        await self._step(interaction, self.orch.review_sprint, "{} in review: /feedback closes it")
+        await self._step(interaction, self.orch.review_sprint, "{} in review: /feedback closes it", commits=True)
 
     async def _step(self, interaction: discord.Interaction, step: Callable[..., Awaitable[SprintView]],
-                    title: str) -> None:
+                    title: str, commits: bool = False) -> None:
         """start, pause, resume, review: one orchestrator call on the channel's project, the sprint as reply
-        (`title` names the sprint with {})."""
+        (`title` names the sprint with {}; with `commits`, the sprint branch's commits are listed)."""
         project = await self.project(interaction, Access.member)
         result = await step(project, by=interaction.user.name)
-        await send(interaction, embed=render.sprint_view(result, title.format(result.sprint.id)))
+        embed = render.sprint_view(result, title.format(result.sprint.id), commits, self.server_paths(interaction))
+        await send(interaction, embed=embed)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -1,4 +1,5 @@
-"""/story update: move a story through todo, in_progress, done, blocked."""
+"""/story update: move a story through todo, in_progress, done, blocked. /story retry gives a blocked or failed
+story back to the agents; /story log shows its agent attempts and the end of the latest one's output."""
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -26,9 +27,31 @@ class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description
         result = await self.orch.update_story(project, story, status.value, by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
         if result.cascade.tickets_resolved:  # finishing the story closed its open tickets: say so in their threads
-            await close_threads(self.bot, project, result.cascade.tickets_resolved, result.story.id)
+            await close_threads(self.bot, project, result.cascade.tickets_resolved,
+                                f"{result.story.id} was finished")
+
+    @app_commands.command(name="retry", description="Give a blocked or failed story back to the agents, afresh")
+    @app_commands.describe(story="The story (type its ID or words of its title)")
+    @handled
+    async def retry(self, interaction: discord.Interaction, story: str) -> None:
+        project = await self.project(interaction, Access.member)
+        result = await self.orch.retry_story(project, story, by=interaction.user.name)
+        await send(interaction, embed=render.story_changed(result))
+        if result.cascade.tickets_resolved:  # the tickets that held it are closed: say so in their threads
+            await close_threads(self.bot, project, result.cascade.tickets_resolved,
+                                f"{result.story.id} was retried as it is by {interaction.user.name}")
+
+    @app_commands.command(name="log", description="A story's agent attempts and the end of the latest one's output")
+    @app_commands.describe(story="The story (type its ID or words of its title)")
+    @handled
+    async def log(self, interaction: discord.Interaction, story: str) -> None:
+        project = await self.project(interaction, Access.everyone)
+        result = await self.orch.story_log(project, story)
+        await send(interaction, embed=render.story_log(result, self.server_paths(interaction)), ephemeral=True)
 
     @update.autocomplete("story")
+    @retry.autocomplete("story")
+    @log.autocomplete("story")
     async def _stories(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return await self.story_choices(interaction, current)
 

@@ -198,9 +198,10 @@ async def set_archived(thread: discord.Thread, archived: bool) -> None:
         log.warning("could not %s thread %s: %r", "archive" if archived else "unarchive", thread.id, exc)
 
 
-async def close_threads(bot: OrchBot, project: str, ticket_ids: list[str], story: str) -> None:
-    """After `story` was finished and that closed `ticket_ids`: a short note in each one's thread, then archive
-    it, as for a resolved ticket. Runs after the command's reply; never raises (the change is made already)."""
+async def close_threads(bot: OrchBot, project: str, ticket_ids: list[str], why: str) -> None:
+    """After a change to their story closed `ticket_ids` (`why`: "S-3 was finished"): a short note in each one's
+    thread, then archive it, as for a resolved ticket. Runs after the command's reply; never raises (the change
+    is made already)."""
     for ident in ticket_ids:
         try:
             ticket = (await bot.orchestrator.show_ticket(project, ident)).ticket
@@ -208,7 +209,7 @@ async def close_threads(bot: OrchBot, project: str, ticket_ids: list[str], story
                 continue
             thread = await ticket_thread(bot, project, ticket)
             if thread is not None:
-                await say_in(thread, f"Closed: {story} was finished, so this question is no longer needed "
+                await say_in(thread, f"Closed: {why}, so this question is no longer needed "
                                      f"(`/ticket reopen {ticket.id}` brings it back).")
                 await set_archived(thread, True)
         except OrchError as exc:

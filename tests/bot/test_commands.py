@@ -307,3 +307,14 @@ async def test_a_message_that_mentions_the_bot_logs_no_error(world, demo, simcor
             await world.alice.send(where, f"{simcord_bot.user.mention}help")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert world.env.errors == []
+
+
+async def test_without_an_agent_configured_the_bot_runs_none_and_people_move_the_stories(world, demo, orch):
+    repo, channel = demo
+    assert not orch.agents.running_here
+    for command, options in [("epic", {"title": "Shop"}), ("backlog add_story", {"epic": "E-1", "title": "Cart"}),
+                             ("sprint plan", {}), ("sprint start", {})]:
+        await world.alice.slash(channel, command, **options)
+    await world.alice.slash(channel, "story update", story="S-1", status="done")
+    assert load(repo, "status.json")["state"] == "SPRINT_REVIEW"
+    assert not (repo / ".orch-state" / "runs").exists()  # no agent attempt was ever made

@@ -8,7 +8,10 @@ import discord
 
 from bot import render
 from bot.chart import burndown_png, remaining_per_day
+from orchestration.agents.records import AttemptRecord
+from orchestration.agents.scheduler import StoryProgress
 from orchestration.errors import CommandNotAllowed
+from orchestration.results import StoryLog
 
 
 def test_cut_keeps_the_limit_and_says_what_was_cut():
@@ -83,3 +86,41 @@ async def test_burndown_carries_days_forward_and_leaves_the_future_empty(orch, p
     days, values, unit = remaining_per_day(view)
     assert (len(days), view.elapsed_days, values) == (14, 5, [3, 3, 1, 1, 1])
     assert burndown_png(view).startswith(b"\x89PNG")
+
+
+def test_agent_text_is_shown_within_limits_and_without_server_paths(tmp_path):
+    data = tmp_path / "data"
+    said = f"wrote {data}/worktrees/shop/S-1/cart.py " + "x" * 10_000
+    progress = StoryProgress(story="S-1", title="t" * 500, sprint="sprint-001", phase="blocked", attempt=3,
+                             max_attempts=3, summary=said, tests_passed=0, tests_failed=2, branch="orch/S-1",
+                             duration_s=4000)
+    embed = render.story_run("shop", progress, None, [data])
+    assert render._embed_size(embed) <= 6000 and len(embed.title) <= 256
+    assert str(data) not in json.dumps(embed.to_dict()) and "…/data/worktrees" in embed.fields[0].value
+    assert embed.description.startswith("⛔ Blocked after 3 failed attempts")
+
+    attempts = [AttemptRecord(id=f"S-1#{n}", attempt=n, sprint="sprint-001", outcome="tests_failed", summary=said,
+                              tests_passed=1, tests_failed=1, duration_s=2.5) for n in range(1, 51)]
+    tail = "```\nnot the end of the block\n" + f"{data}/logs/x.log\n" * 5000 + "the last line"
+    log = render.story_log(StoryLog(project="shop", story="S-1", attempts=attempts, log_tail=tail,
+                                    log_file=data / "logs" / "x.log"), [data])
+    assert render._embed_size(log) <= 6000 and len(log.description) <= 4096
+    assert str(data) not in json.dumps(log.to_dict())
+    assert log.description.endswith("the last line\n```") and log.description.count("```") == 2  # one closed block
+    assert log.fields[-1].name == "Attempt 50 · tests_failed" and log.author.name == "the last 8 of 50 attempts"
+
+
+async def test_the_sprint_branch_and_its_commits_are_listed_without_server_paths(orch, project, tmp_path):
+    await orch.create_epic(project, "E", by="t")
+    await orch.add_story(project, "E-1", "A", points=3, by="t")
+    await orch.plan_sprint(project, by="t")
+    view = (await orch.start_sprint(project, by="t")).model_copy(update={
+        "branch": "orch/sprint-001",
+        "commits": [f"{'a' * 40} Merge S-1 into orch/sprint-001",
+                    f"{'b' * 40} {tmp_path}/data/worktrees/demo/S-1: cart total " + "x" * 300] * 30})
+    for embed in (render.sprint_view(view, "review", True, [tmp_path]), render.review_ready(view, [tmp_path])):
+        text = json.dumps(embed.to_dict(), ensure_ascii=False)
+        assert str(tmp_path) not in text and "`aaaaaaaaaa` Merge S-1 into orch/sprint-001" in text
+        assert "… and" in text and render._embed_size(embed) <= 6000  # 60 commits: as many as fit, and a note
+    assert "Commits on" not in json.dumps(render.sprint_view(view).to_dict())  # /sprint status: the count only
+    assert render.review_ready(view).title == "sprint-001 is ready for review: branch orch/sprint-001"
