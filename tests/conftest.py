@@ -50,6 +50,15 @@ def config(tmp_path: Path, projects_root: Path) -> Config:
 
 
 @pytest.fixture
+def cfg(tmp_path: Path, projects_root: Path) -> Path:
+    """The same configuration as `config`, as a config.toml for the `orch` command."""
+    file = tmp_path / "config.toml"
+    file.write_text(f'[orchestrator]\ndata_dir = "data"\nallowed_roots = ["{projects_root}"]\n'
+                    'commit_author = "Orch Test <orch@test>"\ncommit_batch_ms = 20\n', encoding="utf-8")
+    return file
+
+
+@pytest.fixture
 async def orch(config: Config):
     o = Orchestrator(config)
     yield o

@@ -25,10 +25,7 @@ class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description
     async def update(self, interaction: discord.Interaction, story: str, status: app_commands.Choice[str]) -> None:
         project = await self.project(interaction, Access.member)
         result = await self.orch.update_story(project, story, status.value, by=interaction.user.name)
-        await send(interaction, embed=render.story_changed(result))
-        if result.cascade.tickets_resolved:  # finishing the story closed its open tickets: say so in their threads
-            await close_threads(self.bot, project, result.cascade.tickets_resolved,
-                                f"{result.story.id} was finished")
+        await self._answer(interaction, project, result, f"{result.story.id} was finished")
 
     @app_commands.command(name="retry", description="Give a blocked or failed story back to the agents, afresh")
     @app_commands.describe(story="The story (type its ID or words of its title)")
@@ -36,10 +33,15 @@ class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description
     async def retry(self, interaction: discord.Interaction, story: str) -> None:
         project = await self.project(interaction, Access.member)
         result = await self.orch.retry_story(project, story, by=interaction.user.name)
+        await self._answer(interaction, project, result,
+                           f"{result.story.id} was retried as it is by {interaction.user.name}")
+
+    async def _answer(self, interaction: discord.Interaction, project: str, result, why: str) -> None:
+        """The reply; then, if the change closed open tickets (the story finished, or retried), say so in their
+        threads."""
         await send(interaction, embed=render.story_changed(result))
-        if result.cascade.tickets_resolved:  # the tickets that held it are closed: say so in their threads
-            await close_threads(self.bot, project, result.cascade.tickets_resolved,
-                                f"{result.story.id} was retried as it is by {interaction.user.name}")
+        if result.cascade.tickets_resolved:
+            await close_threads(self.bot, project, result.cascade.tickets_resolved, why)
 
     @app_commands.command(name="log", description="A story's agent attempts and the end of the latest one's output")
     @app_commands.describe(story="The story (type its ID or words of its title)")

@@ -18,14 +18,6 @@ from tests.conftest import git
 
 
 @pytest.fixture
-def cfg(tmp_path: Path, projects_root: Path) -> Path:
-    file = tmp_path / "config.toml"
-    file.write_text(f'[orchestrator]\ndata_dir = "data"\nallowed_roots = ["{projects_root}"]\n'
-                    'commit_author = "Orch Test <orch@test>"\ncommit_batch_ms = 20\n', encoding="utf-8")
-    return file
-
-
-@pytest.fixture
 def orch_cli(cfg: Path, capsys):
     """orch_cli("epic", "Title") -> (exit code, stdout, stderr), with this test's config."""
 

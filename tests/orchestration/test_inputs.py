@@ -140,14 +140,6 @@ async def test_a_lower_hand_edited_counter_never_reuses_an_id(orch, project):
 
 
 # -- the command line: no terminal escape reaches the terminal, whatever a file holds -------------------------
-@pytest.fixture
-def cfg(tmp_path: Path, projects_root: Path) -> Path:
-    file = tmp_path / "config.toml"
-    file.write_text(f'[orchestrator]\ndata_dir = "data"\nallowed_roots = ["{projects_root}"]\n'
-                    'commit_author = "Orch Test <orch@test>"\ncommit_batch_ms = 20\n', encoding="utf-8")
-    return file
-
-
 def run(cfg: Path, capsys, *argv: str) -> tuple[int, str, str]:
     code = main(["--config", str(cfg), *argv])
     out, err = capsys.readouterr()
