@@ -13,9 +13,10 @@ import re
 import shlex
 import tomllib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .models import SLUG
@@ -91,6 +92,7 @@ class AgentOverrides(_Section):
     timeout_s: int | None = Field(None, ge=1, le=7 * 86_400)
     max_attempts: int | None = Field(None, ge=1, le=100)
     env: list[str] | None = None
+    repo_url: str | None = None  # where Celery workers clone it from (default: the repository's path); not in for_project
 
     _check_argv = field_validator("command", "test_command")(_argv)
     _check_env = field_validator("env")(_env_names)
@@ -105,9 +107,21 @@ class AgentSettings(_Section):
     max_attempts: int = Field(3, ge=1, le=100)
     env: list[str] = Field(default_factory=list)  # names of variables passed through to the agent
     projects: dict[str, AgentOverrides] = Field(default_factory=dict)
+    # Where attempts run: "local" (subprocesses of the bot) or "celery" (`orch worker`s, through a broker).
+    runner: Literal["local", "celery"] = "local"
+    broker_url: str = ""  # with a password: from ORCH_BROKER_URL only
+    result_backend: str = ""  # empty: the broker
+    queue: str = Field("orch-agents", min_length=1)
+    visibility_timeout_s: int | None = Field(None, ge=1)  # unset: above the longest attempt's time limit
 
     _check_argv = field_validator("command", "test_command")(_argv)
     _check_env = field_validator("env")(_env_names)
+
+    @model_validator(mode="after")
+    def _celery_needs_a_broker(self) -> "AgentSettings":
+        if self.runner == "celery" and not self.broker_url:
+            raise ValueError('runner = "celery" needs broker_url (or ORCH_BROKER_URL), e.g. redis://127.0.0.1:6379/0')
+        return self
 
     @field_validator("projects")
     @classmethod
@@ -130,7 +144,7 @@ class AgentSettings(_Section):
         """The settings one project runs with: its overrides on top of [agents] (an override replaces the
         whole value, lists included). The result has no `projects` of its own."""
         override = self.projects.get(name)
-        changes = override.model_dump(exclude_none=True) if override else {}
+        changes = override.model_dump(exclude_none=True, exclude={"repo_url"}) if override else {}
         return self.model_copy(update={**changes, "projects": {}})
 
 
@@ -236,8 +250,35 @@ def _refuse_secrets(file: Path, data: Mapping[str, Any], where: str = "") -> Non
         if where != "agents.projects." and SECRET_NAME.search(key):  # a project name is not a key
             raise ConfigError(f"{file}: {name}: secrets are never read from the config file.",
                               "Remove the key and set the DISCORD_TOKEN environment variable instead.")
+        if isinstance(value, str) and has_password(value):
+            raise ConfigError(f"{file}: {name}: a URL with a password is never read from the config file.",
+                              f"Set ORCH_{key.upper()} in the environment instead." if key in _BROKER_KEYS
+                              else "Leave the password out: an SSH key or a git credential helper gives access.")
         if isinstance(value, dict):
             _refuse_secrets(file, value, f"{name}.")
+
+
+_BROKER_KEYS = ("broker_url", "result_backend")
+
+
+def has_password(url: str) -> bool:
+    try:
+        return "://" in url and urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
+def without_password(url: str) -> str:
+    """A URL as it may be shown or logged: its password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rpartition("@")[2]
+        user = f"{parts.username}:" if parts.username else ":"
+        return parts._replace(netloc=f"{user}***@{netloc}").geturl()
+    except ValueError:
+        return "(an unreadable URL)"
 
 
 def _describe(err: Any, from_env: Mapping[tuple[str, str], str]) -> str:
