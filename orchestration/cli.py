@@ -357,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "run the agents in the foreground, without Discord (the bot runs them itself; not both at once)")
     p.add_argument("--until-idle", action="store_true",
                    help="return once no story is left for an agent (default: run until Ctrl-C or SIGTERM)")
+    _add_worker_command(commands, common)
     return parser
 
 
@@ -781,6 +782,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, key):
             setattr(args, key, value)
     args.by = args.by or _user_name()
+    if args.command == "worker":
+        return _worker(args)
 
     logger = logging.getLogger("orchestration")
     handler: logging.Handler = logging.StreamHandler(sys.stderr) if args.verbose else logging.NullHandler()
@@ -819,6 +822,28 @@ def _user_name() -> str:
         return getpass.getuser()
     except Exception:  # no user name in the environment nor in the password database
         return "unknown"
+
+
+# -- orch worker: a Celery worker for agent attempts (runner = "celery"), not an Orchestrator command ----------
+
+def _add_worker_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    about = "run agent attempts sent by the bot through the Celery broker (until stopped)"
+    p = commands.add_parser("worker", help=about, description=about, parents=[common])
+    p.add_argument("--concurrency", metavar="N", type=int, help="attempts at once (default: the CPU count)")
+    p.add_argument("--queues", metavar="Q1,Q2", action="append", default=[],
+                   help="the queues to take attempts from (default: [agents] queue)")
+    p.add_argument("--name", metavar="NAME", help="the worker's node name, unique per worker (default: celery@HOST)")
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .agents.worker import run_worker  # Celery is imported only here
+    logging.getLogger("orchestration").setLevel(logging.INFO)
+    try:
+        run_worker(load_config(args.config), args.concurrency, id_list(*args.queues), args.name, args.verbose)
+        return 0
+    except OrchError as exc:
+        print(printable(error_line(exc)), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

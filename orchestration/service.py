@@ -527,6 +527,8 @@ class Orchestrator(TicketCommands):
         return await self._change(project, "plan", by, work)
 
     async def start_sprint(self, project: str, by: str = "unknown") -> SprintView:
+        await self.agents.check(project)  # the agent queue is down: say so, and change nothing
+
         def work(c: Change) -> SprintView:
             c.check()
             sprint = c.current_sprint()
@@ -548,6 +550,7 @@ class Orchestrator(TicketCommands):
         return view
 
     async def resume_sprint(self, project: str, by: str = "unknown") -> SprintView:
+        await self.agents.check(project)
         return await self._sprint_step(project, "resume", SprintStatus.active, by)
 
     async def review_sprint(self, project: str, by: str = "unknown") -> SprintView:

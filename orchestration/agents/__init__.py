@@ -3,7 +3,10 @@
 The modules, from the outside in (docs/agents.md has the protocol, the policy and where things live):
 - protocol.py  the JSON an agent reads (CodeInput) and answers (Reply, parse_reply), version 1
 - runner.py    the interface the orchestrator calls: AttemptSpec in, AttemptOutcome out, Runner
-- local.py     LocalRunner: attempts as local subprocesses, at most max_parallel at once
+- runners.py   make_runner: the runner [agents] runner names
+- local.py     LocalRunner: attempts as local subprocesses, at most max_parallel at once (the default)
+- celery_runner.py  CeleryRunner: attempts sent to `orch worker`s through a Celery broker (Redis)
+- worker.py    the worker's side: clone, worktree, run_attempt, push the story branch back
 - attempt.py   run_attempt: one attempt end to end (process, reply, commit, tests, policy)
 - worktree.py  Worktrees: sprint and story branches, story worktrees under data_dir, --no-ff merges, prune
 - policy.py    the agent's environment, secret scrubbing, the checks after an attempt

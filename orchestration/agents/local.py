@@ -86,5 +86,8 @@ class LocalRunner:
     def free(self) -> int:
         return max(self.max_parallel - len(self._running), 0)
 
+    async def check(self) -> None:
+        """Nothing to reach: local attempts can always start."""
+
     async def close(self) -> None:
         await asyncio.gather(*(self.cancel(i) for i in list(self._running)))

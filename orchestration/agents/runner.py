@@ -130,5 +130,8 @@ class Runner(Protocol):
     def free(self) -> int:
         """How many more attempts may start now."""
 
+    async def check(self) -> None:
+        """Raise an OrchError saying why attempts could not start now (a Celery broker that is down)."""
+
     async def close(self) -> None:
         """Cancel everything still running and wait for it to stop."""

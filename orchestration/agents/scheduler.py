@@ -27,9 +27,9 @@ from ..errors import Busy, OrchError
 from ..events import Event
 from ..models import State, StoryStatus
 from . import sprint_work
-from .local import LocalRunner
 from .records import runner_id
 from .runner import AttemptOutcome, AttemptSpec, Outcome, Runner, RunningAttempt, attempt_log_path
+from .runners import make_runner
 from .worktree import Worktrees, sprint_branch
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,7 @@ class AgentScheduler:
     def __init__(self, orchestrator, runner: Runner | None = None) -> None:
         self.orch = orchestrator
         self.config = orchestrator.config
-        self.runner: Runner = runner or LocalRunner(self.config.agents.max_parallel, on_outcome=self._on_outcome,
-                                                    on_phase=self._on_phase)
+        self.runner: Runner = runner or make_runner(self.config, self._on_outcome, self._on_phase)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._lock: FileLock | None = None
@@ -124,6 +123,11 @@ class AgentScheduler:
 
     def running(self, project: str | None = None) -> list[RunningAttempt]:
         return self.runner.running(project)
+
+    async def check(self, project: str) -> None:
+        """Raise if the project's agents could not run now (the agent queue is down): before a sprint starts."""
+        if self._settings(project).enabled:
+            await self.runner.check()
 
     async def until_idle(self, poll_s: float = 0.2) -> None:
         """Return once nothing runs and no story is ready (`orch run --until-idle`; after `start`)."""

@@ -1,0 +1,249 @@
+"""CeleryRunner: attempts run on worker machines (`orch worker`, worker.py), sent through a Celery broker (Redis).
+
+The bot's side of the queue. submit() sends the AttemptSpec as JSON (task ID: a function of the attempt ID,
+so a resend is recognisable) and watches its result off the event loop (the result backend is polled in
+worker threads); the outcome goes to `on_outcome` once. cancel() revokes the task with terminate=True: the
+worker stops the agent's process group. While the broker is down, sending and watching go on trying, so
+queued work goes on when it is back; `check()` answers at once ("the agent queue is unreachable at ...").
+
+The Celery app is set for long tasks (see the "Celery on Redis" traps in shared/GUIDE.md): acks_late with
+reject_on_worker_lost (the attempt of a worker that dies runs again), prefetch 1, time limits from timeout_s
+and a broker visibility timeout above them (or a running attempt would be handed to a second worker).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+
+from ..config import AgentSettings, without_password
+from ..errors import OrchError
+from .runner import AttemptOutcome, AttemptSpec, OutcomeHandler, Outcome, RunnerFull, RunningAttempt
+from .worktree import bot_env, run_git
+
+log = logging.getLogger(__name__)
+
+TASK = "orch.run_attempt"
+GIT_SLACK_S = 120  # clone, fetch and push around an attempt, on the worker
+POLL_S = 0.5  # how often the result of a running attempt is looked at
+RETRY_S = 2.0  # between tries while the broker is down
+RUNNING = "RUNNING"  # the task state a worker reports with {"phase": ...}
+UNREACHABLE = (OSError, OperationalError, RedisConnectionError, RedisTimeout)  # the broker or backend is down
+
+
+class AgentQueueUnreachable(OrchError):
+    def __init__(self, url: str, why: object = "") -> None:
+        super().__init__(f"The agent queue is unreachable at {without_password(url)}" + (f" ({why})." if why else "."),
+                         "Start the broker (redis-server) or fix [agents] broker_url; commands that do not need "
+                         "agents keep working.")
+
+
+def time_limits(timeout_s: float) -> tuple[float, float]:
+    """Celery's soft and hard time limits of one attempt: its agent and its test run may take timeout_s each;
+    run_attempt enforces those itself, these are the backstop."""
+    soft = 2 * timeout_s + GIT_SLACK_S
+    return soft, soft + 30
+
+
+def task_id(attempt_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"orch-attempt:{attempt_id}"))
+
+
+def make_app(agents: AgentSettings) -> Celery:
+    """The Celery app of the bot and of the workers: the same settings on both sides."""
+    longest = max([agents.timeout_s, *(o.timeout_s for o in agents.projects.values() if o.timeout_s)])
+    visibility = agents.visibility_timeout_s or int(time_limits(longest)[1]) + 60
+    transport = {"visibility_timeout": visibility, "socket_connect_timeout": 5,
+                 # how soon the attempt of a worker that vanished is handed out again, once visibility is over
+                 "unacked_restore_interval": max(1, min(60, visibility // 4)), "unacked_restore_throttle": 1}
+    app = Celery("orch-agents", broker=agents.broker_url, backend=agents.result_backend or agents.broker_url,
+                 set_as_current=False)
+    app.conf.update(
+        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        task_default_queue=agents.queue, task_track_started=True, broker_transport_options=transport,
+        task_serializer="json", result_serializer="json", accept_content=["json"], result_expires=7 * 86_400,
+        redis_socket_connect_timeout=5, broker_connection_retry_on_startup=True)
+    return app
+
+
+@dataclass
+class _InFlight:
+    status: RunningAttempt
+    task_id: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
+class CeleryRunner:
+    def __init__(self, agents: AgentSettings, on_outcome: OutcomeHandler | None = None,
+                 on_phase: Callable[[RunningAttempt], None] | None = None) -> None:
+        self.agents = agents
+        self.max_parallel = agents.max_parallel
+        self.app = make_app(agents)
+        self.on_outcome = on_outcome
+        self.on_phase = on_phase
+        self._running: dict[str, _InFlight] = {}
+        self._url = agents.broker_url
+
+    # -- the Runner interface ------------------------------------------------------------------------------------
+    def submit(self, spec: AttemptSpec) -> asyncio.Task[AttemptOutcome]:
+        if spec.attempt_id in self._running:
+            raise ValueError(f"attempt {spec.attempt_id} is already running")
+        if not self.free():
+            raise RunnerFull(f"{self.max_parallel} attempts are running already")
+        status = RunningAttempt(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
+                                attempt=spec.input.attempt, started_at=datetime.now(timezone.utc))
+        entry = _InFlight(status, task_id(spec.attempt_id))
+        self._running[spec.attempt_id] = entry
+        entry.task = asyncio.get_running_loop().create_task(self._run(spec, entry), name=f"attempt {spec.attempt_id}")
+        return entry.task
+
+    async def cancel(self, attempt_id: str) -> bool:
+        """Revoke the attempt (a running one is terminated on its worker); its outcome is "cancelled"."""
+        entry = self._running.get(attempt_id)
+        if entry is None or entry.task is None:
+            return False
+        entry.stop.set()
+        try:
+            await asyncio.to_thread(self._revoke, entry.task_id)
+        except Exception as exc:  # the broker is down: the worker cannot be told; the outcome is ignored later
+            log.warning("attempt %s could not be revoked: %s", attempt_id, exc)
+        await asyncio.wait([entry.task])
+        return True
+
+    async def cancel_project(self, project: str) -> int:
+        ids = [a.attempt_id for a in self.running(project)]
+        await asyncio.gather(*(self.cancel(i) for i in ids))
+        return len(ids)
+
+    def running(self, project: str | None = None) -> list[RunningAttempt]:
+        return [e.status for e in self._running.values() if project in (None, e.status.project)]
+
+    def running_count(self, project: str | None = None) -> int:
+        return len(self.running(project))
+
+    def free(self) -> int:
+        return max(self.max_parallel - len(self._running), 0)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.cancel(i) for i in list(self._running)))
+
+    async def check(self) -> None:
+        """Raise AgentQueueUnreachable unless the broker answers (a short try, in a worker thread)."""
+        try:
+            await asyncio.to_thread(self._connect_and, lambda conn: None)
+        except Exception as exc:
+            raise AgentQueueUnreachable(self._url, _why(exc)) from None
+
+    # -- one attempt ---------------------------------------------------------------------------------------------
+    async def _run(self, spec: AttemptSpec, entry: _InFlight) -> AttemptOutcome:
+        try:
+            await asyncio.to_thread(_free_branch, spec)
+            sent = await self._until(entry, lambda: self._send(spec, entry.task_id), "sending")
+            outcome = await self._watch(spec, entry) if sent else None
+        except Exception as exc:  # ours, never the agent's: reported as an outcome
+            log.exception("attempt %s: the Celery runner failed", spec.attempt_id)
+            outcome = _outcome(spec, Outcome.crashed, f"the agent queue failed: {_why(exc)}")
+        finally:
+            self._running.pop(spec.attempt_id, None)
+        if outcome is None or entry.stop.is_set():
+            outcome = _outcome(spec, Outcome.cancelled, "stopped by the orchestrator")
+        if self.on_outcome is not None:
+            try:
+                result = self.on_outcome(outcome)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("applying the outcome of attempt %s failed", spec.attempt_id)
+        return outcome
+
+    async def _until(self, entry: _InFlight, call: Callable, what: str):
+        """`call` in a worker thread until it works, every RETRY_S while the broker is down; None once stopped."""
+        warned = False
+        while not entry.stop.is_set():
+            try:
+                return await asyncio.to_thread(call)
+            except UNREACHABLE as exc:
+                if not warned:
+                    log.warning("attempt %s: %s waits for the agent queue: %s", entry.status.attempt_id, what,
+                                AgentQueueUnreachable(self._url, _why(exc)).message)
+                    warned = True
+            try:
+                await asyncio.wait_for(entry.stop.wait(), RETRY_S)
+            except asyncio.TimeoutError:
+                pass
+        return None
+
+    def _send(self, spec: AttemptSpec, ident: str) -> bool:
+        soft, hard = time_limits(spec.timeout_s)
+        override = self.agents.projects.get(spec.project)
+        repo_url = override.repo_url if override and override.repo_url else str(spec.repo)
+
+        def send(conn) -> None:
+            self.app.AsyncResult(ident).forget()  # a result left by an earlier run of this ID is not this one's
+            self.app.send_task(TASK, args=[spec.model_dump(mode="json"), repo_url], task_id=ident,
+                               queue=self.agents.queue, soft_time_limit=soft, time_limit=hard, connection=conn,
+                               retry=False)
+        self._connect_and(send)
+        return True
+
+    async def _watch(self, spec: AttemptSpec, entry: _InFlight) -> AttemptOutcome | None:
+        while True:
+            meta = await self._until(entry, lambda: self.app.backend.get_task_meta(entry.task_id), "watching")
+            if meta is None:
+                return None  # stopped
+            state, result = meta.get("status"), meta.get("result")
+            if state == "SUCCESS":
+                return AttemptOutcome.model_validate(result)
+            if state == "FAILURE":
+                kind = Outcome.timeout if "TimeLimitExceeded" in type(result).__name__ else Outcome.crashed
+                return _outcome(spec, kind, f"the worker failed: {_why(result)}")
+            if state == "REVOKED":
+                return None
+            if state == RUNNING and isinstance(result, dict) and result.get("phase") != entry.status.phase:
+                entry.status.phase = str(result.get("phase"))
+                if self.on_phase is not None:
+                    try:
+                        self.on_phase(entry.status)
+                    except Exception:
+                        log.exception("the phase listener failed on attempt %s", spec.attempt_id)
+            try:
+                await asyncio.wait_for(entry.stop.wait(), POLL_S)
+                return None
+            except asyncio.TimeoutError:
+                pass
+
+    def _revoke(self, ident: str) -> None:
+        self._connect_and(lambda conn: self.app.control.revoke(ident, terminate=True, signal="SIGTERM",
+                                                               connection=conn))
+
+    def _connect_and(self, fn: Callable):
+        """fn(connection) on a connection made with one short try: never kombu's endless retry."""
+        with self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=5)
+            return fn(conn)
+
+
+def _free_branch(spec: AttemptSpec) -> None:
+    """The worker pushes the story's branch back into the project's repository, which git refuses while a
+    worktree has it checked out: the bot keeps no worktree of a story that runs elsewhere (the branch stays)."""
+    env = bot_env(spec.author_name, spec.author_email)
+    run_git(spec.repo, "worktree", "remove", "--force", "--force", str(spec.workdir), env=env, check=False)
+    run_git(spec.repo, "worktree", "prune", env=env, check=False)
+
+
+def _outcome(spec: AttemptSpec, kind: Outcome, summary: str) -> AttemptOutcome:
+    return AttemptOutcome(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
+                          attempt=spec.input.attempt, outcome=kind, summary=summary, branch=spec.branch)
+
+
+def _why(exc: object) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
