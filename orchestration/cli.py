@@ -601,15 +601,16 @@ def _state_view(r: StateView) -> list[str]:
 
 
 def _render_health(r: Health) -> list[str]:
+    agents = [f"Agents: {r.runner}"] if r.runner else []
     if not r.projects:
-        return ["No project is registered."]
+        return ["No project is registered.", *agents]
     lines = []
     for p in r.projects:
         state = p.state.value if p.state else "?"
         pending = f", {p.pending_commit_lines} change(s) waiting to be committed" if p.pending_commit_lines else ""
         lines.append(f"{'OK  ' if p.ok else 'FAIL'} {p.name} ({state}) {p.path}{pending}")
         lines += [f"     - {problem}" for problem in p.problems]
-    return lines
+    return lines + agents
 
 
 def _queue_view(r: QueueView) -> list[str]:

@@ -131,3 +131,4 @@ class ProjectHealth(BaseModel):
 class Health(BaseModel):
     ok: bool
     projects: list[ProjectHealth]
+    runner: str = ""  # where agent attempts run and how that is now (local: running/limit; celery: broker, workers)

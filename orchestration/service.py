@@ -673,7 +673,7 @@ class Orchestrator(TicketCommands):
     async def health(self, guild_id: int | None = None) -> Health:
         """Every project's health, or (`guild_id`) that of the projects of that Discord server."""
         reports = [await asyncio.to_thread(self._project_health, e) for e in await self.project_entries(guild_id)]
-        return Health(ok=all(r.ok for r in reports), projects=reports)
+        return Health(ok=all(r.ok for r in reports), projects=reports, runner=await self.agents.runner.status())
 
     def _project_health(self, entry: ProjectEntry) -> ProjectHealth:
         problems: list[str] = []

@@ -35,6 +35,7 @@ TASK = "orch.run_attempt"
 GIT_SLACK_S = 120  # clone, fetch and push around an attempt, on the worker
 POLL_S = 0.5  # how often the result of a running attempt is looked at
 RETRY_S = 2.0  # between tries while the broker is down
+STATUS_TIMEOUT_S = 1.0  # how long health waits for the workers' answers
 RUNNING = "RUNNING"  # the task state a worker reports with {"phase": ...}
 UNREACHABLE = (OSError, OperationalError, RedisConnectionError, RedisTimeout)  # the broker or backend is down
 
@@ -135,6 +136,20 @@ class CeleryRunner:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.cancel(i) for i in list(self._running)))
+
+    async def status(self) -> str:
+        """The broker, the workers online with their queues and running attempts (asked at once, with a short
+        time-out, in worker threads), and the places in use here."""
+        ask = lambda what: asyncio.to_thread(self._connect_and, lambda conn: getattr(  # noqa: E731
+            self.app.control.inspect(timeout=STATUS_TIMEOUT_S, connection=conn), what)() or {})
+        try:
+            queues, active = await asyncio.gather(ask("active_queues"), ask("active"))
+        except Exception as exc:
+            return f"celery: {AgentQueueUnreachable(self._url, _why(exc)).message}"
+        online = "; ".join(f"{name} [{', '.join(q['name'] for q in queues.get(name, []))}] running "
+                           f"{len(active.get(name, []))}" for name in sorted({*queues, *active}))
+        return (f"celery at {without_password(self._url)}: {len({*queues, *active})} worker(s) online"
+                f"{': ' if online else ''}{online}; {len(self._running)}/{self.max_parallel} attempts in flight")
 
     async def check(self) -> None:
         """Raise AgentQueueUnreachable unless the broker answers (a short try, in a worker thread)."""

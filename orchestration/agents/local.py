@@ -86,6 +86,9 @@ class LocalRunner:
     def free(self) -> int:
         return max(self.max_parallel - len(self._running), 0)
 
+    async def status(self) -> str:
+        return f"local: {len(self._running)}/{self.max_parallel} attempts running"
+
     async def check(self) -> None:
         """Nothing to reach: local attempts can always start."""
 

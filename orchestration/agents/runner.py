@@ -130,6 +130,9 @@ class Runner(Protocol):
     def free(self) -> int:
         """How many more attempts may start now."""
 
+    async def status(self) -> str:
+        """One line for health: where attempts run and how that is now."""
+
     async def check(self) -> None:
         """Raise an OrchError saying why attempts could not start now (a Celery broker that is down)."""
 

@@ -176,11 +176,23 @@ async def wait_for(check, timeout_s: float = 15, what: str = "it") -> None:
         await asyncio.sleep(0.05)
 
 
+async def runner_health(o: Orchestrator, expected: str) -> str:
+    """Health's runner line once it holds `expected` (a worker's answer may come after health's short wait)."""
+    for _ in range(5):
+        health = (await o.health()).runner
+        if expected in health:
+            break
+    assert expected in health
+    return health
+
+
 async def test_a_sprint_of_six_stories_runs_on_two_workers_each_outcome_applied_once(make_orch, make_repo, workers,
                                                                                       worker_pool):
     o = make_orch("done", max_parallel=4, max_parallel_per_project=4)
     repo = make_repo("celery-six")
     name = await sprint_of(o, repo, [f"Story {i}" for i in range(1, 7)])
+    health = await runner_health(o, f"celery at {o.config.agents.broker_url}: 2 worker(s) online")
+    assert all(f"{w}@" in health for w in WORKERS) and "[agents-test] running 0" in health
     await o.agents.start()
     await o.agents.until_idle()
     await o.flush()
@@ -229,6 +241,8 @@ async def test_pause_revokes_the_running_attempt_and_leaves_no_agent_process(mak
     await wait_for(lambda: agents_with(token), what="the agent's start")
     await wait_for(lambda: o.agents.running(name) and o.agents.running(name)[0].phase == "agent",
                    what="the phase reported by the worker")
+    health = await runner_health(o, "[agents-test] running 1")
+    assert "1/2 attempts in flight" in health
 
     await o.pause_sprint(name, by="alice")
     assert not o.agents.running(name)
@@ -254,6 +268,7 @@ async def test_a_broker_that_is_down_is_a_clear_answer_and_the_sprint_goes_on_on
         assert (await o.state(name)).state.value == "SPRINT_PLANNED"  # nothing changed
         await o.add_story(name, "E-1", "Receipt", by="ada")  # what needs no agent keeps working
         assert len((await o.view_backlog(name)).stories) == 2
+        assert "celery: The agent queue is unreachable at redis://127.0.0.1" in (await o.health()).runner
     finally:
         redis_server.start()
     await o.start_sprint(name, by="ada")

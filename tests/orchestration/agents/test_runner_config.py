@@ -18,10 +18,13 @@ def write(tmp_path, text: str):
     return path
 
 
-def test_the_default_runner_is_local_and_needs_no_broker(tmp_path):
+async def test_the_default_runner_is_local_and_needs_no_broker(tmp_path):
     config = load_config(write(tmp_path, '[agents]\ncommand = ["x"]\n'), env={})
     assert config.agents.runner == "local"
-    assert isinstance(make_runner(config, lambda o: None, lambda s: None), LocalRunner)
+    runner = make_runner(config, lambda o: None, lambda s: None)
+    assert isinstance(runner, LocalRunner)
+    await runner.check()  # nothing to reach
+    assert await runner.status() == "local: 0/2 attempts running"
 
 
 def test_celery_settings_from_the_file_and_the_environment(tmp_path):
