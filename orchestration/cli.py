@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "run the agents in the foreground, without Discord (the bot runs them itself; not both at once)")
     p.add_argument("--until-idle", action="store_true",
                    help="return once no story is left for an agent (default: run until Ctrl-C or SIGTERM)")
-    _add_worker_command(commands, common)
+    _add_worker_command(commands)
     return parser
 
 
@@ -827,9 +827,12 @@ def _user_name() -> str:
 
 # -- orch worker: a Celery worker for agent attempts (runner = "celery"), not an Orchestrator command ----------
 
-def _add_worker_command(commands: Any, common: argparse.ArgumentParser) -> None:
+def _add_worker_command(commands: Any) -> None:
     about = "run agent attempts sent by the bot through the Celery broker (until stopped)"
-    p = commands.add_parser("worker", help=about, description=about, parents=[common])
+    p = commands.add_parser("worker", help=about, description=about)
+    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                   help="config file (default: $ORCH_CONFIG, else ./config.toml)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at DEBUG level")
     p.add_argument("--concurrency", metavar="N", type=int, help="attempts at once (default: the CPU count)")
     p.add_argument("--queues", metavar="Q1,Q2", action="append", default=[],
                    help="the queues to take attempts from (default: [agents] queue)")
