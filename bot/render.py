@@ -532,6 +532,8 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
         lines.append(f"Bot up {duration(metrics.uptime_s)} · gateway latency {millis(gateway_latency_s * 1000)}")
         lines.append(f"{metrics.total} commands since start · {metrics.errors} errors · {metrics.refused} refused")
         embed.add_field(name="Commands (most used)", value=_command_lines(metrics), inline=False)
+    if result.runner and show_paths:  # where agents run (a broker's host, say) is for admins, like paths
+        lines.append(f"Agents: {one_line(result.runner, 300)}")
     if not result.projects:
         lines.append("No project is registered yet.")
     embed.description = "\n".join(lines) or None
