@@ -88,19 +88,21 @@ class AgentOverrides(_Section):
     max_parallel is left out on purpose: it is the limit across all projects."""
     command: list[str] | None = None
     test_command: list[str] | None = None
+    planner_command: list[str] | None = None
     max_parallel_per_project: int | None = Field(None, ge=1, le=64)
     timeout_s: int | None = Field(None, ge=1, le=7 * 86_400)
     max_attempts: int | None = Field(None, ge=1, le=100)
     env: list[str] | None = None
     repo_url: str | None = None  # where Celery workers clone it from (default: the repository's path); not in for_project
 
-    _check_argv = field_validator("command", "test_command")(_argv)
+    _check_argv = field_validator("command", "test_command", "planner_command")(_argv)
     _check_env = field_validator("env")(_env_names)
 
 
 class AgentSettings(_Section):
     command: list[str] = Field(default_factory=list)  # empty: no agent, people move stories by hand
     test_command: list[str] = Field(default_factory=list)  # empty: the agent's "done" is taken as it is
+    planner_command: list[str] = Field(default_factory=list)  # the "plan" agent; empty: `command`
     max_parallel: int = Field(2, ge=1, le=64)
     max_parallel_per_project: int = Field(2, ge=1, le=64)
     timeout_s: int = Field(1800, ge=1, le=7 * 86_400)
@@ -114,7 +116,7 @@ class AgentSettings(_Section):
     queue: str = Field("orch-agents", min_length=1)
     visibility_timeout_s: int | None = Field(None, ge=1)  # unset: above the longest attempt's time limit
 
-    _check_argv = field_validator("command", "test_command")(_argv)
+    _check_argv = field_validator("command", "test_command", "planner_command")(_argv)
     _check_env = field_validator("env")(_env_names)
 
     @model_validator(mode="after")
@@ -161,6 +163,7 @@ _LIST_KEYS = {
     "allowed_roots": lambda raw: [p for p in raw.split(os.pathsep) if p],
     "command": shlex.split,  # ORCH_COMMAND="python agents/reference_agent.py"
     "test_command": shlex.split,
+    "planner_command": shlex.split,
     "env": lambda raw: raw.replace(",", " ").split(),
 }
 _NO_ENV_OVERRIDE = {"projects"}  # a table, set in the file only
@@ -225,9 +228,12 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     o.allowed_roots = [(base / r.expanduser()).resolve() for r in o.allowed_roots]
     a = config.agents
     a.command = _paths_from(base, a.command)
+    a.planner_command = _paths_from(base, a.planner_command)
     for override in a.projects.values():
         if override.command:
             override.command = _paths_from(base, override.command)
+        if override.planner_command:
+            override.planner_command = _paths_from(base, override.planner_command)
     return config
 
 

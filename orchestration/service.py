@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from . import consistency, state_machine as sm
 from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
-from .agents import sprint_work
+from .agents import planning, sprint_work
+from .agents.planning import Planner, PlanView
 from .agents.records import StoryRuns, runs_path
 from .agents.runner import attempt_log_path
 from .agents.scheduler import AgentScheduler
@@ -72,6 +73,7 @@ class Orchestrator(TicketCommands):
         self._projects_lock = threading.Lock()  # project() runs in worker threads
         self._registry_lock = asyncio.Lock()
         self.agents = AgentScheduler(self)  # runs stories once started: `await orchestrator.agents.start()`
+        self.planner = Planner(self)  # runs the planners this process started (and, with the agents, the rest)
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         """Be told of events (commits stuck or resumed, ...): see orchestration/events.py."""
@@ -100,6 +102,7 @@ class Orchestrator(TicketCommands):
 
     async def close(self) -> None:
         await self.agents.close()
+        await self.planner.close()
         await self.git.close()
         with self._projects_lock:
             for project in self._projects.values():
@@ -480,6 +483,48 @@ class Orchestrator(TicketCommands):
                                 cascade=c.cascade)
 
         return await self._change(project, "update_story", by, work)
+
+    # -- planning an epic (agents/planning.py holds the rules) ----------------------------------------------
+    async def plan_epic(self, project: str, epic: str, feedback: str = "", by: str = "unknown", *,
+                        run: bool = True) -> PlanView:
+        """Ask the planner for a plan of the epic (a new version). With `run`, this process runs it now (the
+        result comes as a "plan" event, or `wait_plan`); else the process that runs the agents takes it."""
+        return await self._plan(project, "plan_epic", by, lambda c: planning.request(c, epic, feedback), run)
+
+    async def request_plan_changes(self, project: str, epic: str | None, feedback: str, by: str = "unknown", *,
+                                   run: bool = True) -> PlanView:
+        """Plan again with the feedback and the previous plan (epic None: the latest proposed plan); the old
+        proposals are superseded."""
+        return await self._plan(project, "plan_changes", by,
+                                lambda c: planning.request(c, epic, feedback, changes=True), run)
+
+    async def _plan(self, project: str, command: str, by: str, work: Callable[[Change], PlanView],
+                    run: bool) -> PlanView:
+        if not self.planner.command(project):
+            raise OrchError(f"No planner is configured for {project}.",
+                            "Set [agents] planner_command (or command) in the config.")
+        view = await self._change(project, command, by, work)
+        if run:
+            await self.planner.launch(project, view.epic)
+        return view
+
+    async def wait_plan(self, project: str, epic: str) -> PlanView:
+        """The epic's plan once this process's run of it (if any) has ended."""
+        if (task := self.planner.task(project, epic)) is not None:
+            await asyncio.wait([task])
+        return await self.plan_view(project, epic)
+
+    async def plan_view(self, project: str, epic: str | None = None) -> PlanView:
+        """An epic's latest plan (None: the latest plan waiting for a decision)."""
+        return await self._read(project, lambda c: planning.view(c, epic))
+
+    async def approve_plan(self, project: str, epic: str | None, items: str | list[str] = planning.ALL,
+                           by: str = "unknown") -> PlanView:
+        """Turn the chosen proposals (`all`, or keys like P-1) into stories in one change; the rest are rejected."""
+        return await self._change(project, "approve_plan", by, lambda c: planning.approve(c, epic, items))
+
+    async def reject_plan(self, project: str, epic: str | None, by: str = "unknown") -> PlanView:
+        return await self._change(project, "reject_plan", by, lambda c: planning.reject(c, epic))
 
     # -- sprints -------------------------------------------------------------------------------------------
     async def plan_sprint(self, project: str, stories: list[str] | None = None, goal: str = "",

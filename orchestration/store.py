@@ -88,8 +88,9 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def dump(obj: VersionedFile) -> bytes:
-    return (obj.model_dump_json(indent=2) + "\n").encode()
+def dump(obj: VersionedFile | str) -> bytes:
+    """A model as indented JSON; a text (a plan's markdown) as it is."""
+    return obj.encode() if isinstance(obj, str) else (obj.model_dump_json(indent=2) + "\n").encode()
 
 
 def load_json(raw: bytes | str) -> Any:
@@ -290,7 +291,7 @@ class ProjectStore:
         except ValueError as exc:  # ValidationError is a ValueError
             raise StateCorrupt(shown, None, _describe(exc), _recovery_hint(shown)) from None
 
-    def save_many(self, files: dict[str, VersionedFile]) -> str | None:
+    def save_many(self, files: dict[str, VersionedFile | str]) -> str | None:
         """Write one command's files so that they change together (the caller holds the lock).
 
         Every file goes to a fsynced temp file first. With more than one file, a journal naming the temp files

@@ -12,7 +12,7 @@ from enum import Enum
 
 from pydantic import Field, field_validator
 
-from .models import STORY_ID, TEXT_MAX, Line, Model, Text, Story, StoryStatus, VersionedFile, utcnow
+from .models import EPIC_ID, STORY_ID, TEXT_MAX, Line, Model, Text, Story, StoryStatus, VersionedFile, utcnow
 from .results import Cascade, Result
 from .scoring import Score
 
@@ -44,6 +44,7 @@ class Ticket(Model):
     story: str | None = Field(None, pattern=STORY_ID.pattern)
     # The story's status when the ticket took it; it returns to it when the ticket resolves (todo or in_progress).
     story_was: StoryStatus | None = None
+    epic: str | None = Field(None, pattern=EPIC_ID.pattern)  # the epic whose planning asked it (no story then)
     status: TicketStatus = TicketStatus.open
     thread_id: int | None = None
     replies: list[Reply] = Field(default_factory=list)

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping
 
 from ..config import BOT_SECRETS, SECRET_NAME
 from ..store import STATE_DIR
-from .protocol import CodeInput
+from .protocol import CodeInput, PlanInput
 from .worktree import run_git
 
 BASE_ENV = ("PATH", "HOME", "LANG")
@@ -38,7 +38,10 @@ MASK = "***"
 
 
 # -- environment -----------------------------------------------------------------------------------------------
-def task_vars(task: CodeInput) -> dict[str, str]:
+def task_vars(task: CodeInput | PlanInput) -> dict[str, str]:
+    if isinstance(task, PlanInput):
+        return {"ORCH_PROJECT": task.project, "ORCH_EPIC": task.epic.id, "ORCH_WORKDIR": task.workdir,
+                "ORCH_ROLE": task.role}
     return {"ORCH_PROJECT": task.project, "ORCH_SPRINT": task.sprint, "ORCH_STORY": task.story.id,
             "ORCH_ATTEMPT": str(task.attempt), "ORCH_WORKDIR": task.workdir, "ORCH_BRANCH": task.branch,
             "ORCH_ROLE": task.role}
@@ -161,6 +164,28 @@ def check_attempt(repo: Path, before: Snapshot, *, workdir: Path, branch: str, b
         return f"files in the project's working tree changed ({_names(_paths(before.tree, after.tree))})"
     if before.admin != after.admin:
         return "the repository's git config or hooks changed"
+    return None
+
+
+def check_read_only(repo: Path, before: Snapshot, *, workdir: Path, head: str, env: dict[str, str]) -> str | None:
+    """After a run in a read-only worktree (a plan): the first change it made, as a reason, or None. A moved ref
+    is put back, as after a story's attempt."""
+    if changed := run_git(workdir, "status", "--porcelain", "--untracked-files=all", env=env).stdout.splitlines():
+        return f"it changed files in its read-only checkout ({_names([line[3:] for line in changed])})"
+    if (now := run_git(workdir, "rev-parse", "HEAD", env=env).stdout.strip()) != head:
+        return f"it committed in its read-only checkout ({_short(head)} -> {_short(now)})"
+    after = snapshot(repo, env)
+    for ref in sorted(before.refs.keys() | after.refs.keys()):
+        old, now = before.refs.get(ref), after.refs.get(ref)
+        if old == now or ref.startswith("refs/heads/orch/"):  # the agents' own branches move meanwhile
+            continue
+        # A ref moved forward by commits of .orch-state/ alone is the orchestrator (or a person) at work.
+        forward = old and now and run_git(repo, "merge-base", "--is-ancestor", old, now, env=env,
+                                          check=False).returncode == 0
+        if not forward or run_git(repo, "diff", "--name-only", old, now, "--", ".", f":!{STATE_DIR}", env=env).stdout:
+            return f"it moved {_short(ref)} ({_put_back(repo, ref, old, now, env)})"
+    if (before.head, before.index, before.tree, before.admin) != (after.head, after.index, after.tree, after.admin):
+        return "it changed the project's checkout, index, working tree, git config or hooks"
     return None
 
 

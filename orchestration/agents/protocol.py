@@ -4,10 +4,9 @@ The orchestrator starts the agent command in the story's worktree, writes one `C
 stdin and closes it. The agent's stdout ends with one line holding a `Reply`; earlier lines are its log.
 `parse_reply(stdout)` returns that reply or raises `NotProtocol` with the reason a person reads.
 
-Roles: only "code" exists now. The "plan" and "clarity" roles (issue 9) get input models of their own, each
-with its `role` literal, and what reads an input takes their union discriminated by `role`
-(`Annotated[CodeInput | PlanInput | ClarityInput, Field(discriminator="role")]`); the reply stays one model
-(a new role may add optional fields). docs/agents.md documents all of this with a complete example.
+Roles: "code" (CodeInput: do a story) and "plan" (PlanInput: break an epic into proposed stories, answered
+with `plan` and `stories`); each input model has its `role` literal. The reply stays one model (a role adds
+optional fields). docs/agents.md documents all of this with a complete example.
 """
 from __future__ import annotations
 
@@ -80,6 +79,48 @@ class CodeInput(_In):
         return (self.model_dump_json() + "\n").encode()
 
 
+class EpicBrief(_In):
+    id: str
+    title: str
+    description: str = ""
+
+
+class BacklogItem(_In):
+    id: str
+    title: str
+    status: str
+
+
+class PlanInput(_In):
+    """What a "plan" agent reads on stdin: break `epic` into stories, in a read-only checkout (`workdir`)."""
+    protocol: Literal[1] = PROTOCOL_VERSION
+    role: Literal["plan"] = "plan"
+    project: str
+    epic: EpicBrief
+    workdir: str = ""
+    feedback: str = ""  # what people asked to change (request changes), or empty
+    previous_plan: str = ""  # the plan they asked to change, markdown
+    context: Context = Field(default_factory=Context)
+    backlog: list[BacklogItem] = Field(default_factory=list)
+    answers: list[Answer] = Field(default_factory=list)  # its earlier questions, answered through tickets
+
+    def to_stdin(self) -> bytes:
+        return (self.model_dump_json() + "\n").encode()
+
+
+class ProposedStory(BaseModel):
+    """One story of a plan's reply. `key` names it within the plan (P-1); `depends_on` names other keys."""
+    model_config = ConfigDict(extra="ignore")
+    key: str = Field(pattern=r"^P-[0-9]{1,4}$")
+    title: str = Field(min_length=1)
+    description: str = ""
+    criteria: list[str] = Field(default_factory=list)
+    points: int | None = Field(None, ge=0, le=100)
+    priority: Literal["critical", "high", "medium", "low"] = "medium"
+    phase: str = ""
+    depends_on: list[str] = Field(default_factory=list)
+
+
 class Reply(BaseModel):
     """The last line of an agent's stdout. Unknown keys are ignored, so an agent may add its own (cost, ...)."""
     model_config = ConfigDict(extra="ignore")
@@ -88,6 +129,8 @@ class Reply(BaseModel):
     question: str = ""
     options: list[str] = Field(default_factory=list)
     tests_added: list[str] = Field(default_factory=list)
+    plan: str = ""  # role "plan": the plan as markdown
+    stories: list[ProposedStory] = Field(default_factory=list)  # role "plan": the proposed stories
 
     @model_validator(mode="after")
     def _a_question_asks_something(self) -> Reply:

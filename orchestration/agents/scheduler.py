@@ -100,6 +100,10 @@ class AgentScheduler:
         for entry in await self.orch.project_entries():
             if self._settings(entry.name).enabled:
                 await self._recover(entry.name, entry.path)
+            try:
+                await self.orch.planner.recover(entry.name)
+            except Exception as exc:  # its plans will say so again when they run
+                log.warning("project=%s plans could not recover: %s", entry.name, exc)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="agent loop")
 
     async def close(self) -> None:
@@ -151,6 +155,7 @@ class AgentScheduler:
                 pass
 
     async def _round(self) -> None:
+        await self.orch.planner.round()  # plans requested elsewhere, or whose question was answered
         ready: dict[str, list[str]] = {}
         for entry in await self.orch.project_entries():
             name = entry.name

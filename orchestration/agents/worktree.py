@@ -186,6 +186,20 @@ class Worktrees:
             finally:
                 self._discard(path)
 
+    # -- plans -----------------------------------------------------------------------------------------------
+    def prepare_plan(self, epic_id: str) -> tuple[Path, str]:
+        """A detached, read-only checkout of what the user has checked out (HEAD), for a planner of the epic;
+        returns (path, commit). Nothing of it is ever committed or merged: `remove_plan` drops it."""
+        path = self.root / f".plan-{epic_id}"
+        self._discard(path)
+        self.root.mkdir(parents=True, exist_ok=True)
+        head = self.tip("HEAD")
+        self.git("worktree", "add", "--quiet", "--detach", str(path), head)
+        return path, head
+
+    def remove_plan(self, epic_id: str) -> None:
+        self._discard(self.root / f".plan-{epic_id}")
+
     # -- clean-up --------------------------------------------------------------------------------------------
     def prune(self, keep: Collection[str] | None = None) -> list[str]:
         """At start: forget worktrees whose folder is gone (`git worktree prune`), remove folders under our
