@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from pydantic import BaseModel
 
+from .agents.planning import PlanView
 from .agents.records import AttemptRecord
 from .agents.scheduler import STORY_RUN, StoryProgress
 from .config import load_config
@@ -73,6 +74,30 @@ async def _project_unregister(o: Orchestrator, a: argparse.Namespace) -> Unregis
 
 async def _epic(o: Orchestrator, a: argparse.Namespace) -> EpicCreated:
     return await o.create_epic(project_of(o, a), a.title, a.description, by=a.by)
+
+
+async def _plan_start(o: Orchestrator, a: argparse.Namespace) -> PlanView:
+    name = project_of(o, a)
+    view = await o.plan_epic(name, a.epic, by=a.by, run=a.wait)
+    return await o.wait_plan(name, view.epic) if a.wait else view
+
+
+async def _plan_changes(o: Orchestrator, a: argparse.Namespace) -> PlanView:
+    name = project_of(o, a)
+    view = await o.request_plan_changes(name, a.epic, a.feedback, by=a.by, run=a.wait)
+    return await o.wait_plan(name, view.epic) if a.wait else view
+
+
+async def _plan_show(o: Orchestrator, a: argparse.Namespace) -> PlanView:
+    return await o.plan_view(project_of(o, a), a.epic)
+
+
+async def _plan_approve(o: Orchestrator, a: argparse.Namespace) -> PlanView:
+    return await o.approve_plan(project_of(o, a), a.epic, id_list(*a.items) or "all", by=a.by)
+
+
+async def _plan_reject(o: Orchestrator, a: argparse.Namespace) -> PlanView:
+    return await o.reject_plan(project_of(o, a), a.epic, by=a.by)
 
 
 async def _backlog_view(o: Orchestrator, a: argparse.Namespace) -> BacklogPage:
@@ -273,6 +298,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("title", metavar="TITLE")
     p.add_argument("--description", "-d", default="")
 
+    plan = commands.add_parser("plan", help="plan an epic with the planning agent, then approve its stories")
+    plan_cmds = plan.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
+    wait = argparse.ArgumentParser(add_help=False)
+    wait.add_argument("--wait", action="store_true",
+                      help="run the planner here and print its proposals (default: the process that runs the "
+                           "agents, the bot or `orch run`, takes the request)")
+    p = command(plan_cmds, "start", _plan_start, "ask the planner to break an epic into proposed stories", scoped,
+                wait)
+    p.add_argument("epic", metavar="E-N")
+    p = command(plan_cmds, "show", _plan_show, "an epic's latest plan and its proposals", scoped)
+    p.add_argument("epic", metavar="E-N", nargs="?", help="default: the latest plan waiting for a decision")
+    p = command(plan_cmds, "approve", _plan_approve, "turn proposals into stories (the rest are rejected)", scoped)
+    p.add_argument("epic", metavar="E-N")
+    p.add_argument("items", metavar="P-1,P-3|all", nargs="*", help="the proposals to approve (default: all)")
+    p = command(plan_cmds, "reject", _plan_reject, "reject every proposal of an epic's plan", scoped)
+    p.add_argument("epic", metavar="E-N")
+    p = command(plan_cmds, "request-changes", _plan_changes, "plan again with feedback (the old proposals are "
+                "superseded)", scoped, wait, aliases=["request_changes"])
+    p.add_argument("epic", metavar="E-N")
+    p.add_argument("feedback", metavar="TEXT", help="what the planner should change")
+
     backlog = command(commands, "backlog", _backlog_view, "view and shape the backlog (default: view)", scoped, view)
     backlog_cmds = backlog.add_subparsers(dest="backlog_command", metavar="ACTION")
     command(backlog_cmds, "view", _backlog_view, "list the stories, by priority", scoped, view)
@@ -434,6 +480,34 @@ def _unregistered(r: Unregistered) -> list[str]:
 
 def _epic_created(r: EpicCreated) -> list[str]:
     return [f'Created epic {r.epic.id} "{r.epic.title}" in {r.project}.']
+
+
+def _plan_view(r: PlanView) -> list[str]:
+    v = r.plan
+    lines = [f'Plan of {r.epic} "{r.epic_title}", version {v.version}: {v.status.value}.']
+    if r.action == "requested" and v.status.value == "requested":
+        lines.append(f"The planner runs when the process that runs the agents takes it; `orch plan show {r.epic}` "
+                     "shows it then (or ask with --wait).")
+    if v.status.value == "waiting":
+        lines.append(f"The planner asked a question: {', '.join(v.tickets)} (`orch ticket show`); planning goes on "
+                     "once it is answered.")
+    if v.summary:
+        lines.append(f"Failed: {v.summary}")
+    if v.plan:
+        lines += ["", v.plan.strip(), ""]
+    for p in v.proposals:
+        deps = f", after {', '.join(p.depends_on)}" if p.depends_on else ""
+        became = f" -> {p.story}" if p.story else ""
+        lines.append(f"  {p.key} [{p.status.value}{became}] {p.title} ({p.priority.value}, "
+                     f"{p.points if p.points is not None else '?'} points{deps}){' · ' + p.phase if p.phase else ''}")
+    if r.created:
+        lines.append("Stories: " + ", ".join(f"{k} -> {s}" for k, s in r.created.items()) + ".")
+    if r.dropped:
+        lines.append("Dependencies dropped (on proposals not approved): " + ", ".join(r.dropped) + ".")
+    if v.status.value == "proposed":
+        lines.append(f"Decide: orch plan approve {r.epic} [P-1,P-2|all], orch plan reject {r.epic}, or "
+                     f'orch plan request-changes {r.epic} "..."')
+    return lines
 
 
 def _story_changed(r: StoryChanged) -> list[str]:
@@ -735,7 +809,7 @@ _RENDERERS: list[tuple[type, Callable[[Any], list[str]]]] = [
     (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintView, _sprint), (StateView, _state_view),
     (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
     (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list), (StoryLog, _story_log_view),
-    (RunReport, _run_report),
+    (RunReport, _run_report), (PlanView, _plan_view),
 ]
 
 

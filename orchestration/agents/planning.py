@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import InvalidInput, NotFound
 from ..gitlog import quote
-from ..inputs import known_ids, validated
+from ..inputs import id_list, known_ids, validated
 from ..results import Result
 from ..models import CRITERIA_MAX, CRITERION_MAX, TEXT_MAX, Line, Model, Priority, Story, Text, VersionedFile, next_number, utcnow
 from ..ticket_service import new_ticket, tickets_of
@@ -370,7 +370,8 @@ def approve(c: Change, epic_id: str | None, items: str | list[str]) -> PlanView:
     A dependency on a proposal not approved is dropped (and listed in the view)."""
     plan, version = _decidable(c, epic_id)
     keys = [p.key for p in version.proposals]
-    chosen = keys if items == ALL or items == [ALL] else [k.strip().upper() for k in items if k.strip()]
+    items = id_list(items) if isinstance(items, str) else items  # "P-1, P-3" or "all", as people type them
+    chosen = keys if [i.strip().lower() for i in items] == [ALL] else [k.strip().upper() for k in items if k.strip()]
     if not chosen:
         raise InvalidInput("items", "names no proposal.", f"Give `all` or keys such as {', '.join(keys[:3])}.")
     if unknown := [k for k in chosen if k not in keys]:

@@ -16,6 +16,7 @@ from tests.conftest import git
 FIXTURES = Path(__file__).parent / "fixtures"
 AGENT = [sys.executable, str(FIXTURES / "agent.py")]
 TESTS = [sys.executable, str(FIXTURES / "run_tests.py")]
+PLANNER = [sys.executable, str(FIXTURES / "planner.py")]
 TOKEN = "MTIzNDU2Nzg5.GhIjKl.super-secret-token-value"
 _ids = itertools.count(1)
 

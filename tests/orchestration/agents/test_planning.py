@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
@@ -12,9 +11,7 @@ from orchestration.config import Config
 from orchestration.errors import InvalidInput, OrchError
 from orchestration.service import Orchestrator
 from tests.conftest import git
-from tests.orchestration.agents.conftest import FIXTURES
-
-PLANNER = [sys.executable, str(FIXTURES / "planner.py")]
+from tests.orchestration.agents.conftest import PLANNER
 
 
 @pytest.fixture
