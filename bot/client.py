@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from orchestration.agents.planning import PLAN_READY
 from orchestration.agents.scheduler import STORY_RUN
 from orchestration.config import Config
 from orchestration.errors import Busy, OrchError
@@ -146,12 +147,24 @@ class OrchBot(commands.Bot):
 
     async def _post_event(self, event: Event) -> None:
         """Post an event in its project's channel (the channel of a project with none: nowhere, logged)."""
+        if event.kind == PLAN_READY:  # the proposals, with the buttons to decide on them
+            from .cogs.planning import post_plan
+            try:
+                await post_plan(self, event.detail)
+            except (OrchError, discord.HTTPException, LookupError) as exc:
+                log.warning("plan of %s in project=%s not posted: %s", event.detail.epic, event.project, exc)
+            return
         entry = await asyncio.to_thread(self.orchestrator.registry.get, event.project)
         try:
             channel = await self.project_channel(entry.channel_id if entry else None)
             await channel.send(embed=render.event_embed(event), allowed_mentions=render.NO_MENTIONS)
         except (discord.HTTPException, LookupError) as exc:
             log.warning("event %s of project=%s not posted: %s", event.kind, event.project, exc)
+
+    async def posts_done(self, timeout: float = 5.0) -> None:
+        """Wait (up to `timeout`) until the events told so far are posted."""
+        if self._posts:
+            await asyncio.wait(list(self._posts), timeout=timeout)
 
     async def project_channel(self, channel_id: int | None) -> discord.abc.Messageable:
         """A project's channel; LookupError if it has none (HTTPException if Discord says so)."""

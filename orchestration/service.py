@@ -505,7 +505,7 @@ class Orchestrator(TicketCommands):
                             "Set [agents] planner_command (or command) in the config.")
         view = await self._change(project, command, by, work)
         if run:
-            await self.planner.launch(project, view.epic)
+            self.planner.launch(project, view.epic)
         return view
 
     async def wait_plan(self, project: str, epic: str) -> PlanView:
@@ -519,12 +519,14 @@ class Orchestrator(TicketCommands):
         return await self._read(project, lambda c: planning.view(c, epic))
 
     async def approve_plan(self, project: str, epic: str | None, items: str | list[str] = planning.ALL,
-                           by: str = "unknown") -> PlanView:
-        """Turn the chosen proposals (`all`, or keys like P-1) into stories in one change; the rest are rejected."""
-        return await self._change(project, "approve_plan", by, lambda c: planning.approve(c, epic, items))
+                           by: str = "unknown", version: int | None = None) -> PlanView:
+        """Turn the chosen proposals (`all`, or keys like P-1) into stories in one change; the rest are rejected.
+        With `version` (a button of a posted plan), that version must still be the epic's latest."""
+        return await self._change(project, "approve_plan", by, lambda c: planning.approve(c, epic, items, version))
 
-    async def reject_plan(self, project: str, epic: str | None, by: str = "unknown") -> PlanView:
-        return await self._change(project, "reject_plan", by, lambda c: planning.reject(c, epic))
+    async def reject_plan(self, project: str, epic: str | None, by: str = "unknown",
+                          version: int | None = None) -> PlanView:
+        return await self._change(project, "reject_plan", by, lambda c: planning.reject(c, epic, version))
 
     # -- sprints -------------------------------------------------------------------------------------------
     async def plan_sprint(self, project: str, stories: list[str] | None = None, goal: str = "",

@@ -184,7 +184,7 @@ def _epic(c: Change, epic_id: str | None):
     waiting = [(p.current.requested_at, e) for e in b.epics
                if (p := plan_of(c, e.id)).current and p.current.status is PlanStatus.proposed]
     if not waiting:
-        raise NotFound("proposed plan", f"in {c.name}", "Plan an epic first (`epic plan`), or name the epic.")
+        raise NotFound("proposed plan", f"in {c.name}", "Plan an epic first (`plan`), or name the epic.")
     return max(waiting, key=lambda pair: pair[0])[1]
 
 
@@ -192,7 +192,7 @@ def view(c: Change, epic_id: str | None, action: str = "", **fields) -> PlanView
     epic = _epic(c, epic_id)
     plan = plan_of(c, epic.id)
     if plan.current is None:
-        raise NotFound("plan", f"for {epic.id}", f"`epic plan {epic.id}` asks the planner for one.")
+        raise NotFound("plan", f"for {epic.id}", f"`plan {epic.id}` asks the planner for one.")
     return PlanView(**c.result_fields(), epic=epic.id, epic_title=epic.title, plan=plan.current, action=action,
                     **fields)
 
@@ -208,7 +208,7 @@ def request(c: Change, epic_id: str, feedback: str = "", *, changes: bool = Fals
         raise InvalidInput("epic", f"{epic.id} is being planned already (version {current.version}, "
                                    f"{current.status.value}).", "Wait for its proposals.")
     if changes and current is None:
-        raise InvalidInput("epic", f"{epic.id} has no plan to change.", f"`epic plan {epic.id}` makes one.")
+        raise InvalidInput("epic", f"{epic.id} has no plan to change.", f"`plan {epic.id}` makes one.")
     if changes and not feedback:
         raise InvalidInput("feedback", "is empty.", "Say what the planner should change.")
     if current is not None and current.status is PlanStatus.proposed:
@@ -348,27 +348,33 @@ def _refuse_cycles(proposals: list[Proposal]) -> None:
         visit(key, ())
 
 
-def _decidable(c: Change, epic_id: str | None) -> tuple[PlanFile, PlanVersion]:
+def _decidable(c: Change, epic_id: str | None, number: int | None = None) -> tuple[PlanFile, PlanVersion]:
+    """The plan version to decide: the latest (or version `number`, which must still be the latest)."""
     epic = _epic(c, epic_id)
     plan = plan_of(c, epic.id)
     version = plan.current
     if version is None:
-        raise InvalidInput("epic", f"{epic.id} has no plan.", f"`epic plan {epic.id}` asks the planner for one.")
+        raise InvalidInput("epic", f"{epic.id} has no plan.", f"`plan {epic.id}` asks the planner for one.")
+    if number is not None and 1 <= number <= len(plan.versions):
+        version = plan.versions[number - 1]
     if version.status in (PlanStatus.approved, PlanStatus.rejected):
         raise InvalidInput("plan", f"version {version.version} of {epic.id}'s plan was {version.status.value} "
                                    f"already, by {version.decided_by} on {version.decided_at:%Y-%m-%d %H:%M} UTC.")
+    if version is not plan.current:
+        raise InvalidInput("plan", f"version {version.version} of {epic.id}'s plan was superseded by version "
+                                   f"{plan.current.version} ({plan.current.status.value}).", "Decide on that one.")
     if version.status is not PlanStatus.proposed:
         raise InvalidInput("plan", f"version {version.version} of {epic.id}'s plan is {version.status.value}, "
                                    "nothing to decide.",
                            "Wait for its proposals." if version.status.in_progress else
-                           f"`epic plan {epic.id}` asks the planner again.")
+                           f"`plan {epic.id}` asks the planner again.")
     return plan, version
 
 
-def approve(c: Change, epic_id: str | None, items: str | list[str]) -> PlanView:
+def approve(c: Change, epic_id: str | None, items: str | list[str], number: int | None = None) -> PlanView:
     """Turn the chosen proposals (all, or keys) into stories of the epic, in one change; the others are rejected.
     A dependency on a proposal not approved is dropped (and listed in the view)."""
-    plan, version = _decidable(c, epic_id)
+    plan, version = _decidable(c, epic_id, number)
     keys = [p.key for p in version.proposals]
     items = id_list(items) if isinstance(items, str) else items  # "P-1, P-3" or "all", as people type them
     chosen = keys if [i.strip().lower() for i in items] == [ALL] else [k.strip().upper() for k in items if k.strip()]
@@ -409,8 +415,8 @@ def approve(c: Change, epic_id: str | None, items: str | list[str]) -> PlanView:
                     action="approved", created=created, dropped=dropped)
 
 
-def reject(c: Change, epic_id: str | None) -> PlanView:
-    plan, version = _decidable(c, epic_id)
+def reject(c: Change, epic_id: str | None, number: int | None = None) -> PlanView:
+    plan, version = _decidable(c, epic_id, number)
     for p in version.proposals:
         p.status = ProposalStatus.rejected
     version.status = PlanStatus.rejected
@@ -534,39 +540,43 @@ class Planner:
         run = self._runs.get((project, epic))
         return run[0] if run else None
 
-    async def launch(self, project: str, epic: str) -> asyncio.Task | None:
-        """Start the epic's requested plan here, unless it runs already or is not claimable."""
+    def launch(self, project: str, epic: str) -> asyncio.Task | None:
+        """Run the epic's requested plan here (its task; the one already running, if any). The task claims the
+        plan first and ends with None when it is not claimable (another process took it)."""
         key = (project, epic)
-        if key in self._runs or not self.command(project):
-            return self.task(project, epic)
-        claimed = await self.orch.change(project, "planner", BY, lambda c: claim(c, epic, _context))
-        if claimed is None:
-            return None
-        ident, task = claimed
-        entry = await self.orch.entry(project)
-        o, settings = self.orch.config.orchestrator, self.orch.config.agents.for_project(project)
-        spec = PlanSpec(run_id=ident, project=project, epic=epic, command=self.command(project), input=task,
-                        repo=entry.path, data_dir=o.data_dir, timeout_s=settings.timeout_s, env=settings.env,
-                        log_path=attempt_log_path(o.data_dir, project, epic, ident), author_name=o.author_name,
-                        author_email=o.author_email)
-        cancel = asyncio.Event()
-        # The run belongs to the orchestrator, not to the command that asked for it: a context of its own.
-        run = contextvars.Context().run(asyncio.get_running_loop().create_task, self._run(spec, cancel),
-                                        name=f"plan {project}/{ident}")
-        self._runs[key] = (run, cancel)
-        run.add_done_callback(lambda _: self._runs.pop(key, None))
-        return run
+        if key not in self._runs and self.command(project):
+            cancel = asyncio.Event()
+            # The run belongs to the orchestrator, not to the command that asked for it: a context of its own.
+            run = contextvars.Context().run(asyncio.get_running_loop().create_task,
+                                            self._run(project, epic, cancel), name=f"plan {project}/{epic}")
+            self._runs[key] = (run, cancel)
+            run.add_done_callback(lambda _: self._runs.pop(key, None))
+        return self.task(project, epic)
 
-    async def _run(self, spec: PlanSpec, cancel: asyncio.Event) -> PlanView | None:
-        outcome = await run_plan(spec, cancel)
-        if outcome.outcome is Outcome.cancelled:  # stopped with the process: it runs again at the next start
+    async def _run(self, project: str, epic: str, cancel: asyncio.Event) -> PlanView | None:
+        try:
+            claimed = await self.orch.change(project, "planner", BY, lambda c: claim(c, epic, _context))
+            if claimed is None:
+                return None
+            ident, task = claimed
+            entry = await self.orch.entry(project)
+            o, settings = self.orch.config.orchestrator, self.orch.config.agents.for_project(project)
+            spec = PlanSpec(run_id=ident, project=project, epic=epic, command=self.command(project), input=task,
+                            repo=entry.path, data_dir=o.data_dir, timeout_s=settings.timeout_s, env=settings.env,
+                            log_path=attempt_log_path(o.data_dir, project, epic, ident), author_name=o.author_name,
+                            author_email=o.author_email)
+            outcome = await run_plan(spec, cancel)
+            if outcome.outcome is Outcome.cancelled:  # stopped with the process: it runs again at the next start
+                return None
+            result = await self.orch.change(project, "planner", BY, lambda c: apply_outcome(c, outcome))
+        except Exception:  # logged; the plan stays as it was recorded (a restart runs a "planning" one again)
+            log.exception("project=%s epic=%s: the planner run failed", project, epic)
             return None
-        result = await self.orch.change(spec.project, "planner", BY, lambda c: apply_outcome(c, outcome))
-        log.info("project=%s epic=%s run=%s outcome=%s (%.1f s)", spec.project, spec.epic, spec.run_id,
-                 outcome.outcome.value, outcome.duration_s)
+        log.info("project=%s epic=%s run=%s outcome=%s (%.1f s)", project, epic, ident, outcome.outcome.value,
+                 outcome.duration_s)
         if result is not None:
-            self.orch.events.publish(Event(project=spec.project, kind=PLAN_READY,
-                                           text=f"{spec.epic}: {result.action}", detail=result))
+            self.orch.events.publish(Event(project=project, kind=PLAN_READY, text=f"{epic}: {result.action}",
+                                           detail=result))
         return result
 
     async def round(self) -> None:
@@ -575,7 +585,7 @@ class Planner:
                 continue
             try:
                 for epic in await self.orch.read(entry.name, claimable):
-                    await self.launch(entry.name, epic)
+                    self.launch(entry.name, epic)
             except Exception as exc:  # one project's trouble is its own
                 log.warning("project=%s plans skipped: %s", entry.name, exc)
 
