@@ -139,8 +139,9 @@ class AgentSettings(_Section):
 
     @property
     def configured(self) -> bool:
-        """Some project has an agent: [agents] command, or a project's own."""
-        return self.enabled or any(p.command for p in self.projects.values())
+        """Some project has an agent (a planner counts): [agents] command, or a project's own."""
+        return bool(self.command or self.planner_command) or any(p.command or p.planner_command
+                                                                 for p in self.projects.values())
 
     def for_project(self, name: str) -> "AgentSettings":
         """The settings one project runs with: its overrides on top of [agents] (an override replaces the

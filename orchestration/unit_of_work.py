@@ -27,7 +27,7 @@ LABEL = {
     "review": "/sprint review", "feedback": "/feedback", "request_changes": "/feedback",
     "open_ticket": "/ticket open", "set_ticket_thread": "/ticket open", "reply_ticket": "reply",
     "resolve_ticket": "/ticket resolve", "reopen_ticket": "/ticket reopen", "set_dependencies": "/backlog depend",
-    "agent_run": "agent", "retry": "/story retry", "plan_epic": "/epic plan", "plan_changes": "/request_changes",
+    "agent_run": "agent", "retry": "/story retry", "plan_epic": "/plan", "plan_changes": "/request_changes",
     "approve_plan": "/approve", "reject_plan": "/epic reject", "planner": "planner",
 }
 

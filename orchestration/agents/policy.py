@@ -168,12 +168,8 @@ def check_attempt(repo: Path, before: Snapshot, *, workdir: Path, branch: str, b
 
 
 def check_read_only(repo: Path, before: Snapshot, *, workdir: Path, head: str, env: dict[str, str]) -> str | None:
-    """After a run in a read-only worktree (a plan): the first change it made, as a reason, or None. A moved ref
-    is put back, as after a story's attempt."""
-    if changed := run_git(workdir, "status", "--porcelain", "--untracked-files=all", env=env).stdout.splitlines():
-        return f"it changed files in its read-only checkout ({_names([line[3:] for line in changed])})"
-    if (now := run_git(workdir, "rev-parse", "HEAD", env=env).stdout.strip()) != head:
-        return f"it committed in its read-only checkout ({_short(head)} -> {_short(now)})"
+    """After a run in a read-only worktree (a plan): the first change it made, as a reason, or None. A ref it
+    moved is put back first, as after a story's attempt."""
     after = snapshot(repo, env)
     for ref in sorted(before.refs.keys() | after.refs.keys()):
         old, now = before.refs.get(ref), after.refs.get(ref)
@@ -184,6 +180,10 @@ def check_read_only(repo: Path, before: Snapshot, *, workdir: Path, head: str, e
                                           check=False).returncode == 0
         if not forward or run_git(repo, "diff", "--name-only", old, now, "--", ".", f":!{STATE_DIR}", env=env).stdout:
             return f"it moved {_short(ref)} ({_put_back(repo, ref, old, now, env)})"
+    if changed := run_git(workdir, "status", "--porcelain", "--untracked-files=all", env=env).stdout.splitlines():
+        return f"it changed files in its read-only checkout ({_names([line[3:] for line in changed])})"
+    if (now := run_git(workdir, "rev-parse", "HEAD", env=env).stdout.strip()) != head:
+        return f"it committed in its read-only checkout ({_short(head)} -> {_short(now)})"
     if (before.head, before.index, before.tree, before.admin) != (after.head, after.index, after.tree, after.admin):
         return "it changed the project's checkout, index, working tree, git config or hooks"
     return None

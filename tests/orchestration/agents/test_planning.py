@@ -141,6 +141,18 @@ async def test_a_planner_that_writes_files_is_refused_and_the_repository_is_left
     assert (await planned(orch)).plan.version == 2  # a failed plan may be asked for again
 
 
+async def test_a_planner_that_moves_the_users_branch_is_refused_and_the_branch_put_back(orch, project, config):
+    repo = orch.registry.get("demo").path
+    planner_does(config, "commit")
+    await orch.create_epic("demo", "Shop", by="alice")
+    await orch.flush()
+    view = await planned(orch)
+    assert view.plan.status.value == "failed" and "it moved main (put back where it was)" in view.plan.summary
+    await orch.flush()
+    assert "my plan" not in git(repo, "log", "--format=%s", "main")  # main is where it was (plus our commits)
+    assert not (repo / "PLAN.md").exists()
+
+
 async def test_planning_needs_a_planner_and_one_run_at_a_time(orch, project, config):
     await orch.create_epic("demo", "Shop", by="alice")
     await orch.plan_epic("demo", "E-1", by="alice", run=False)  # left for the process that runs agents
