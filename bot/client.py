@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from orchestration.agents.planning import PLAN_READY
+from orchestration.agents.planner import PLAN_READY
 from orchestration.agents.scheduler import STORY_RUN
 from orchestration.config import Config
 from orchestration.errors import Busy, OrchError

@@ -22,7 +22,8 @@ from . import consistency, state_machine as sm
 from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
 from .agents import planning, sprint_work
-from .agents.planning import Planner, PlanView
+from .agents.planner import Planner
+from .agents.planning import PlanView
 from .agents.records import StoryRuns, runs_path
 from .agents.runner import attempt_log_path
 from .agents.scheduler import AgentScheduler
