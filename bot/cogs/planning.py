@@ -193,7 +193,6 @@ async def post_plan(bot: OrchBot, view: PlanView) -> None:
 
 
 # -- the commands ------------------------------------------------------------------------------------------------
-@app_commands.guild_only()
 class PlanningCog(BaseCog):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(PlanButton, PlanSelect)
@@ -203,6 +202,7 @@ class PlanningCog(BaseCog):
 
     @app_commands.command(name="plan", description="Ask the planning agent to break an epic into stories")
     @app_commands.describe(epic="The epic to plan")
+    @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def plan(self, interaction: discord.Interaction, epic: str) -> None:
         project = await self.project(interaction, Access.member)
@@ -211,6 +211,7 @@ class PlanningCog(BaseCog):
 
     @app_commands.command(name="approve", description="Turn proposals of a plan into stories (the rest are rejected)")
     @app_commands.describe(items="P-1,P-3 or all", epic="The epic (default: the latest plan waiting for a decision)")
+    @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def approve(self, interaction: discord.Interaction, items: str, epic: str | None = None) -> None:
         project = await self.project(interaction, Access.member)
@@ -220,6 +221,7 @@ class PlanningCog(BaseCog):
     @app_commands.command(name="request_changes", description="Ask the planner for another plan, with feedback")
     @app_commands.describe(description="What the planner should change",
                            epic="The epic (default: the latest plan waiting for a decision)")
+    @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def request_changes(self, interaction: discord.Interaction, description: str,
                               epic: str | None = None) -> None:

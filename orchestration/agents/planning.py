@@ -215,7 +215,8 @@ def _open_tickets(c: Change, version: PlanVersion) -> list[str]:
     return [t.id for t in (tf.tickets if tf else []) if t.id in version.tickets and t.is_open]
 
 
-def claim(c: Change, epic_id: str, context_of: Callable[[Change], protocol.Context]) -> tuple[str, protocol.PlanInput] | None:
+def claim(c: Change, epic_id: str,
+          context_of: Callable[[Change], protocol.Context]) -> tuple[str, protocol.PlanInput] | None:
     """Take the epic's latest plan for a run here: planning, one more run. None if it is not claimable (another
     process took it, or it is not requested). Returns the run's ID and the planner's input."""
     if epic_id not in claimable(c):
@@ -299,8 +300,9 @@ def _proposals(stories: list[protocol.ProposedStory]) -> list[Proposal]:
     out = []
     for s in stories:
         criteria = [kept(x, CRITERION_MAX) for x in s.criteria if x.strip()][:CRITERIA_MAX]
-        out.append(Proposal(key=s.key, title=" ".join(kept(s.title, 200).split()), description=kept(s.description, TEXT_MAX),
-                            criteria=criteria, points=s.points, priority=Priority(s.priority), phase=kept(s.phase, 200),
+        out.append(Proposal(key=s.key, title=" ".join(kept(s.title, 200).split()), criteria=criteria,
+                            description=kept(s.description, TEXT_MAX), points=s.points, priority=Priority(s.priority),
+                            phase=kept(s.phase, 200),
                             depends_on=[d for d in dict.fromkeys(s.depends_on) if d in keys and d != s.key]))
     _refuse_cycles(out)
     return out
