@@ -109,3 +109,36 @@ def test_the_scorer_is_deterministic_and_bounded():
     for reply in replies:
         first, second = score(DB, reply), score(DB, reply)
         assert first == second and 0 <= first.total <= 100 and len(first.missing) <= 3
+
+
+@pytest.mark.parametrize("question, reply", [
+    ("Redis or Memcached for the session cache?", "Go with Redis; Memcached can stay on the dev box"),
+    ("Should we keep the REST API or move to GraphQL?", "Keep the REST API, GraphQL maybe next year"),
+    ("Run the integration tests on SQLite or Postgres?", "Not SQLite — use Postgres"),
+    ("Run the integration tests on SQLite or Postgres?", "SQLite for speed; the nightly run can use Postgres later"),
+])
+def test_committing_to_one_option_picks_it_though_another_is_named_as_context(question, reply):
+    s = score(question, reply)
+    assert s.total >= THRESHOLD and s.consistency == 100 and s.actionability == 100
+
+
+@pytest.mark.parametrize("reply", ["SQLite is faster, Postgres is closer to prod.", "Anything but SQLite"])
+def test_comparing_options_or_rejecting_only_some_of_three_picks_none(reply):
+    assert score("Run the integration tests on SQLite, Postgres or MySQL?", reply).total < THRESHOLD
+
+
+def test_an_option_followed_by_a_question_is_not_yet_a_decision():
+    s = score(DB, "Postgres? Or is that too slow on CI?")
+    assert s.total < THRESHOLD and "decision" in s.missing[0]
+
+
+def test_no_as_a_determiner_is_no_no():
+    assert score("Is it OK to require 2FA for admins?", "Yes, require it for every admin, no exceptions.").total == 100
+    assert score(YES_NO, "yes and no").total < THRESHOLD
+
+
+def test_an_answer_over_two_messages_is_read_as_one_and_the_latest_word_counts():
+    assert score(DB, "Because we already run it.").total < THRESHOLD
+    assert RuleScorer().score(DB, [], "Because we already run it.", [("alice", "Postgres.")]).total == 100
+    assert RuleScorer().score(DB, [], "Mongo, since the data is documents.", [("bob", "Postgres")]).total == 100
+    assert RuleScorer().score(DB, [], "not sure", [("bob", "Postgres")]).total < THRESHOLD
