@@ -60,6 +60,22 @@ class DiscordSettings(_Section):
 
 class TicketSettings(_Section):
     resolve_threshold: int = Field(85, ge=0, le=100)
+    # Who scores a reply: the built-in rules, or `scorer_command` speaking the protocol's "clarity" role (a
+    # language model); a command that fails or times out falls back to the rules.
+    scorer: Literal["rule", "command"] = "rule"
+    scorer_command: list[str] = Field(default_factory=list)
+    scorer_timeout_s: float = Field(30, gt=0, le=600)
+
+    @field_validator("scorer_command")
+    @classmethod
+    def _command_argv(cls, value: list[str]) -> list[str]:
+        return _argv(value)
+
+    @model_validator(mode="after")
+    def _command_when_asked(self) -> "TicketSettings":
+        if self.scorer == "command" and not self.scorer_command:
+            raise ValueError('scorer = "command" needs a scorer_command (an argument list)')
+        return self
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -165,6 +181,7 @@ _LIST_KEYS = {
     "command": shlex.split,  # ORCH_COMMAND="python agents/reference_agent.py"
     "test_command": shlex.split,
     "planner_command": shlex.split,
+    "scorer_command": shlex.split,
     "env": lambda raw: raw.replace(",", " ").split(),
 }
 _NO_ENV_OVERRIDE = {"projects"}  # a table, set in the file only
@@ -230,6 +247,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     a = config.agents
     a.command = _paths_from(base, a.command)
     a.planner_command = _paths_from(base, a.planner_command)
+    config.tickets.scorer_command = _paths_from(base, config.tickets.scorer_command)
     for override in a.projects.values():
         if override.command:
             override.command = _paths_from(base, override.command)

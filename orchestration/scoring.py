@@ -46,8 +46,11 @@ class Score(BaseModel):
     consistency: int = Field(ge=0, le=100)
     actionability: int = Field(ge=0, le=100)
     missing: list[str] = Field(default_factory=list, description="follow-up questions, most important first")
-    # Which scorer decided: "rule" or "command" (a files written before this field existed: "rule").
+    # Which scorer decided: "rule" or "command" (files written before this field existed read as "rule").
     scorer: str = "rule"
+    # The score is of the conversation that ends with this reply (an answer over several messages), which
+    # then becomes the resolution; false: of the reply alone.
+    conversation: bool = False
 
     @classmethod
     def of(cls, completeness: int, consistency: int, actionability: int, missing: list[str],
@@ -230,7 +233,7 @@ class RuleScorer:
         if not earlier or not (reply or "").strip():
             return alone
         together = self._score(question, options, "\n".join([*earlier, reply])[-MAX_CHARS:])
-        return together if together.total > alone.total else alone
+        return together.model_copy(update={"conversation": True}) if together.total > alone.total else alone
 
     def _score(self, question: str, options: list[str], reply: str) -> Score:
         text = " ".join((reply or "").split())[:MAX_CHARS]

@@ -16,12 +16,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import queue
+from .agents.clarity import score_by_command
 from .errors import InvalidInput, OrchError
 from .gitlog import quote
 from .inputs import validated
 from .models import TEXT_MAX, Story, StoryStatus, next_number, utcnow
 from .results import StoryChanged
-from .scoring import DEFAULT_SCORER, Scorer
+from .scoring import DEFAULT_SCORER, THREAD_MAX, Score, Scorer
 from .store import TICKETS
 from .tickets import (
     OPTIONS_MAX, Reply, ReplyOutcome, Ticket, TicketFile, TicketList, TicketStatus, TicketView, normalize_id,
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from .unit_of_work import Change
 
 log = logging.getLogger(__name__)
+
+RESCORE_MAX = 3  # scorings of one reply while other replies keep coming in; the last one is applied as it is
 
 
 # -- rules on a Change (run inside `_change`, in the worker thread, under the project's locks) ------------------
@@ -128,6 +131,43 @@ def _resolve(c: Change, tf: TicketFile, ticket: Ticket, resolution: str, by: str
     c.cascade.tickets_resolved.append(ticket.id)
     touch_tickets(c, tf)
     return release_story(c, tf, ticket)
+
+
+class _TicketMoved(Exception):
+    """The ticket got another reply (or was decided) while a reply to it was being scored."""
+
+
+def _seen(t: Ticket) -> tuple:
+    """What a score depends on: the ticket's status and conversation."""
+    return t.status, len(t.replies), t.resolved_at
+
+
+def _apply_reply(c: Change, ticket: str, seen: tuple | None, author: str, clean: str, score: Score,
+                threshold: int) -> ReplyOutcome:
+    """Record a scored reply; it resolves the ticket at `threshold` or more. With `seen`, raises _TicketMoved if
+    the ticket is no longer as it was when the reply was scored."""
+    tf = tickets_of(c)
+    t = find_ticket(c, tf, ticket)
+    if not t.is_open:
+        return _ignored(c, tf, t.id, threshold, f"{t.id} is {t.status.value}")
+    if seen is not None and _seen(t) != seen:
+        raise _TicketMoved
+    earlier = t.replies[-THREAD_MAX:]
+    t.replies.append(Reply(author=author, text=clean, score=score))
+    touch_tickets(c, tf)
+    by = f" by the {score.scorer} scorer" if score.scorer != "rule" else ""
+    if score.total >= threshold:
+        # An answer over several messages: the resolution is the conversation that gave it.
+        resolution = ("\n".join(f"{r.author}: {r.text}" for r in [*earlier, t.replies[-1]])[-TEXT_MAX:]
+                      if earlier and score.conversation else clean)
+        story = _resolve(c, tf, t, resolution, author)
+        c.note(_ids(t), f"resolve ticket {quote(t.question)} with a reply scored {score.total}{by}"
+                        f"{_unblocked_text(c)}")
+        return ReplyOutcome(**c.result_fields(), action="resolved", ticket=t, score=score,
+                            threshold=threshold, story=story or _story_of(c, t), cascade=c.cascade)
+    c.note(t.id, f"reply scored {score.total}{by} (below {threshold}); asked for more")
+    return ReplyOutcome(**c.result_fields(), action="unclear", ticket=t, score=score, threshold=threshold,
+                        follow_ups=score.missing, story=_story_of(c, t), cascade=c.cascade)
 
 
 def _ids(ticket: Ticket) -> str:
@@ -241,35 +281,37 @@ class TicketCommands:
     # -- replies and decisions -------------------------------------------------------------------------
     async def reply_to_ticket(self: Orchestrator, project: str, ticket: str, author: str, text: str,
                               is_bot: bool = False) -> ReplyOutcome:
-        """Score a reply. At or above config.tickets.resolve_threshold it resolves the ticket (the reply is
-        the resolution) and gives the story back; below it, the outcome carries follow-up questions."""
+        """Score a reply (with the thread's earlier replies as its conversation). At or above
+        config.tickets.resolve_threshold it resolves the ticket and gives the story back; below it, the outcome
+        carries follow-up questions."""
         threshold = self.config.tickets.resolve_threshold
         if is_bot:  # the bot's own follow-ups, or other bots: never an answer
             return await self._read(project, lambda c: _ignored(c, tickets_of(c), ticket, threshold, "from a bot"))
-        current = await self._read(project, lambda c: find_ticket(c, tickets_of(c), ticket))
-        # Scored outside the project lock: a scorer backed by a language model may take a while.
-        score = await asyncio.to_thread(self.scorer.score, current.question, current.options, text or "")
         clean = (text or "").strip()
         clean = clean if len(clean) <= TEXT_MAX else clean[: TEXT_MAX - 1] + "…"
+        for tries_left in reversed(range(RESCORE_MAX)):
+            # Scored outside the project lock (a language model may take a while), then applied under it if the
+            # ticket is still as it was scored; a reply that came in meanwhile changed the conversation, so the
+            # reply is scored again (the last try applies what it scored).
+            current = await self._read(project, lambda c: find_ticket(c, tickets_of(c), ticket))
+            score = await self._score_reply(project, current, text or "")
+            seen = _seen(current) if tries_left else None
+            try:
+                return await self._change(project, "reply_ticket", author, lambda c: _apply_reply(
+                    c, ticket, seen, author, clean, score, threshold))
+            except _TicketMoved:
+                continue
+        raise AssertionError("unreachable: the last try never raises _TicketMoved")
 
-        def work(c: Change) -> ReplyOutcome:
-            tf = tickets_of(c)
-            t = find_ticket(c, tf, ticket)
-            if not t.is_open:
-                return _ignored(c, tf, t.id, threshold, f"{t.id} is {t.status.value}")
-            t.replies.append(Reply(author=author, text=clean, score=score))
-            touch_tickets(c, tf)
-            if score.total >= threshold:
-                story = _resolve(c, tf, t, clean, author)
-                c.note(_ids(t), f"resolve ticket {quote(t.question)} with a reply scored {score.total}"
-                                f"{_unblocked_text(c)}")
-                return ReplyOutcome(**c.result_fields(), action="resolved", ticket=t, score=score,
-                                    threshold=threshold, story=story or _story_of(c, t), cascade=c.cascade)
-            c.note(t.id, f"reply scored {score.total} (below {threshold}); asked for more")
-            return ReplyOutcome(**c.result_fields(), action="unclear", ticket=t, score=score, threshold=threshold,
-                                follow_ups=score.missing, story=_story_of(c, t), cascade=c.cascade)
-
-        return await self._change(project, "reply_ticket", author, work)
+    async def _score_reply(self: Orchestrator, project: str, t: Ticket, text: str) -> Score:
+        """The configured scorer's score of `text` as a reply to `t`, its earlier replies being the conversation."""
+        thread = [(r.author, r.text) for r in t.replies]
+        settings = self.config.tickets
+        if settings.scorer == "command":
+            return await score_by_command(settings, self.config.agents.for_project(project).env,
+                                          self.config.orchestrator.data_dir, self.scorer, project, t.question,
+                                          t.options, text, thread)
+        return await asyncio.to_thread(self.scorer.score, t.question, t.options, text, thread)
 
     async def resolve_ticket(self: Orchestrator, project: str, ticket: str, resolution: str,
                              by: str = "unknown") -> TicketView:

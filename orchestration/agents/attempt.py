@@ -86,9 +86,10 @@ class AttemptLog:
 
 
 async def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], stdin: bytes, timeout_s: float,
-                      grace_s: float, secrets: list[str], log_to: AttemptLog,
+                      grace_s: float, secrets: list[str], log_to: AttemptLog | None,
                       cancel: asyncio.Event | None = None) -> ProcessResult:
-    """Run one command as described in the module docstring; no process of its group outlives this call."""
+    """Run one command as described in the module docstring; no process of its group outlives this call.
+    Without `log_to` (a clarity scorer: its reply is all that matters) the output is not logged."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -133,7 +134,8 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass  # nothing left in the group
 
 
-async def _pump(stream: asyncio.StreamReader, scrubber: policy.Scrubber, log_to: AttemptLog, keep: int) -> str:
+async def _pump(stream: asyncio.StreamReader, scrubber: policy.Scrubber, log_to: AttemptLog | None,
+                keep: int) -> str:
     """Read a stream to its end: scrubbed, logged whole lines at a time (stdout and stderr share the log), and
     its last `keep` characters returned."""
     tail = unlogged = ""
@@ -143,10 +145,12 @@ async def _pump(stream: asyncio.StreamReader, scrubber: policy.Scrubber, log_to:
         unlogged += text
         cut = unlogged.rfind("\n") + 1 if len(unlogged) < 65536 else len(unlogged)
         if cut:
-            await asyncio.to_thread(log_to.write, unlogged[:cut])
+            if log_to is not None:
+                await asyncio.to_thread(log_to.write, unlogged[:cut])
             unlogged = unlogged[cut:]
     text = scrubber.end()
-    await asyncio.to_thread(log_to.write, unlogged + text)
+    if log_to is not None:
+        await asyncio.to_thread(log_to.write, unlogged + text)
     return (tail + text)[-keep:]
 
 

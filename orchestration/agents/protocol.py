@@ -4,14 +4,16 @@ The orchestrator starts the agent command in the story's worktree, writes one `C
 stdin and closes it. The agent's stdout ends with one line holding a `Reply`; earlier lines are its log.
 `parse_reply(stdout)` returns that reply or raises `NotProtocol` with the reason a person reads.
 
-Roles: "code" (CodeInput: do a story) and "plan" (PlanInput: break an epic into proposed stories, answered
-with `plan` and `stories`); each input model has its `role` literal. The reply stays one model (a role adds
-optional fields). docs/agents.md documents all of this with a complete example.
+Roles: "code" (CodeInput: do a story), "plan" (PlanInput: break an epic into proposed stories, answered with
+`plan` and `stories`) and "clarity" (`ClarityInput` -> `ClarityReply`: how clear is a reply to a ticket's
+question; agents/clarity.py runs it). Each input model has its `role` literal. The code and plan reply stays
+one model (a role adds optional fields); the clarity reply is scores, not a status. docs/agents.md documents
+the code and plan roles with complete examples, docs/tickets.md the clarity role.
 """
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -19,6 +21,7 @@ PROTOCOL_VERSION = 1
 Status = Literal["done", "question", "failed"]
 STATUSES = ("done", "question", "failed")
 REPLY_LINE_MAX = 64 * 1024  # a longer last line is not a reply (and would not fit in a record anyway)
+M = TypeVar("M", bound=BaseModel)
 
 
 class _In(BaseModel):
@@ -139,6 +142,39 @@ class Reply(BaseModel):
         return self
 
 
+class Said(_In):
+    """One message of a ticket's thread."""
+    author: str
+    text: str
+
+
+class ClarityInput(_In):
+    """What a "clarity" scorer reads on stdin: how clear is `reply` as an answer to `question`? `thread` holds
+    the earlier replies in the ticket's thread, oldest first, so an answer over several messages is read whole."""
+    protocol: Literal[1] = PROTOCOL_VERSION
+    role: Literal["clarity"] = "clarity"
+    question: str
+    options: list[str] = Field(default_factory=list)
+    reply: str
+    thread: list[Said] = Field(default_factory=list)
+
+    def to_stdin(self) -> bytes:
+        return (self.model_dump_json() + "\n").encode()
+
+
+Part = Annotated[int, Field(ge=0, le=100, strict=True)]  # an integer: true or 87.5 is a mistake, not a score
+
+
+class ClarityReply(BaseModel):
+    """The last line of a clarity scorer's stdout: three parts of 0 to 100 (the total is their mean, as with the
+    rule scorer) and the follow-up questions to ask when the reply is not clear enough. Unknown keys are ignored."""
+    model_config = ConfigDict(extra="ignore")
+    completeness: Part
+    consistency: Part
+    actionability: Part
+    missing: list[str] = Field(default_factory=list)
+
+
 class NotProtocol(ValueError):
     """The agent's stdout does not end with a protocol reply; `reason` says why, for a person."""
 
@@ -149,6 +185,15 @@ class NotProtocol(ValueError):
 
 def parse_reply(stdout: str) -> Reply:
     """The reply on the last non-empty line of `stdout`, or NotProtocol saying why there is none."""
+    data = _last_object(stdout)
+    if data.get("status") not in STATUSES:
+        raise NotProtocol(f"unknown status {_excerpt(json.dumps(data.get('status')))} "
+                          f"(expected one of {', '.join(STATUSES)})")
+    return _validated(Reply, data)
+
+
+def _last_object(stdout: str) -> dict:
+    """The JSON object on the last non-empty line of `stdout`."""
     lines = stdout.rstrip().splitlines()
     if not lines:
         raise NotProtocol("the agent printed nothing on stdout (the last line must be the JSON reply)")
@@ -161,16 +206,22 @@ def parse_reply(stdout: str) -> Reply:
         raise NotProtocol(f"the last line of stdout is not JSON: {_excerpt(last)}") from None
     if not isinstance(data, dict):
         raise NotProtocol(f"the last line of stdout is JSON but not an object: {_excerpt(last)}")
-    if data.get("status") not in STATUSES:
-        raise NotProtocol(f"unknown status {_excerpt(json.dumps(data.get('status')))} "
-                          f"(expected one of {', '.join(STATUSES)})")
+    return data
+
+
+def _validated(model: type[M], data: dict) -> M:
     try:
-        return Reply.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in err["loc"])
         raise NotProtocol(f"the reply is not valid: {where + ': ' if where else ''}"
                           f"{err['msg'].removeprefix('Value error, ')}") from None
+
+
+def parse_clarity(stdout: str) -> ClarityReply:
+    """The clarity reply on the last non-empty line of `stdout`, or NotProtocol saying why there is none."""
+    return _validated(ClarityReply, _last_object(stdout))
 
 
 def _excerpt(text: str, limit: int = 80) -> str:

@@ -263,3 +263,31 @@ async def test_deciding_a_ticket_never_posts_in_or_archives_another_projects_thr
     assert bot_messages(world, other_thread) == []
     assert not await archived(world, other_thread)
     assert ticket(other_repo)["status"] == "open"
+
+
+async def test_a_thread_reply_is_scored_by_the_command_scorer(world, demo, orch, config):
+    import sys
+    from pathlib import Path
+
+    from orchestration.config import TicketSettings
+
+    repo, channel = demo
+    _, thread = await open_ticket(world, channel)
+    standin = Path(__file__).parents[1] / "orchestration" / "agents" / "fixtures" / "clarity_standin.py"
+    scores = json.dumps({"completeness": 30, "consistency": 60, "actionability": 20,
+                         "missing": ["Which region will it run in?"]})
+    config.tickets = TicketSettings(scorer="command", scorer_command=[sys.executable, str(standin), "answer", scores])
+
+    await world.alice.send(thread, CLEAR)  # the rules would resolve it; the command says no
+
+    follow_up = bot_messages(world, thread)[-1].embeds[0]
+    assert follow_up.title == "TK-1: not clear enough yet" and "Which region will it run in?" in follow_up.description
+    assert ticket(repo)["status"] == "open" and ticket(repo)["replies"][0]["score"]["scorer"] == "command"
+
+    reference = Path(__file__).parents[2] / "agents" / "clarity_scorer.py"
+    config.tickets = TicketSettings(scorer="command", scorer_command=[sys.executable, str(reference)])
+    await world.alice.send(thread, "Because we already run it.")
+
+    assert bot_messages(world, thread)[-1].embeds[0].title == "TK-1 resolved"
+    assert ticket(repo)["status"] == "resolved" and ticket(repo)["replies"][1]["score"]["scorer"] == "command"
+    assert await archived(world, thread)

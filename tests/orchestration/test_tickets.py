@@ -196,7 +196,7 @@ async def test_the_threshold_comes_from_the_config_and_the_scorer_is_pluggable(o
     assert bare.action == "unclear" and bare.score.total == 90 and bare.threshold == 95
 
     class AlwaysClear:
-        def score(self, question, options, reply):
+        def score(self, question, options, reply, thread=()):
             return Score.of(100, 100, 100, [])
 
     orch.scorer = AlwaysClear()
@@ -241,3 +241,26 @@ async def test_a_story_held_by_an_open_ticket_cannot_be_removed_and_one_answered
     await orch.remove_story(project, "S-1", by="po")  # the answered ticket stays as history
     assert consistency.problems(orch.project(project).store) == []
     assert (await orch.health()).ok
+
+
+async def test_an_answer_over_two_messages_resolves_with_the_conversation(orch, project):
+    await orch.open_ticket(project, QUESTION, by="alice")
+    orch.config.tickets.resolve_threshold = 95
+    first = await orch.reply_to_ticket(project, "TK-1", "bob", "Postgres.")  # 90: no reason yet
+    assert first.action == "unclear" and first.score.total == 90
+    second = await orch.reply_to_ticket(project, "TK-1", "carol", "Because we already run it.")
+    assert second.action == "resolved" and second.score.conversation and second.score.scorer == "rule"
+    assert second.ticket.resolution == "bob: Postgres.\ncarol: Because we already run it."
+
+
+async def test_scores_stored_before_the_scorer_was_recorded_still_load(orch, project):
+    await orch.open_ticket(project, QUESTION, by="alice")
+    await orch.reply_to_ticket(project, "TK-1", "bob", "maybe")
+    file = orch.project(project).entry.path / ".orch-state" / "tickets.json"
+    data = json.loads(file.read_text())
+    for key in ("scorer", "conversation"):
+        del data["tickets"][0]["replies"][0]["score"][key]
+    file.write_text(json.dumps(data))
+    shown = await orch.show_ticket(project, "TK-1")
+    assert shown.ticket.replies[0].score.scorer == "rule" and not shown.ticket.replies[0].score.conversation
+    assert (await orch.reply_to_ticket(project, "TK-1", "bob", CLEAR)).action == "resolved"
