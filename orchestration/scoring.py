@@ -2,9 +2,9 @@
 completeness, consistency and actionability. The ticket resolves at `tickets.resolve_threshold` (85) or more.
 
 The scorer is pluggable (`Scorer`): anything with `score(question, options, reply, thread) -> Score` will do;
-`[tickets] scorer = "command"` asks a language model through the agent protocol (agents/clarity.py) and falls
-back to this one. The default, `RuleScorer`, is built in, deterministic and cheap. It reads the reply alone
-and the conversation ending with it (the thread's earlier replies), and keeps the clearer of the two.
+`[tickets] scorer = "command"` asks a language model through the agent protocol (agents/clarity.py in this
+package) and falls back to this one. The default, `RuleScorer`, is built in, deterministic and cheap. It reads
+the reply alone and the conversation ending with it (the thread's earlier replies), and keeps the clearer.
 Its rules (docs/tickets.md shows them with examples; each has a test in tests/orchestration/test_scoring.py):
 
 Options. The choices are the ticket's `options` if it has any; else they are read from the question:
@@ -94,7 +94,7 @@ COMMIT_VERBS = {"use", "go", "pick", "choose", "keep", "add", "set", "make", "sw
                 "move", "start", "enable", "write", "create", "run", "let's", "lets", "put", "store", "prefer",
                 "take", "stay", "stick", "migrate", "adopt", "want", "need"}
 FILLERS = {"so", "then", "and", "please", "ok", "okay", "just", "we", "we'll", "i'd", "i", "should", "will",
-           "definitely", "yes", "yeah", "sure", "but", "rather", "let's", "lets", "simply"}
+           "definitely", "yes", "yeah", "sure", "but", "rather", "simply"}
 # A reply that opens with one option's bare name decides for it ("SQLite for speed; the nightly run can use
 # Postgres later"), unless a predicate follows ("SQLite is faster, Postgres is closer to prod").
 LEAD_FOLLOWERS = {"for", "because", "since", "so", "please", "it", "then", "definitely", "first", "all"}
@@ -277,10 +277,9 @@ class RuleScorer:
             several = picked is None and len(chosen) > 1
             if picked is not None:  # a hedge about another option only ("GraphQL maybe next year") is no hedge
                 keys = _option_keys(options)
-                context = [c for c in _CLAUSES.split(low)
-                           if {_named(w, keys) for w in words(c)} - {None} - {picked} and not
-                           any(_named(w, keys) == picked for w in words(c))]
-                hedges = [h for h in hedges if any(_has_phrase(c, h) for c in _CLAUSES.split(low) if c not in context)]
+                named_in = [({_named(w, keys) for w in words(c)} - {None}, c) for c in _CLAUSES.split(low)]
+                kept = [c for named_here, c in named_in if not named_here or picked in named_here]
+                hedges = [h for h in hedges if any(_has_phrase(c, h) for c in kept)]
         choice_words = " or ".join(options[:5])
 
         # Completeness

@@ -6,7 +6,7 @@ stdin and closes it. The agent's stdout ends with one line holding a `Reply`; ea
 
 Roles: "code" (CodeInput: do a story), "plan" (PlanInput: break an epic into proposed stories, answered with
 `plan` and `stories`) and "clarity" (`ClarityInput` -> `ClarityReply`: how clear is a reply to a ticket's
-question; agents/clarity.py runs it). Each input model has its `role` literal. The code and plan reply stays
+question; clarity.py runs it). Each input model has its `role` literal. The code and plan reply stays
 one model (a role adds optional fields); the clarity reply is scores, not a status. docs/agents.md documents
 the code and plan roles with complete examples, docs/tickets.md the clarity role.
 """
