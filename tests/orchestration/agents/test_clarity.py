@@ -151,3 +151,62 @@ def test_the_config_needs_a_command_for_the_command_scorer_and_reads_it_from_the
                                     "ORCH_SCORER_TIMEOUT_S": "5"})
     assert config.tickets.scorer_command == ["python", str(tmp_path / "agents" / "clarity_scorer.py")]
     assert config.tickets.scorer_timeout_s == 5 and TicketSettings().scorer == "rule"
+
+
+class StandInAPI:
+    """A local stand-in for the Messages API: records each request, answers with the next text in `answers`."""
+
+    def __init__(self, answers: list[str]) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[dict] = []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                api.requests.append({"path": self.path, "key": self.headers["x-api-key"], "body": body})
+                text = answers.pop(0)
+                status = 500 if text == "500" else 200
+                payload = json.dumps({"content": [{"type": "text", "text": text}]}).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_the_hosted_model_adapter_asks_the_api_and_its_failures_fall_back(orch, project, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    orch.config.agents.env = ["ANTHROPIC_API_KEY"]
+    api = StandInAPI(['Here it is: {"completeness": 40, "consistency": 30, "actionability": 20, '
+                      '"missing": ["Which one?"]}', "I would say it is clear.", "500",
+                      '```json\n{"completeness": 95, "consistency": 100, "actionability": 90, "missing": []}\n```'])
+    try:
+        await orch.open_ticket(project, QUESTION, by="po")
+        use_command(orch, str(Path(REFERENCE).parent / "clarity_claude.py"), "--url", api.url, "--model", "m-1")
+        first = await orch.reply_to_ticket(project, "TK-1", "alice", "Postgres.")
+        assert first.action == "unclear" and first.score.scorer == "command" and first.follow_ups == ["Which one?"]
+        request = api.requests[0]
+        assert request["path"] == "/v1/messages" and request["key"] == SECRET and request["body"]["model"] == "m-1"
+        assert QUESTION in request["body"]["messages"][0]["content"]
+        for _ in range(2):  # prose instead of scores, then a server error: the rules decide
+            fallback = await orch.reply_to_ticket(project, "TK-1", "alice", "maybe")
+            assert fallback.score.scorer == "rule"
+        last = await orch.reply_to_ticket(project, "TK-1", "bob", "Because we already run it.")
+        assert last.action == "resolved" and last.score.scorer == "command" and last.score.total == 95
+        assert "- alice: Postgres." in api.requests[-1]["body"]["messages"][0]["content"]  # the thread is asked
+    finally:
+        api.close()
