@@ -200,7 +200,7 @@ async def test_a_sprint_of_six_stories_runs_on_two_workers_each_outcome_applied_
     assert (await o.state(name)).state.value == "SPRINT_REVIEW"
     for i in range(1, 7):
         attempts = runs(repo, f"S-{i}")["attempts"]
-        assert [a["outcome"] for a in attempts] == ["done"] and attempts[0]["tests_failed"] == 0
+        assert [a["outcome"] for a in attempts] == ["done"] and attempts[0]["tests_failed"] == 0, attempts
     merges = git(repo, "log", "--merges", "--format=%s", "orch/sprint-001").splitlines()
     assert sorted(m.split()[1] for m in merges) == [f"S-{i}" for i in range(1, 7)]
     assert git(repo, "log", "--format=%B", "main").count("agent attempt 1: done") == 6  # applied once each
