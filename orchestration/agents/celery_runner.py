@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutErr
 
 from ..config import AgentSettings, without_password
 from ..errors import OrchError
-from .runner import AttemptOutcome, AttemptSpec, OutcomeHandler, Outcome, RunnerFull, RunningAttempt
+from .runner import AttemptOutcome, AttemptSpec, Outcome, OutcomeHandler, RunnerBase, RunnerFull, RunningAttempt
 from .worktree import bot_env, run_git
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class _InFlight:
     task: asyncio.Task | None = None
 
 
-class CeleryRunner:
+class CeleryRunner(RunnerBase):
     def __init__(self, agents: AgentSettings, on_outcome: OutcomeHandler | None = None,
                  on_phase: Callable[[RunningAttempt], None] | None = None) -> None:
         self.agents = agents
@@ -120,19 +120,8 @@ class CeleryRunner:
         await asyncio.wait([entry.task])
         return True
 
-    async def cancel_project(self, project: str) -> int:
-        ids = [a.attempt_id for a in self.running(project)]
-        await asyncio.gather(*(self.cancel(i) for i in ids))
-        return len(ids)
-
     def running(self, project: str | None = None) -> list[RunningAttempt]:
         return [e.status for e in self._running.values() if project in (None, e.status.project)]
-
-    def running_count(self, project: str | None = None) -> int:
-        return len(self.running(project))
-
-    def free(self) -> int:
-        return max(self.max_parallel - len(self._running), 0)
 
     async def close(self) -> None:
         await asyncio.gather(*(self.cancel(i) for i in list(self._running)))

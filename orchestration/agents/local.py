@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from .attempt import run_attempt
-from .runner import AttemptOutcome, AttemptSpec, OutcomeHandler, RunnerFull, RunningAttempt
+from .runner import AttemptOutcome, AttemptSpec, OutcomeHandler, RunnerBase, RunnerFull, RunningAttempt
 
 log = logging.getLogger(__name__)
 
 
-class LocalRunner:
+class LocalRunner(RunnerBase):
     def __init__(self, max_parallel: int, on_outcome: OutcomeHandler | None = None,
                  on_phase: Callable[[RunningAttempt], None] | None = None) -> None:
         self.max_parallel = max_parallel
@@ -71,20 +71,8 @@ class LocalRunner:
         await asyncio.wait([task])
         return True
 
-    async def cancel_project(self, project: str) -> int:
-        """Stop every running attempt of one project (/sprint pause); returns how many."""
-        ids = [a.attempt_id for a in self.running(project)]
-        await asyncio.gather(*(self.cancel(i) for i in ids))
-        return len(ids)
-
     def running(self, project: str | None = None) -> list[RunningAttempt]:
         return [status for status, _, _ in self._running.values() if project in (None, status.project)]
-
-    def running_count(self, project: str | None = None) -> int:
-        return len(self.running(project))
-
-    def free(self) -> int:
-        return max(self.max_parallel - len(self._running), 0)
 
     async def status(self) -> str:
         return f"local: {len(self._running)}/{self.max_parallel} attempts running"

@@ -14,6 +14,8 @@ Wiring (sketch):
 """
 from __future__ import annotations
 
+import asyncio
+
 import time
 from datetime import datetime
 from enum import Enum
@@ -109,6 +111,30 @@ def attempt_log_path(data_dir: Path, project: str, story: str, attempt_id: str) 
 
 class RunnerFull(Exception):
     """submit() while all places are taken: the scheduler asks free() first."""
+
+
+class RunnerBase:
+    """What every runner derives from its `running()` list and `max_parallel` (one place for it)."""
+
+    max_parallel: int
+
+    def running(self, project: str | None = None) -> list[RunningAttempt]:
+        raise NotImplementedError
+
+    async def cancel(self, attempt_id: str) -> bool:
+        raise NotImplementedError
+
+    async def cancel_project(self, project: str) -> int:
+        """Stop every running attempt of one project (/sprint pause); returns how many."""
+        ids = [a.attempt_id for a in self.running(project)]
+        await asyncio.gather(*(self.cancel(i) for i in ids))
+        return len(ids)
+
+    def running_count(self, project: str | None = None) -> int:
+        return len(self.running(project))
+
+    def free(self) -> int:
+        return max(self.max_parallel - self.running_count(), 0)
 
 
 class Runner(Protocol):
