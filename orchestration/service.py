@@ -504,6 +504,8 @@ class Orchestrator(TicketCommands):
         if not self.planner.command(project):
             raise OrchError(f"No planner is configured for {project}.",
                             "Set [agents] planner_command (or command) in the config.")
+        if run:
+            await self.agents.runner.check()  # the agent queue is down: say so, and change nothing
         view = await self._change(project, command, by, work)
         if run:
             self.planner.launch(project, view.epic)

@@ -308,8 +308,7 @@ class TicketCommands:
         thread = [(r.author, r.text) for r in t.replies]
         settings = self.config.tickets
         if settings.scorer == "command":
-            return await score_by_command(settings, self.config.agents.for_project(project).env,
-                                          self.config.orchestrator.data_dir, self.scorer, project, t.question,
+            return await score_by_command(self.agents.runner, self.config, self.scorer, project, t.question,
                                           t.options, text, thread)
         return await asyncio.to_thread(self.scorer.score, t.question, t.options, text, thread)
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 from celery import Celery
@@ -32,6 +34,8 @@ from .worktree import bot_env, run_git
 log = logging.getLogger(__name__)
 
 TASK = "orch.run_attempt"
+PLAN_TASK = "orch.run_plan"  # a planner run in the worker's clone (worker.plan_here)
+CLARITY_TASK = "orch.run_clarity"  # a clarity scorer's process (it needs no checkout)
 GIT_SLACK_S = 120  # clone, fetch and push around an attempt, on the worker
 POLL_S = 0.5  # how often the result of a running attempt is looked at
 RETRY_S = 2.0  # between tries while the broker is down
@@ -188,8 +192,7 @@ class CeleryRunner(RunnerBase):
 
     def _send(self, spec: AttemptSpec, ident: str) -> bool:
         soft, hard = time_limits(spec.timeout_s)
-        override = self.agents.projects.get(spec.project)
-        repo_url = override.repo_url if override and override.repo_url else str(spec.repo)
+        repo_url = self.repo_url(spec.project, spec.repo)
 
         def send(conn) -> None:
             self.app.AsyncResult(ident).forget()  # a result left by an earlier run of this ID is not this one's
@@ -224,6 +227,53 @@ class CeleryRunner(RunnerBase):
                 return None
             except asyncio.TimeoutError:
                 pass
+
+    # -- other runs: planners and clarity scorers --------------------------------------------------------------
+    def repo_url(self, project: str, repo: Path) -> str:
+        """Where workers fetch the project from: [agents.projects.<name>] repo_url, else its path."""
+        override = self.agents.projects.get(project)
+        return override.repo_url if override and override.repo_url else str(repo)
+
+    async def call(self, name: str, args: list, *, time_limit_s: float, cancel: asyncio.Event | None = None,
+                   wait_s: float | None = None) -> dict | None:
+        """The result of one task run by a worker, watched off the event loop; None once `cancel` is set or
+        `wait_s` has passed (the task is revoked then). Raises AgentQueueUnreachable when it cannot be sent
+        and OrchError when the worker failed; while the backend is down, watching goes on."""
+        ident = str(uuid.uuid4())
+        send = lambda conn: self.app.send_task(  # noqa: E731
+            name, args=args, task_id=ident, queue=self.agents.queue, soft_time_limit=time_limit_s,
+            time_limit=time_limit_s + 30, connection=conn, retry=False)
+        try:
+            await asyncio.to_thread(self._connect_and, send)
+        except UNREACHABLE as exc:
+            raise AgentQueueUnreachable(self._url, _why(exc)) from None
+        stop, deadline = cancel or asyncio.Event(), None if wait_s is None else time.monotonic() + wait_s
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                try:
+                    meta = await asyncio.to_thread(self.app.backend.get_task_meta, ident)
+                except UNREACHABLE:
+                    meta = {}
+                if meta.get("status") == "SUCCESS":
+                    return meta["result"]
+                if meta.get("status") in ("FAILURE", "REVOKED"):
+                    raise OrchError(f"The worker failed: {_why(meta.get('result'))}.")
+                try:
+                    await asyncio.wait_for(stop.wait(), POLL_S)
+                    break
+                except asyncio.TimeoutError:
+                    pass
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.to_thread(self._try_revoke, ident))
+            raise
+        await asyncio.to_thread(self._try_revoke, ident)
+        return None
+
+    def _try_revoke(self, ident: str) -> None:
+        try:
+            self._revoke(ident)
+        except Exception as exc:  # the broker is down: the task is dropped by no one, its result read by no one
+            log.warning("task %s could not be revoked: %s", ident, _why(exc))
 
     def _revoke(self, ident: str) -> None:
         self._connect_and(lambda conn: self.app.control.revoke(ident, terminate=True, signal="SIGTERM",

@@ -2,7 +2,8 @@
 
 A run is one planner process with the same rules as a story's attempt (attempt.run_process: no shell, a session
 of its own, the environment allowlist, secrets scrubbed, `timeout_s`, the log under data_dir/logs), in a detached
-read-only checkout of the commit the user has checked out (worktree.prepare_plan). A run that changes a file or
+read-only checkout of the commit the user has checked out (worktree.prepare_plan); with the Celery runner it
+runs on a worker, in its clone (runners.run_plan, worker.plan_here). A run that changes a file or
 a ref is refused as a policy breach (policy.check_read_only). The rules of what a run's outcome does to the plan
 are planning.py's; this module never writes .orch-state/ itself (it goes through `Orchestrator.change`).
 """
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from ..events import Event
-from . import policy, protocol
+from . import policy, protocol, runners
 from .attempt import AttemptLog, _tail, run_process
 from .planning import PlanOutcome, PlanView, apply_outcome, claim, claimable, release_interrupted
 from .runner import Outcome, attempt_log_path
@@ -47,6 +48,7 @@ class PlanSpec(BaseModel):
     author_name: str
     author_email: str
     grace_s: float = 5.0
+    commit: str | None = None  # what is checked out for the planner; None: the repository's HEAD
 
 
 async def run_plan(spec: PlanSpec, cancel: asyncio.Event | None = None) -> PlanOutcome:
@@ -72,7 +74,7 @@ async def _run(spec: PlanSpec, secrets: list[str], log_to: AttemptLog, cancel: a
     trees = Worktrees(spec.repo, spec.data_dir, spec.project, spec.author_name, spec.author_email)
     git_env = bot_env(spec.author_name, spec.author_email)
     before = await asyncio.to_thread(policy.snapshot, spec.repo, git_env)
-    workdir, head = await asyncio.to_thread(trees.prepare_plan, spec.epic)
+    workdir, head = await asyncio.to_thread(trees.prepare_plan, spec.epic, spec.commit)
     try:
         task = spec.input.model_copy(update={"workdir": str(workdir)})
         env = policy.agent_env(spec.env, policy.task_vars(task))
@@ -146,7 +148,7 @@ class Planner:
                             repo=entry.path, data_dir=o.data_dir, timeout_s=settings.timeout_s, env=settings.env,
                             log_path=attempt_log_path(o.data_dir, project, epic, ident), author_name=o.author_name,
                             author_email=o.author_email)
-            outcome = await run_plan(spec, cancel)
+            outcome = await runners.run_plan(self.orch.agents.runner, self.orch.config, spec, cancel)
             if outcome.outcome is Outcome.cancelled:  # stopped with the process: it runs again at the next start
                 return None
             result = await self.orch.change(project, "planner", BY, lambda c: apply_outcome(c, outcome))

@@ -1,11 +1,24 @@
-"""Which runner executes the attempts: [agents] runner = "local" (default) or "celery" (worker machines)."""
+"""Where agents run: [agents] runner = "local" (default: this machine) or "celery" (worker machines) decides
+for the attempts, the planner runs and the clarity scorer's runs alike."""
 from __future__ import annotations
 
-from typing import Callable
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from ..config import Config
+from ..errors import OrchError
+from . import policy
+from .attempt import ProcessResult, run_process
 from .local import LocalRunner
-from .runner import OutcomeHandler, Runner, RunningAttempt
+from .runner import Outcome, OutcomeHandler, Runner, RunningAttempt
+from .worktree import bot_env, run_git
+
+if TYPE_CHECKING:
+    from .planner import PlanSpec
+    from .planning import PlanOutcome
+
+CALL_SLACK_S = 30  # a clarity scorer's run on a worker: how long past its time-out the bot waits for a worker
 
 
 def make_runner(config: Config, on_outcome: OutcomeHandler, on_phase: Callable[[RunningAttempt], None]) -> Runner:
@@ -14,3 +27,41 @@ def make_runner(config: Config, on_outcome: OutcomeHandler, on_phase: Callable[[
         from .celery_runner import CeleryRunner  # Celery is imported only by those who use it
         return CeleryRunner(agents, on_outcome=on_outcome, on_phase=on_phase)
     return LocalRunner(agents.max_parallel, on_outcome=on_outcome, on_phase=on_phase)
+
+
+async def run_plan(runner: Runner, config: Config, spec: PlanSpec, cancel: asyncio.Event | None) -> PlanOutcome:
+    """A planner run: here, or on a worker at the commit checked out here (a worker that fails: "crashed")."""
+    from .planner import run_plan as run_here  # planner.py imports this module
+    from .planning import PlanOutcome
+    if config.agents.runner != "celery":
+        return await run_here(spec, cancel)
+    from .celery_runner import GIT_SLACK_S, PLAN_TASK
+    base = dict(run_id=spec.run_id, project=spec.project, epic=spec.epic)
+    try:
+        commit = (await asyncio.to_thread(run_git, spec.repo, "rev-parse", "--verify", "HEAD^{commit}",
+                                          env=bot_env(spec.author_name, spec.author_email))).stdout.strip()
+        result = await runner.call(PLAN_TASK, [spec.model_dump(mode="json"), runner.repo_url(spec.project, spec.repo),
+                                               commit], time_limit_s=spec.timeout_s + GIT_SLACK_S, cancel=cancel)
+    except OrchError as exc:
+        return PlanOutcome(**base, outcome=Outcome.crashed, summary=exc.message)
+    if result is None:
+        return PlanOutcome(**base, outcome=Outcome.cancelled, summary="stopped by the orchestrator")
+    return PlanOutcome.model_validate(result)
+
+
+async def run_clarity(runner: Runner, config: Config, argv: list[str], stdin: bytes, env_names: list[str],
+                      task_vars: dict[str, str], timeout_s: float, grace_s: float) -> ProcessResult:
+    """A clarity scorer's process, here (cwd: the data folder) or on a worker; what keeps it from answering
+    is its result's `error` (the caller's rule scorer decides then)."""
+    if config.agents.runner != "celery":
+        return await run_process(argv, cwd=config.orchestrator.data_dir, env=policy.agent_env(env_names, task_vars),
+                                 stdin=stdin, timeout_s=timeout_s, grace_s=grace_s,
+                                 secrets=policy.secret_values(), log_to=None)
+    from .celery_runner import CLARITY_TASK
+    try:
+        result = await runner.call(CLARITY_TASK, [argv, stdin.decode(), env_names, task_vars, timeout_s, grace_s],
+                                   time_limit_s=timeout_s + grace_s + 5, wait_s=timeout_s + CALL_SLACK_S)
+    except OrchError as exc:
+        return ProcessResult(None, "", "", error=exc.message)
+    return ProcessResult(**result) if result else ProcessResult(
+        None, "", "", error=f"no worker ran it within {timeout_s + CALL_SLACK_S:g} s")

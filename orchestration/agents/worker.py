@@ -10,6 +10,10 @@ One attempt on a worker (`run_here`):
 3. The story branch is pushed back to the project's repository (--force-with-lease: never over a push made
    since this attempt fetched it), so that the bot merges it; the AttemptOutcome goes back as JSON.
 
+Planner runs and clarity scorer runs come here too (runners.run_plan, runners.run_clarity): a plan runs in a
+detached read-only checkout of the commit the bot names, fetched into the same clone (`plan_here`: planner.run_plan
+with its read-only check); a clarity scorer runs in the data folder and needs no checkout.
+
 A revoke (pause) sends SIGTERM to the pool process running the task: it stops the agent's process group
 (run_attempt's `cancel`) and answers "cancelled". Nothing here writes .orch-state/: the bot applies outcomes.
 
@@ -20,12 +24,13 @@ project's repo_url with the right to push orch/* branches, and the broker URL (O
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import signal
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
@@ -33,18 +38,22 @@ from filelock import FileLock
 
 from ..config import Config
 from ..errors import ConfigError, OrchError
-from .attempt import run_attempt
-from .celery_runner import RUNNING, TASK, make_app
+from . import policy
+from .attempt import run_attempt, run_process
+from .celery_runner import CLARITY_TASK, PLAN_TASK, RUNNING, TASK, make_app
+from .planner import PlanSpec, run_plan
+from .planning import PlanOutcome
 from .runner import AttemptOutcome, AttemptSpec, Outcome, attempt_log_path
 from .worktree import Worktrees, bot_env, run_git
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 WORKER_DIR = "worker"  # under data_dir: one folder per worker node (two workers may share a machine)
 
 
 def worker_app(config: Config) -> Celery:
-    """The Celery app with the attempt task, run by `orch worker`."""
+    """The Celery app with the attempt, plan and clarity tasks, run by `orch worker`."""
     if not config.agents.broker_url:
         raise ConfigError("orch worker needs the broker: set [agents] broker_url or ORCH_BROKER_URL.")
     app = make_app(config.agents)
@@ -52,13 +61,46 @@ def worker_app(config: Config) -> Celery:
 
     @app.task(name=TASK, bind=True)
     def run(task, spec: dict, repo_url: str) -> dict:
-        node = re.sub(r"[^A-Za-z0-9@._-]", "_", task.request.hostname or "worker")
         ident = task.request.id  # the request is thread-local, and run_attempt tells phases from its own thread
         phase = lambda p: task.update_state(ident, state=RUNNING, meta={"phase": p})  # noqa: E731
-        outcome = run_here(AttemptSpec.model_validate(spec), repo_url, data_dir / WORKER_DIR / node, phase)
+        outcome = run_here(AttemptSpec.model_validate(spec), repo_url, _home(data_dir, task), phase)
         return outcome.model_dump(mode="json")
 
+    @app.task(name=PLAN_TASK, bind=True)
+    def plan(task, spec: dict, repo_url: str, commit: str) -> dict:
+        return plan_here(PlanSpec.model_validate(spec), repo_url, commit, _home(data_dir, task)).model_dump(mode="json")
+
+    @app.task(name=CLARITY_TASK)
+    def clarity(argv: list[str], stdin: str, env_names: list[str], task_vars: dict, timeout_s: float,
+                grace_s: float) -> dict:
+        """A clarity scorer's run here: this worker's allowlisted environment and secrets, cwd its data folder."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        done = asyncio.run(run_process(argv, cwd=data_dir, env=policy.agent_env(env_names, task_vars),
+                                       stdin=stdin.encode(), timeout_s=timeout_s, grace_s=grace_s,
+                                       secrets=policy.secret_values(), log_to=None))
+        return dataclasses.asdict(done)
+
     return app
+
+
+def _home(data_dir: Path, task) -> Path:
+    return data_dir / WORKER_DIR / re.sub(r"[^A-Za-z0-9@._-]", "_", task.request.hostname or "worker")
+
+
+def plan_here(spec: PlanSpec, repo_url: str, commit: str, home: Path) -> PlanOutcome:
+    """One planner run on this machine: the commit the bot named is fetched into this worker's clone, and
+    run_plan runs there as on the bot (a detached read-only checkout of it, the read-only check on this clone)."""
+    env = bot_env(spec.author_name, spec.author_email)
+    try:
+        clone = _clone(spec.project, repo_url, home, env)
+        with FileLock(str(clone.parent / f"{spec.project}.lock")):
+            run_git(clone, "fetch", "--quiet", "origin", commit, env=env)
+    except (OrchError, OSError) as exc:
+        return PlanOutcome(run_id=spec.run_id, project=spec.project, epic=spec.epic, outcome=Outcome.crashed,
+                           summary=f"the worker could not check out {commit[:12]}: {exc}")
+    local = spec.model_copy(update={"repo": clone, "data_dir": home, "commit": commit, "log_path": attempt_log_path(
+        home, spec.project, spec.epic, spec.run_id)})
+    return _run_stoppable(lambda cancel: run_plan(local, cancel), f"plan {spec.run_id}")
 
 
 def run_here(spec: AttemptSpec, repo_url: str, home: Path, on_phase: Callable[[str], None]) -> AttemptOutcome:
@@ -70,7 +112,8 @@ def run_here(spec: AttemptSpec, repo_url: str, home: Path, on_phase: Callable[[s
         return AttemptOutcome(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
                               attempt=spec.input.attempt, outcome=Outcome.crashed, branch=spec.branch,
                               summary=f"the worker could not check out {spec.branch}: {exc}")
-    outcome = _run_stoppable(local, on_phase)
+    outcome = _run_stoppable(lambda cancel: run_attempt(local, cancel=cancel, on_phase=on_phase),
+                             f"attempt {spec.attempt_id}")
     trees = Worktrees(local.repo, home, spec.project, spec.author_name, spec.author_email)
     try:
         if outcome.commit and outcome.commit != lease:
@@ -90,13 +133,8 @@ def run_here(spec: AttemptSpec, repo_url: str, home: Path, on_phase: Callable[[s
 def _checkout(spec: AttemptSpec, repo_url: str, home: Path, env: dict[str, str]) -> tuple[AttemptSpec, str]:
     """This worker's clone, up to date with the sprint and story branches, and a worktree of the story;
     returns the spec for this machine and the story branch's tip as fetched."""
-    repos = home / "repos"
-    repos.mkdir(parents=True, exist_ok=True)
-    clone = repos / spec.project
-    with FileLock(str(repos / f"{spec.project}.lock")):  # the pool's processes share the clone
-        if not (clone / ".git").is_dir():
-            run_git(repos, "clone", "--quiet", repo_url, str(clone), env=env)
-        run_git(clone, "remote", "set-url", "origin", repo_url, env=env)
+    clone = _clone(spec.project, repo_url, home, env)
+    with FileLock(str(clone.parent / f"{spec.project}.lock")):  # the pool's processes share the clone
         trees = Worktrees(clone, home, spec.project, spec.author_name, spec.author_email)
         trees.remove_story(spec.story)  # a branch checked out in a worktree cannot be fetched into
         run_git(clone, "fetch", "--quiet", "origin", f"+refs/heads/{spec.base}:refs/heads/{spec.base}",
@@ -108,23 +146,34 @@ def _checkout(spec: AttemptSpec, repo_url: str, home: Path, env: dict[str, str])
                                    "input": spec.input.model_copy(update={"workdir": str(workdir)})}), lease
 
 
-def _run_stoppable(spec: AttemptSpec, on_phase: Callable[[str], None]) -> AttemptOutcome:
-    """run_attempt on an event loop of its own, in a thread, while this (main) thread takes the signals: SIGTERM
-    (a revoke with terminate) and Celery's soft time limit set the attempt's `cancel`."""
+def _clone(project: str, repo_url: str, home: Path, env: dict[str, str]) -> Path:
+    """This worker's clone of the project, made once, its origin the task's repo URL."""
+    repos = home / "repos"
+    repos.mkdir(parents=True, exist_ok=True)
+    clone = repos / project
+    with FileLock(str(repos / f"{project}.lock")):
+        if not (clone / ".git").is_dir():
+            run_git(repos, "clone", "--quiet", repo_url, str(clone), env=env)
+        run_git(clone, "remote", "set-url", "origin", repo_url, env=env)
+    return clone
+
+
+def _run_stoppable(run: Callable[[asyncio.Event], Awaitable[T]], name: str) -> T:
+    """run(cancel) on an event loop of its own, in a thread, while this (main) thread takes the signals: SIGTERM
+    (a revoke with terminate) and Celery's soft time limit set its `cancel`."""
     box: dict = {}
     ready = threading.Event()
 
-    async def attempt() -> AttemptOutcome:
+    async def running() -> T:
         box["loop"], box["cancel"] = asyncio.get_running_loop(), asyncio.Event()
         ready.set()
-        return await run_attempt(spec, cancel=box["cancel"], on_phase=on_phase)
+        return await run(box["cancel"])
 
     def stop(*_: object) -> None:
         if ready.wait(5):
             box["loop"].call_soon_threadsafe(box["cancel"].set)
 
-    thread = threading.Thread(target=lambda: box.update(outcome=asyncio.run(attempt())),
-                              name=f"attempt {spec.attempt_id}")
+    thread = threading.Thread(target=lambda: box.update(outcome=asyncio.run(running())), name=name)
     main = threading.current_thread() is threading.main_thread()  # signals reach only the main thread
     previous = signal.signal(signal.SIGTERM, stop) if main else None
     try:

@@ -187,13 +187,14 @@ class Worktrees:
                 self._discard(path)
 
     # -- plans -----------------------------------------------------------------------------------------------
-    def prepare_plan(self, epic_id: str) -> tuple[Path, str]:
-        """A detached, read-only checkout of what the user has checked out (HEAD), for a planner of the epic;
-        returns (path, commit). Nothing of it is ever committed or merged: `remove_plan` drops it."""
+    def prepare_plan(self, epic_id: str, commit: str | None = None) -> tuple[Path, str]:
+        """A detached, read-only checkout of `commit` (default: what the user has checked out, HEAD), for a
+        planner of the epic; returns (path, commit). Nothing of it is ever committed or merged: `remove_plan`
+        drops it."""
         path = self.root / f".plan-{epic_id}"
         self._discard(path)
         self.root.mkdir(parents=True, exist_ok=True)
-        head = self.tip("HEAD")
+        head = self.tip(commit or "HEAD")
         self.git("worktree", "add", "--quiet", "--detach", str(path), head)
         return path, head
 

@@ -17,11 +17,14 @@ import pytest
 from celery import Celery
 
 from orchestration.agents.celery_runner import AgentQueueUnreachable
-from orchestration.config import Config
+from orchestration.config import Config, TicketSettings
+from orchestration.errors import NotFound
 from orchestration.service import Orchestrator
 from tests.conftest import git
+from tests.orchestration.test_tickets import QUESTION
 
-from .conftest import AGENT, TESTS, alive
+from .conftest import AGENT, PLANNER, TESTS, alive
+from .test_clarity import STANDIN
 from .test_sprint_run import runs, sprint_of
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -252,20 +255,53 @@ async def test_pause_revokes_the_running_attempt_and_leaves_no_agent_process(mak
     assert (await o.view_backlog(name)).stories[0].status.value == "todo"
 
 
+def score_where(o: Orchestrator) -> None:
+    o.config.tickets = TicketSettings(scorer="command", scorer_command=[sys.executable, STANDIN, "where"],
+                                      scorer_timeout_s=5)
+
+
+async def test_a_plan_and_a_clarity_score_are_computed_on_a_worker(make_orch, make_repo, workers, worker_pool):
+    o = make_orch("done", planner_command=[*PLANNER, "where"])
+    score_where(o)
+    repo = make_repo("celery-plan")
+    name = repo.name
+    await o.register_project(str(repo), by="ada")
+    await o.create_epic(name, "Shop", by="ada")
+    await o.plan_epic(name, "E-1", by="ada")
+    view = await o.wait_plan(name, "E-1")
+    assert view.plan.status.value == "proposed", view
+    ran_in = Path(view.plan.plan.removeprefix("Planned in ").rstrip("."))
+    assert ran_in.name == ".plan-E-1" and ran_in.is_relative_to(worker_pool[1] / "worker")  # a worker's checkout
+    assert not ran_in.exists()  # removed after the run
+
+    await o.open_ticket(name, QUESTION, by="po")
+    replied = await o.reply_to_ticket(name, "TK-1", "bob", "PostgreSQL, because we already run it.")
+    assert replied.score.scorer == "command" and replied.score.total == 50
+    assert replied.follow_ups == [str(worker_pool[1])]  # the scorer ran in the worker's data folder
+
+
 async def test_a_broker_that_is_down_is_a_clear_answer_and_the_sprint_goes_on_once_it_is_back(
         make_orch, make_repo, workers, redis_server):
     o = make_orch("done")
+    score_where(o)
     repo = make_repo("celery-down")
     name = repo.name
     await o.register_project(str(repo), by="ada")
     await o.create_epic(name, "Shop", by="ada")
     await o.add_story(name, "E-1", "Cart", acceptance_criteria=["works"], by="ada")
     await o.plan_sprint(name, by="ada")
+    await o.open_ticket(name, QUESTION, by="po")
     redis_server.stop()
     try:
         with pytest.raises(AgentQueueUnreachable, match=f"unreachable at redis://127.0.0.1:{redis_server.port}/0"):
             await o.start_sprint(name, by="ada")
         assert (await o.state(name)).state.value == "SPRINT_PLANNED"  # nothing changed
+        with pytest.raises(AgentQueueUnreachable, match="unreachable at redis"):
+            await o.plan_epic(name, "E-1", by="ada")
+        with pytest.raises(NotFound):  # nothing was requested
+            await o.plan_view(name, "E-1")
+        replied = await o.reply_to_ticket(name, "TK-1", "bob", "PostgreSQL, because we already run it.")
+        assert replied.score.scorer != "command" and replied.action == "resolved"  # the rule scorer decided
         await o.add_story(name, "E-1", "Receipt", by="ada")  # what needs no agent keeps working
         assert len((await o.view_backlog(name)).stories) == 2
         assert "celery: The agent queue is unreachable at redis://127.0.0.1" in (await o.health()).runner
