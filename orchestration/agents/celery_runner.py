@@ -255,6 +255,7 @@ class CeleryRunner(RunnerBase):
                 except UNREACHABLE:
                     meta = {}
                 if meta.get("status") == "SUCCESS":
+                    await asyncio.to_thread(self._try, self.app.AsyncResult(ident).forget)  # read once, kept nowhere
                     return meta["result"]
                 if meta.get("status") in ("FAILURE", "REVOKED"):
                     raise OrchError(f"The worker failed: {_why(meta.get('result'))}.")
@@ -264,16 +265,17 @@ class CeleryRunner(RunnerBase):
                 except asyncio.TimeoutError:
                     pass
         except asyncio.CancelledError:
-            await asyncio.shield(asyncio.to_thread(self._try_revoke, ident))
+            await asyncio.shield(asyncio.to_thread(self._try, self._revoke, ident))
             raise
-        await asyncio.to_thread(self._try_revoke, ident)
+        await asyncio.to_thread(self._try, self._revoke, ident)
         return None
 
-    def _try_revoke(self, ident: str) -> None:
+    @staticmethod
+    def _try(call: Callable, *args) -> None:
         try:
-            self._revoke(ident)
+            call(*args)
         except Exception as exc:  # the broker is down: the task is dropped by no one, its result read by no one
-            log.warning("task %s could not be revoked: %s", ident, _why(exc))
+            log.warning("%s failed: %s", getattr(call, "__name__", call), _why(exc))
 
     def _revoke(self, ident: str) -> None:
         self._connect_and(lambda conn: self.app.control.revoke(ident, terminate=True, signal="SIGTERM",

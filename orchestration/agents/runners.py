@@ -3,7 +3,6 @@ for the attempts, the planner runs and the clarity scorer's runs alike."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..config import Config
