@@ -154,11 +154,11 @@ class OrchBot(commands.Bot):
             except (OrchError, discord.HTTPException, LookupError) as exc:
                 log.warning("plan of %s in project=%s not posted: %s", event.detail.epic, event.project, exc)
             return
-        entry = await asyncio.to_thread(self.orchestrator.registry.get, event.project)
         try:
-            channel = await self.project_channel(entry.channel_id if entry else None)
+            entry = await self.orchestrator.entry(event.project)
+            channel = await self.project_channel(entry.channel_id)
             await channel.send(embed=render.event_embed(event), allowed_mentions=render.NO_MENTIONS)
-        except (discord.HTTPException, LookupError) as exc:
+        except (OrchError, discord.HTTPException, LookupError) as exc:
             log.warning("event %s of project=%s not posted: %s", event.kind, event.project, exc)
 
     async def posts_done(self, timeout: float = 5.0) -> None:

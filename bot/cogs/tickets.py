@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from orchestration.errors import OrchError
+from orchestration.errors import OrchError, ProjectNotFound
 from orchestration.tickets import ReplyOutcome, Ticket, TicketList, TicketStatus, TicketView
 
 from .. import render
@@ -252,7 +252,10 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
             ticket = view.ticket
             if ticket.thread_id is not None or not ticket.is_open:
                 return await thread_by_id(self.bot, ticket.thread_id)
-            entry = next((e for e in await self.orch.project_entries() if e.name == project), None)
+            try:
+                entry = await self.orch.entry(project)
+            except ProjectNotFound:
+                entry = None
             channel = await channel_by_id(self.bot, entry.channel_id if entry else None) or fallback
             if isinstance(channel, discord.Thread):  # a thread cannot hold threads: post in its parent channel
                 channel = channel.parent

@@ -13,7 +13,6 @@ and a broker visibility timeout above them (or a running attempt would be handed
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 import uuid
@@ -159,18 +158,12 @@ class CeleryRunner(RunnerBase):
             outcome = await self._watch(spec, entry) if sent else None
         except Exception as exc:  # ours, never the agent's: reported as an outcome
             log.exception("attempt %s: the Celery runner failed", spec.attempt_id)
-            outcome = _outcome(spec, Outcome.crashed, f"the agent queue failed: {_why(exc)}")
+            outcome = outcome_for(spec, Outcome.crashed, f"the agent queue failed: {_why(exc)}")
         finally:
             self._running.pop(spec.attempt_id, None)
         if outcome is None or entry.stop.is_set():
-            outcome = _outcome(spec, Outcome.cancelled, "stopped by the orchestrator")
-        if self.on_outcome is not None:
-            try:
-                result = self.on_outcome(outcome)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("applying the outcome of attempt %s failed", spec.attempt_id)
+            outcome = outcome_for(spec, Outcome.cancelled, "stopped by the orchestrator")
+        await self._deliver(outcome)
         return outcome
 
     async def _until(self, entry: _InFlight, call: Callable, what: str):
@@ -212,7 +205,7 @@ class CeleryRunner(RunnerBase):
                 return AttemptOutcome.model_validate(result)
             if state == "FAILURE":
                 kind = Outcome.timeout if "TimeLimitExceeded" in type(result).__name__ else Outcome.crashed
-                return _outcome(spec, kind, f"the worker failed: {_why(result)}")
+                return outcome_for(spec, kind, f"the worker failed: {_why(result)}")
             if state == "REVOKED":
                 return None
             if state == RUNNING and isinstance(result, dict) and result.get("phase") != entry.status.phase:
@@ -296,7 +289,7 @@ def _free_branch(spec: AttemptSpec) -> None:
     run_git(spec.repo, "worktree", "prune", env=env, check=False)
 
 
-def _outcome(spec: AttemptSpec, kind: Outcome, summary: str) -> AttemptOutcome:
+def outcome_for(spec: AttemptSpec, kind: Outcome, summary: str) -> AttemptOutcome:
     return AttemptOutcome(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
                           attempt=spec.input.attempt, outcome=kind, summary=summary, branch=spec.branch)
 

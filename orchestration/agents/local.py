@@ -6,7 +6,6 @@ It only executes: the scheduler decides what runs (and shares the places fairly 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from datetime import datetime, timezone
 from typing import Callable
@@ -44,13 +43,7 @@ class LocalRunner(RunnerBase):
             outcome = await run_attempt(spec, cancel=cancel, on_phase=lambda phase: self._phase(status, phase))
         finally:
             self._running.pop(spec.attempt_id, None)  # its place is free before the outcome is applied
-        if self.on_outcome is not None:
-            try:
-                result = self.on_outcome(outcome)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("applying the outcome of attempt %s failed", spec.attempt_id)
+        await self._deliver(outcome)
         return outcome
 
     def _phase(self, status: RunningAttempt, phase: str) -> None:

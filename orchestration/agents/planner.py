@@ -14,7 +14,6 @@ import contextvars
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
@@ -23,11 +22,8 @@ from . import policy, protocol, runners
 from .attempt import AttemptLog, _tail, run_process
 from .planning import PlanOutcome, PlanView, apply_outcome, claim, claimable, release_interrupted
 from .runner import Outcome, attempt_log_path
-from .sprint_work import _context_file
+from .sprint_work import context_of
 from .worktree import Worktrees, bot_env
-
-if TYPE_CHECKING:
-    from ..unit_of_work import Change
 
 PLAN_READY = "plan"  # the kind of the event told when a run's outcome is applied (detail: its PlanView)
 BY = "orchestrator"
@@ -138,7 +134,7 @@ class Planner:
 
     async def _run(self, project: str, epic: str, cancel: asyncio.Event) -> PlanView | None:
         try:
-            claimed = await self.orch.change(project, "planner", BY, lambda c: claim(c, epic, _context))
+            claimed = await self.orch.change(project, "planner", BY, lambda c: claim(c, epic, context_of))
             if claimed is None:
                 return None
             ident, task = claimed
@@ -184,6 +180,3 @@ class Planner:
         await asyncio.gather(*(task for task, _ in runs), return_exceptions=True)
 
 
-def _context(c: Change) -> protocol.Context:
-    return protocol.Context(architecture=_context_file(c, "architecture.md"),
-                            best_practices=_context_file(c, "best-practices.md"))

@@ -27,6 +27,10 @@ M = TypeVar("M", bound=BaseModel)
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    def to_stdin(self) -> bytes:
+        """The model as the one JSON line written to a protocol process's stdin."""
+        return (self.model_dump_json() + "\n").encode()
+
 
 class Epic(_In):
     id: str
@@ -78,9 +82,6 @@ class CodeInput(_In):
     previous: list[Previous] = Field(default_factory=list)
     answers: list[Answer] = Field(default_factory=list)
 
-    def to_stdin(self) -> bytes:
-        return (self.model_dump_json() + "\n").encode()
-
 
 class EpicBrief(_In):
     id: str
@@ -106,9 +107,6 @@ class PlanInput(_In):
     context: Context = Field(default_factory=Context)
     backlog: list[BacklogItem] = Field(default_factory=list)
     answers: list[Answer] = Field(default_factory=list)  # its earlier questions, answered through tickets
-
-    def to_stdin(self) -> bytes:
-        return (self.model_dump_json() + "\n").encode()
 
 
 class ProposedStory(BaseModel):
@@ -157,9 +155,6 @@ class ClarityInput(_In):
     options: list[str] = Field(default_factory=list)
     reply: str
     thread: list[Said] = Field(default_factory=list)
-
-    def to_stdin(self) -> bytes:
-        return (self.model_dump_json() + "\n").encode()
 
 
 Part = Annotated[int, Field(ge=0, le=100, strict=True)]  # an integer: true or 87.5 is a mistake, not a score

@@ -15,6 +15,8 @@ Wiring (sketch):
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 
 import time
 from datetime import datetime
@@ -25,6 +27,9 @@ from typing import Awaitable, Callable, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from .protocol import CodeInput
+
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(str, Enum):
@@ -117,6 +122,18 @@ class RunnerBase:
     """What every runner derives from its `running()` list and `max_parallel` (one place for it)."""
 
     max_parallel: int
+    on_outcome: OutcomeHandler | None = None
+
+    async def _deliver(self, outcome: AttemptOutcome) -> None:
+        """Hand an outcome to `on_outcome` (sync or async); its failure is logged, never raised into the runner."""
+        if self.on_outcome is None:
+            return
+        try:
+            result = self.on_outcome(outcome)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("applying the outcome of attempt %s failed", outcome.attempt_id)
 
     def running(self, project: str | None = None) -> list[RunningAttempt]:
         raise NotImplementedError

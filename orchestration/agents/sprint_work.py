@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, OrchError
 from ..gitlog import quote
 from ..inputs import story_of
 from ..models import State, SprintStatus, Story, StoryStatus, TEXT_MAX, utcnow
 from ..queue import queue_order, unmet_dependencies
 from ..sprint_rules import set_story_status
+from ..store import read_state_file
 from ..ticket_service import close_open_tickets, new_ticket, tickets_of
 from ..tickets import QUESTION_MAX, TicketStatus
 from . import protocol
@@ -93,18 +94,22 @@ def _input(c: Change, story: Story, runs: StoryRuns, number: int, sprint: str) -
                              criteria=list(story.acceptance_criteria), points=story.points,
                              priority=story.priority.value,
                              epic=protocol.Epic(id=epic.id, title=epic.title) if epic else None),
-        context=protocol.Context(architecture=_context_file(c, "architecture.md"),
-                                 best_practices=_context_file(c, "best-practices.md")),
+        context=context_of(c),
         previous=[protocol.Previous(attempt=a.attempt, outcome=a.outcome or "", summary=a.summary, output=a.output)
                   for a in earlier],
         answers=[protocol.Answer(ticket=t.id, question=t.question, answer=t.resolution or "") for t in answered])
 
 
-def _context_file(c: Change, name: str) -> str:
-    try:
-        return c.store.path(name).read_text(encoding="utf-8", errors="replace")[:CONTEXT_KEEP]
-    except OSError:
-        return ""
+def context_of(c: Change) -> protocol.Context:
+    """The notes every agent reads first (architecture.md, best-practices.md), read like every state file:
+    never through a symlink."""
+    def text(name: str) -> str:
+        try:
+            return read_state_file(c.store.root, name).decode("utf-8", "replace")[:CONTEXT_KEEP]
+        except (OSError, OrchError):
+            return ""
+
+    return protocol.Context(architecture=text("architecture.md"), best_practices=text("best-practices.md"))
 
 
 def apply_outcome(c: Change, outcome: AttemptOutcome, max_attempts: int) -> str | None:

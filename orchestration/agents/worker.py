@@ -40,7 +40,7 @@ from ..config import Config
 from ..errors import ConfigError, OrchError
 from . import policy
 from .attempt import run_attempt, run_process
-from .celery_runner import CLARITY_TASK, PLAN_TASK, RUNNING, TASK, make_app
+from .celery_runner import CLARITY_TASK, PLAN_TASK, RUNNING, TASK, make_app, outcome_for
 from .planner import PlanSpec, run_plan
 from .planning import PlanOutcome
 from .runner import AttemptOutcome, AttemptSpec, Outcome, attempt_log_path
@@ -109,9 +109,7 @@ def run_here(spec: AttemptSpec, repo_url: str, home: Path, on_phase: Callable[[s
     try:
         local, lease = _checkout(spec, repo_url, home, env)
     except (OrchError, OSError) as exc:
-        return AttemptOutcome(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
-                              attempt=spec.input.attempt, outcome=Outcome.crashed, branch=spec.branch,
-                              summary=f"the worker could not check out {spec.branch}: {exc}")
+        return outcome_for(spec, Outcome.crashed, f"the worker could not check out {spec.branch}: {exc}")
     outcome = _run_stoppable(lambda cancel: run_attempt(local, cancel=cancel, on_phase=on_phase),
                              f"attempt {spec.attempt_id}")
     trees = Worktrees(local.repo, home, spec.project, spec.author_name, spec.author_email)
