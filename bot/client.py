@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import pkgutil
+from pathlib import Path
 
 import discord
 from discord import app_commands
@@ -160,6 +161,11 @@ class OrchBot(commands.Bot):
             await channel.send(embed=render.event_embed(event), allowed_mentions=render.NO_MENTIONS)
         except (OrchError, discord.HTTPException, LookupError) as exc:
             log.warning("event %s of project=%s not posted: %s", event.kind, event.project, exc)
+
+    def server_paths(self, repo: Path | None) -> list[Path]:
+        """The folders never shown to people who are not admins of the project's server: the project's repository
+        and the bot's data folder (agents' text and error messages may name them)."""
+        return [p for p in (repo, self.config.orchestrator.data_dir) if p]
 
     async def posts_done(self, timeout: float = 5.0) -> None:
         """Wait (up to `timeout`) until the events told so far are posted."""

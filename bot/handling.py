@@ -89,7 +89,7 @@ def _hidden_paths(interaction: discord.Interaction) -> list[Path]:
     bot = interaction.client
     if is_admin(interaction, bot.config.discord):
         return []
-    return [p for p in (interaction.extras.get("path"), bot.config.orchestrator.data_dir) if p]
+    return bot.server_paths(interaction.extras.get("path"))
 
 
 def _finished(interaction: discord.Interaction, outcome: str, started: float) -> None:

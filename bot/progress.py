@@ -78,7 +78,7 @@ class StoryRunMessages:
         try:
             entry = await self.bot.orchestrator.entry(project)
             channel = await self.bot.project_channel(entry.channel_id)
-            hidden = [self.bot.config.orchestrator.data_dir, entry.path]
+            hidden = self.bot.server_paths(entry.path)
             embed = render.story_run(project, progress, since, hidden)
             message_id = self._messages.get(key)
             if message_id is not None:

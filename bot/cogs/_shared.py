@@ -39,7 +39,7 @@ class BaseCog(commands.Cog):
 
     def server_paths(self, interaction: discord.Interaction) -> list[Path]:
         """The folders agents' text may name (the bot's data folder, the project's repository): never shown."""
-        return [self.bot.config.orchestrator.data_dir, interaction.extras["path"]]
+        return self.bot.server_paths(interaction.extras["path"])
 
     # -- autocomplete (never raises: a failing autocomplete just offers nothing) ---------------------------
     async def _channel_project(self, interaction: discord.Interaction) -> str | None:

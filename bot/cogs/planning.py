@@ -182,7 +182,7 @@ async def post_plan(bot: OrchBot, view: PlanView) -> None:
     of the run (a question, a failure)."""
     entry = await bot.orchestrator.entry(view.project)
     channel = await bot.project_channel(entry.channel_id)
-    hidden = [bot.config.orchestrator.data_dir, entry.path]
+    hidden = bot.server_paths(entry.path)
     if view.plan.status is not PlanStatus.proposed:
         await channel.send(embed=plan_message(view, hidden), allowed_mentions=render.NO_MENTIONS)
         return

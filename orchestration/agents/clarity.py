@@ -33,7 +33,6 @@ async def score_by_command(runner: Runner, config: Config, fallback: Scorer, pro
     settings = config.tickets
     ask = ClarityInput(question=question, options=options, reply=reply,
                        thread=[Said(author=author, text=text) for author, text in thread])
-    secrets = policy.secret_values()
     result = await runners.run_clarity(runner, config, settings.scorer_command, ask.to_stdin(),
                                        config.agents.for_project(project).env,
                                        {"ORCH_ROLE": "clarity", "ORCH_PROJECT": project},
@@ -51,5 +50,5 @@ async def score_by_command(runner: Runner, config: Config, fallback: Scorer, pro
                              missing[:MAX_FOLLOW_UPS], scorer="command")
             return score.model_copy(update={"conversation": bool(thread)})  # it may have read the whole thread
     line = f"project={project} clarity scorer {settings.scorer_command[0]}: {' '.join(why.split())}"
-    log.warning("%s; the rule scorer decided", policy.Scrubber(secrets).scrub(line))
+    log.warning("%s; the rule scorer decided", policy.Scrubber(policy.secret_values()).scrub(line))
     return await asyncio.to_thread(fallback.score, question, options, reply, thread)

@@ -11,7 +11,7 @@ from . import policy
 from .attempt import ProcessResult, run_process
 from .local import LocalRunner
 from .runner import Outcome, OutcomeHandler, Runner, RunningAttempt
-from .worktree import bot_env, run_git
+from .worktree import Worktrees
 
 if TYPE_CHECKING:
     from .planner import PlanSpec
@@ -37,8 +37,8 @@ async def run_plan(runner: Runner, config: Config, spec: PlanSpec, cancel: async
     from .celery_runner import GIT_SLACK_S, PLAN_TASK
     base = dict(run_id=spec.run_id, project=spec.project, epic=spec.epic)
     try:
-        commit = (await asyncio.to_thread(run_git, spec.repo, "rev-parse", "--verify", "HEAD^{commit}",
-                                          env=bot_env(spec.author_name, spec.author_email))).stdout.strip()
+        trees = Worktrees(spec.repo, spec.data_dir, spec.project, spec.author_name, spec.author_email)
+        commit = await asyncio.to_thread(trees.tip, "HEAD")
         result = await runner.call(PLAN_TASK, [spec.model_dump(mode="json"), runner.repo_url(spec.project, spec.repo),
                                                commit], time_limit_s=spec.timeout_s + GIT_SLACK_S, cancel=cancel)
     except OrchError as exc:
