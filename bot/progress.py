@@ -21,7 +21,6 @@ import discord
 
 from orchestration.errors import OrchError
 from orchestration.events import Event
-from orchestration.models import State
 
 from . import render
 
@@ -42,8 +41,6 @@ class StoryRunMessages:
         self._latest: dict[Key, tuple[StoryProgress, float | None]] = {}  # the step waiting to be shown, and since when
         self._running_since: dict[Key, float] = {}  # when the running attempt started (epoch seconds)
         self._tasks: dict[Key, asyncio.Task] = {}  # the one task showing a story's steps, while it has some
-        self._announced: set[tuple[str, str]] = set()  # (project, sprint) told to be ready for review
-        self._announcing = asyncio.Lock()
 
     def update(self, event: Event) -> None:
         """Take a "story_run" event (on the event loop, quick): show it soon, replacing a step not shown yet."""
@@ -93,20 +90,14 @@ class StoryRunMessages:
         except (discord.HTTPException, LookupError, OrchError) as exc:
             log.warning("progress of project=%s story=%s not shown: %s", project, progress.story, exc)
             return
-        if progress.phase == "done":
+        if progress.sprint_to_review:  # said by the orchestrator for the step that moved the sprint to review
             await self._announce_review(project, progress.sprint, channel, hidden)
 
     async def _announce_review(self, project: str, sprint: str, channel: discord.abc.Messageable,
                                hidden: list[Path]) -> None:
-        """Tell the channel once that the agents finished the sprint: its branch is ready to be merged."""
+        """Tell the channel that the agents finished the sprint: its branch is ready to be merged."""
         try:
-            async with self._announcing:  # two stories done at once: one announcement
-                if (project, sprint) in self._announced:
-                    return
-                view = await self.bot.orchestrator.sprint_status(project)
-                if view.state is not State.SPRINT_REVIEW or view.sprint.id != sprint:
-                    return
-                self._announced.add((project, sprint))
+            view = await self.bot.orchestrator.sprint_status(project)
             await channel.send(embed=render.review_ready(view, hidden), allowed_mentions=render.NO_MENTIONS)
         except (discord.HTTPException, OrchError) as exc:
             log.warning("project=%s %s: review announcement not posted: %s", project, sprint, exc)

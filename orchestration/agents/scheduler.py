@@ -54,6 +54,7 @@ class StoryProgress:
     tests_failed: int | None = None
     branch: str = ""
     duration_s: float | None = None
+    sprint_to_review: bool = False  # this step finished the sprint's last story: the sprint is ready for review
 
 
 @dataclass
@@ -249,15 +250,15 @@ class AgentScheduler:
             trees = self._worktrees(project, entry.path)
             if outcome.outcome is Outcome.done and sprint:
                 outcome = await self._merge(trees, outcome, sprint)
-            became = await self.orch.change(project, "agent_run", BY,
-                                            lambda c: sprint_work.apply_outcome(c, outcome, settings.max_attempts))
+            became, to_review = await self.orch.change(project, "agent_run", BY, lambda c: (
+                sprint_work.apply_outcome(c, outcome, settings.max_attempts), c.cascade.sprint_to_review))
             if became is None:
                 return  # a duplicate or late delivery: applied once already
             if became == "done":
                 await asyncio.to_thread(trees.remove_story, story)
             launch = self._launches.pop(outcome.attempt_id, None) or _Launch(project, story, "", sprint,
                                                                                outcome.attempt)
-            self._progress(launch, became, outcome)
+            self._progress(launch, became, outcome, to_review)
             log.info("project=%s story=%s attempt=%s outcome=%s -> %s (%.1f s)", project, story, outcome.attempt_id,
                      outcome.outcome.value, became, outcome.duration_s)
         finally:
@@ -296,14 +297,15 @@ class AgentScheduler:
         o = self.config.orchestrator
         return Worktrees(repo, o.data_dir, project, o.author_name, o.author_email)
 
-    def _progress(self, launch: _Launch, phase: str, outcome: AttemptOutcome | None = None) -> None:
+    def _progress(self, launch: _Launch, phase: str, outcome: AttemptOutcome | None = None,
+                  to_review: bool = False) -> None:
         o = outcome
         self.orch.events.publish(Event(project=launch.project, kind=STORY_RUN, text=f"{launch.story}: {phase}",
                                        detail=StoryProgress(
             story=launch.story, title=launch.title, sprint=launch.sprint, phase=phase, attempt=launch.attempt,
             max_attempts=self._settings(launch.project).max_attempts, summary=o.summary if o else "",
             tests_passed=o.tests_passed if o else None, tests_failed=o.tests_failed if o else None,
-            branch=f"orch/{launch.story}", duration_s=o.duration_s if o else None)))
+            branch=f"orch/{launch.story}", duration_s=o.duration_s if o else None, sprint_to_review=to_review)))
 
 
 def _in_progress(c) -> list[str]:
