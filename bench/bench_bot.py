@@ -1,4 +1,5 @@
-"""Benchmark of the Discord front-end on this machine (not a test): `python bench/bench_bot.py [N]`.
+"""Benchmark of the Discord front-end on this machine (not a test): `python -m bench --bot [--stories N]`
+(or `python bench/bench_bot.py [N]`).
 
 Runs the real bot over the real orchestrator and a real temporary git repo holding N stories (default 1,000),
 driven through discord.py's real dispatch by SimCord (offline). Each figure is the bot's own measure of a
@@ -115,8 +116,8 @@ async def bench(n: int, work: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+def main(n: int | None = None) -> None:
+    n = n if n is not None else int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     with tempfile.TemporaryDirectory() as tmp:
         rows = asyncio.run(bench(n, Path(tmp)))
     print(f"Bot benchmark: backlog of {n:,} stories, {RUNS} runs a command, SimCord (offline), this machine\n")
