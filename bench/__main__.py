@@ -35,8 +35,9 @@ DEFINITIONS = [
     "repository growth per command: bytes of .git after `git gc`, after the run minus before, over its commands.",
     "throughput: add_story calls back to back, commands over wall time; the projects at once are driven "
     "concurrently from one event loop in one process, each as many calls as the one project.",
-    "peak RSS: ru_maxrss of a process of its own (so peaks do not mix); live git children: child processes of "
-    "that process named git*, 1 s after its last command.",
+    "peak RSS: VmHWM of a process of its own (so peaks do not mix): serving the big project (reads, 20 "
+    "add_story, 20 prioritize_story, a plan), or start() + state() of every idle project; live git children: "
+    "child processes named git* of that process (or of the benchmark's), 1 s after its last command.",
     "CLI: wall time of whole processes, after a warm-up run, bytecode caching on (as an installed `orch`).",
 ]
 

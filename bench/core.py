@@ -26,6 +26,9 @@ DESCRIPTION = "As a user I want something so that I get value. " * 3
 CRITERIA = ["Given a thing", "When I act", "Then it works"]
 BY = "bench"
 ROOT = str(Path(__file__).resolve().parent.parent)
+# What any command of a CLI built on asyncio and pydantic models costs at least (pydantic builds its first
+# validator: its schema machinery and plugin look-up).
+PYDANTIC_FLOOR = "import asyncio, pydantic\nclass M(pydantic.BaseModel):\n    x: int\nM(x=1)"
 
 
 @dataclass
@@ -263,7 +266,7 @@ class Bench:
         self.row(f"throughput, {self.p} projects at once ({self.m} add_story each, one process)",
                  value=f"{many:.0f} cmd/s ({many / one:.2f}× one)")
         self.row(f"add_story latency, {self.p} projects at once", many_samples, floor="W 1KB")
-        self.row(f"commit lag, 1 project", one_lags, floor="F 1KB")
+        self.row("commit lag, 1 project", one_lags, floor="F 1KB")
         self.row(f"commit lag, {self.p} projects at once", many_lags, floor="F 1KB")
         self.row("throughput runs: commits per command",
                  value=f"{commits / ((self.p + 1) * self.m):.3f} ({commits} commits)")
@@ -273,13 +276,13 @@ class Bench:
     def memory(self) -> None:
         probe = self.probe("project", "--config", str(self.config_file), "--project", "bench")
         self.row(f"peak RSS, a process serving the project at {self.n:,} stories", value=f"{probe['rss_mb']:.1f} MB")
-        self.row(f"  live git children when idle (that process)", value=str(probe["git_children"]))
+        self.row("  live git children when idle (that process)", value=str(probe["git_children"]))
         config = write_config(self.work, "idle", self.batch_ms)
         asyncio.run(self.register_idle(config))
         probe = self.probe("idle", "--config", str(config))
         self.row(f"peak RSS, {probe['projects']} registered projects, each used once, then idle",
                  value=f"{probe['rss_mb']:.1f} MB")
-        self.row(f"  live git children when idle (that process)", value=str(probe["git_children"]))
+        self.row("  live git children when idle (that process)", value=str(probe["git_children"]))
         base = self.probe("imports")
         self.row("peak RSS, after importing the orchestrator (no project)", value=f"{base['rss_mb']:.1f} MB")
 
@@ -319,6 +322,8 @@ class Bench:
         floor = wall("-c", "pass")
         self.floors["python"] = statistics.median(floor)
         self.row("CLI floor: python -c pass", floor)
+        self.row("CLI floor: python, asyncio, pydantic and one model validated", wall("-c", PYDANTIC_FLOOR),
+                 floor="python")
         self.row("CLI: python -c 'import orchestration.cli'", wall("-c", "import orchestration.cli"), floor="python")
         self.row(f"CLI start: orch state ({self.m} stories)", wall("-c", orch_main, "state", "-p", self.cli_project),
                  floor="python")

@@ -23,7 +23,12 @@ def pct(samples: list[float], p: float) -> float:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak resident memory: VmHWM of its own address space (ru_maxrss would include the
+    parent's at fork time, which Linux keeps across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def children(pid: int | None = None) -> list[str]:

@@ -22,13 +22,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from .agents.planning import PlanView
-from .agents.records import AttemptRecord
-from .agents.scheduler import STORY_RUN, StoryProgress
 from .config import load_config
 from .errors import CommandNotAllowed, ConfigError, InvalidInput, OrchError
 from .events import Event
@@ -42,6 +39,11 @@ from .results import (
 from .service import Orchestrator
 from .state_machine import AUTOMATIC_MEANING
 from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
+
+if TYPE_CHECKING:  # the agents' modules are imported by the commands that use them: the others start faster
+    from .agents.planning import PlanView
+    from .agents.records import AttemptRecord
+    from .agents.scheduler import StoryProgress
 
 Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
 
@@ -194,6 +196,7 @@ async def _health(o: Orchestrator, a: argparse.Namespace) -> Health:
 
 class RunReport(BaseModel):
     """How `orch run` ended (the last line it prints; its progress lines come before)."""
+    model_config = ConfigDict(defer_build=True)  # built when first used (see models.Model)
     kind: str = "finished"
     reason: str  # "idle": no story was left for an agent (--until-idle); "stopped": SIGINT or SIGTERM
     stopped_attempts: int  # running attempts stopped on the way out (their stories went back to todo)
@@ -202,6 +205,7 @@ class RunReport(BaseModel):
 
 async def _run_agents(o: Orchestrator, a: argparse.Namespace) -> RunReport:
     """Run the agents in the foreground, as the bot does, printing a line per step of each story's run."""
+    from .agents.scheduler import STORY_RUN
     names = [e.name for e in await o.project_entries() if o.config.agents.for_project(e.name).enabled]
     if not names:
         raise ConfigError("No registered project has an agent configured, so there is nothing to run.",
@@ -427,12 +431,8 @@ def render(result: Any) -> str:
     """A result as lines a person reads in a terminal."""
     if isinstance(result, list):
         return _render_projects(result)
-    for kind, fn in _RENDERERS:
-        if isinstance(result, kind):
-            lines = fn(result)
-            break
-    else:  # pragma: no cover - every result type has a renderer
-        lines = [repr(result)]
+    fn = _RENDERERS.get(type(result).__name__)
+    lines = fn(result) if fn else [repr(result)]  # every result type has a renderer
     if isinstance(result, Result):
         lines += _footer(result)
     return "\n".join(lines)
@@ -804,13 +804,14 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows)
 
 
-_RENDERERS: list[tuple[type, Callable[[Any], list[str]]]] = [
+# By the result's class name: a plan's view (PlanView) lives with the agents' modules, which only `plan` imports.
+_RENDERERS: dict[str, Callable[[Any], list[str]]] = {kind.__name__: fn for kind, fn in [
     (Registered, _registered), (Unregistered, _unregistered), (EpicCreated, _epic_created),
     (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintView, _sprint), (StateView, _state_view),
     (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
     (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list), (StoryLog, _story_log_view),
-    (RunReport, _run_report), (PlanView, _plan_view),
-]
+    (RunReport, _run_report),
+]} | {"PlanView": _plan_view}
 
 
 # -- running -------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from .models import SLUG
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when first used (see models.Model)
 
 
 class OrchestratorSettings(_Section):

@@ -99,7 +99,9 @@ class SprintStatus(str, Enum):
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # defer_build: a model's validator is built when first used, so a process pays only for the models it uses
+    # (`orch state` starts faster).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class VersionedFile(Model):

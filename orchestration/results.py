@@ -4,13 +4,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .agents.records import AttemptRecord
 from .models import BurndownPoint, Epic, Sprint, State, Story, Transition
 
 
-class Result(BaseModel):
+class _Data(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built when first used (see models.Model)
+
+
+class Result(_Data):
     project: str
     state: State
     allowed: list[str] = Field(default_factory=list, description="commands the machine accepts now")
@@ -19,7 +23,7 @@ class Result(BaseModel):
                                                   "beside the success (\"saved; but ...\"), never as a failure")
 
 
-class Cascade(BaseModel):
+class Cascade(_Data):
     """What a change set off besides itself."""
 
     state_change: tuple[State, State] | None = None
@@ -32,7 +36,7 @@ class Cascade(BaseModel):
         return bool(self.state_change or self.stories_unblocked or self.stories_ready or self.tickets_resolved)
 
 
-class ProjectInfo(BaseModel):
+class ProjectInfo(_Data):
     name: str
     path: Path
     state: State | None = None
@@ -47,7 +51,7 @@ class Registered(Result):
     adopted: bool
 
 
-class Unregistered(BaseModel):
+class Unregistered(_Data):
     name: str
     path: Path
     channel_id: int | None
@@ -74,14 +78,14 @@ class BacklogPage(Result):
     status_filter: str | None = None
 
 
-class AgentRun(BaseModel):
+class AgentRun(_Data):
     story: str
     attempt: int
     phase: str  # starting, agent, testing, checking
     elapsed_s: float
 
 
-class StoryLog(BaseModel):
+class StoryLog(_Data):
     project: str
     story: str
     attempts: list[AttemptRecord]
@@ -117,7 +121,7 @@ class StateView(Result):
     history: list[Transition]
 
 
-class ProjectHealth(BaseModel):
+class ProjectHealth(_Data):
     name: str
     path: Path
     ok: bool
@@ -128,7 +132,7 @@ class ProjectHealth(BaseModel):
     transitions_last_7_days: int = Field(0, description="state changes in status.json's history over the last 7 days")
 
 
-class Health(BaseModel):
+class Health(_Data):
     ok: bool
     projects: list[ProjectHealth]
     runner: str = ""  # where agent attempts run and how that is now (local: running/limit; celery: broker, workers)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from typing import Protocol, Sequence, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_CHARS = 4000  # longer replies are scored on their first 4,000 characters
 THREAD_MAX = 5  # earlier replies read with a new one (older ones rarely complete it)
@@ -41,6 +41,7 @@ MAX_FOLLOW_UPS = 3  # more questions at once would read as a form, not a convers
 
 
 class Score(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built when first used (see models.Model)
     total: int = Field(ge=0, le=100)
     completeness: int = Field(ge=0, le=100)
     consistency: int = Field(ge=0, le=100)

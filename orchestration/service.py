@@ -13,21 +13,15 @@ import shutil
 import threading
 import time
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from pydantic import ValidationError
 
 from . import consistency, state_machine as sm
 from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
-from .agents import planning, sprint_work
-from .agents.planner import Planner
-from .agents.planning import PlanView
-from .agents.records import StoryRuns, runs_path
-from .agents.runner import attempt_log_path
-from .agents.scheduler import AgentScheduler
-from .agents.worktree import sprint_log
 from .events import Event, Events
 from .gitlog import GitFailed, GitLog, fix_for, quote, run_git, why_commit_waits, writes_blocked
 from .models import (
@@ -53,6 +47,11 @@ from .store import (
 from .ticket_service import TicketCommands, tickets_of
 from .unit_of_work import Change, Project
 
+if TYPE_CHECKING:  # the agents' modules are imported when first used: most CLI commands never need them
+    from .agents.planner import Planner
+    from .agents.planning import PlanView
+    from .agents.scheduler import AgentScheduler
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -73,8 +72,19 @@ class Orchestrator(TicketCommands):
         self._projects: dict[str, Project] = {}
         self._projects_lock = threading.Lock()  # project() runs in worker threads
         self._registry_lock = asyncio.Lock()
-        self.agents = AgentScheduler(self)  # runs stories once started: `await orchestrator.agents.start()`
-        self.planner = Planner(self)  # runs the planners this process started (and, with the agents, the rest)
+
+    # Made on first use, so that a command that runs no agent never imports them (the CLI starts faster).
+    @cached_property
+    def agents(self) -> AgentScheduler:
+        """Runs stories once started: `await orchestrator.agents.start()`."""
+        from .agents.scheduler import AgentScheduler
+        return AgentScheduler(self)
+
+    @cached_property
+    def planner(self) -> Planner:
+        """Runs the planners this process started (and, with the agents, the rest)."""
+        from .agents.planner import Planner
+        return Planner(self)
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         """Be told of events (commits stuck or resumed, ...): see orchestration/events.py."""
@@ -102,8 +112,10 @@ class Orchestrator(TicketCommands):
         return outcomes
 
     async def close(self) -> None:
-        await self.agents.close()
-        await self.planner.close()
+        if "agents" in self.__dict__:  # made (see `agents`)
+            await self.agents.close()
+        if "planner" in self.__dict__:
+            await self.planner.close()
         await self.git.close()
         with self._projects_lock:
             for project in self._projects.values():
@@ -291,7 +303,8 @@ class Orchestrator(TicketCommands):
         self.git.commit_soon(project.entry.path)  # the lines were recorded under the file lock, in _run
         if isinstance(result, Result) and result.warning:
             log.warning("project=%s command=%s by=%s saved, but %s", name, command, by, result.warning)
-        self.agents.kick()  # a change may have made a story ready (a sprint started, a ticket answered, ...)
+        if "agents" in self.__dict__:  # a change may have made a story ready (a sprint started, a ticket answered)
+            self.agents.kick()
         log.info("project=%s command=%s by=%s changes=%d state=%s", name, command, by, len(change.lines),
                  project.model.state.value)
         return result
@@ -490,12 +503,14 @@ class Orchestrator(TicketCommands):
                         run: bool = True) -> PlanView:
         """Ask the planner for a plan of the epic (a new version). With `run`, this process runs it now (the
         result comes as a "plan" event, or `wait_plan`); else the process that runs the agents takes it."""
+        from .agents import planning
         return await self._plan(project, "plan_epic", by, lambda c: planning.request(c, epic, feedback), run)
 
     async def request_plan_changes(self, project: str, epic: str | None, feedback: str, by: str = "unknown", *,
                                    run: bool = True) -> PlanView:
         """Plan again with the feedback and the previous plan (epic None: the latest proposed plan); the old
         proposals are superseded."""
+        from .agents import planning
         return await self._plan(project, "plan_changes", by,
                                 lambda c: planning.request(c, epic, feedback, changes=True), run)
 
@@ -519,16 +534,19 @@ class Orchestrator(TicketCommands):
 
     async def plan_view(self, project: str, epic: str | None = None) -> PlanView:
         """An epic's latest plan (None: the latest plan waiting for a decision)."""
+        from .agents import planning
         return await self._read(project, lambda c: planning.view(c, epic))
 
-    async def approve_plan(self, project: str, epic: str | None, items: str | list[str] = planning.ALL,
+    async def approve_plan(self, project: str, epic: str | None, items: str | list[str] = "all",  # planning.ALL
                            by: str = "unknown", version: int | None = None) -> PlanView:
         """Turn the chosen proposals (`all`, or keys like P-1) into stories in one change; the rest are rejected.
         With `version` (a button of a posted plan), that version must still be the epic's latest."""
+        from .agents import planning
         return await self._change(project, "approve_plan", by, lambda c: planning.approve(c, epic, items, version))
 
     async def reject_plan(self, project: str, epic: str | None, by: str = "unknown",
                           version: int | None = None) -> PlanView:
+        from .agents import planning
         return await self._change(project, "reject_plan", by, lambda c: planning.reject(c, epic, version))
 
     # -- sprints -------------------------------------------------------------------------------------------
@@ -671,12 +689,15 @@ class Orchestrator(TicketCommands):
     async def _with_agent_work(self, project: str, view: SprintView) -> SprintView:
         """The view with the agents running on the project now (in this process), the latest attempt at each story
         (whichever process ran it), and the sprint branch with its commits."""
+        from .agents.records import runs_of
+        running = self.agents.running(project) if "agents" in self.__dict__ else []  # none made: none runs here
         runs = [AgentRun(story=a.story, attempt=a.attempt, phase=a.phase, elapsed_s=round(a.elapsed_s, 1))
-                for a in self.agents.running(project)]
+                for a in running]
         latest = await self._read(project, lambda c: {s: r for s in view.sprint.stories
-                                                      if (r := sprint_work.runs_of(c, s).last) is not None})
+                                                      if (r := runs_of(c, s).last) is not None})
         branch, commits = None, []
         if view.sprint.base_commit:
+            from .agents.worktree import sprint_log
             entry = await self.entry(project)
             branch, commits = await asyncio.to_thread(sprint_log, entry.path, view.sprint.id, view.sprint.base_commit)
         return view.model_copy(update={"agents": runs, "branch": branch, "commits": commits,
@@ -685,6 +706,8 @@ class Orchestrator(TicketCommands):
     # -- agents --------------------------------------------------------------------------------------------
     async def retry_story(self, project: str, story: str, by: str = "unknown") -> StoryChanged:
         """A blocked or failed story goes back to the agents with a fresh count of attempts."""
+        from .agents import sprint_work
+
         def work(c: Change) -> StoryChanged:
             s, previous = sprint_work.retry(c, story)
             return StoryChanged(**c.result_fields(), action="retried", story=s, previous=previous.value,
@@ -694,6 +717,9 @@ class Orchestrator(TicketCommands):
 
     async def story_log(self, project: str, story: str, lines: int = 40) -> StoryLog:
         """A story's agent attempts and the tail of the latest one's output."""
+        from .agents.records import StoryRuns, runs_path
+        from .agents.runner import attempt_log_path
+
         def work(c: Change) -> StoryLog:
             s = story_of(c, story)
             runs = c.store.load(runs_path(s.id), StoryRuns) or StoryRuns(story=s.id)

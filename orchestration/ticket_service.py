@@ -16,7 +16,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import queue
-from .agents.clarity import score_by_command
 from .errors import InvalidInput, OrchError
 from .gitlog import quote
 from .inputs import validated
@@ -308,6 +307,7 @@ class TicketCommands:
         thread = [(r.author, r.text) for r in t.replies]
         settings = self.config.tickets
         if settings.scorer == "command":
+            from .agents.clarity import score_by_command  # its runners are imported only for a scorer command
             return await score_by_command(self.agents.runner, self.config, self.scorer, project, t.question,
                                           t.options, text, thread)
         return await asyncio.to_thread(self.scorer.score, t.question, t.options, text, thread)

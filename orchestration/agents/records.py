@@ -9,11 +9,14 @@ outcome is applied at most once, and never over a newer attempt.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from ..models import STORY_ID, Model, VersionedFile, printable, utcnow
+
+if TYPE_CHECKING:
+    from ..unit_of_work import Change
 
 RUNS_DIR = "runs"
 OUTPUT_KEEP = 2000  # characters of an attempt's output tail kept in its record (for the next attempt's input)
@@ -23,6 +26,13 @@ INTERRUPTED = "interrupted"  # the process running the attempt stopped; not one 
 
 def runs_path(story_id: str) -> str:
     return f"{RUNS_DIR}/{story_id}.json"
+
+
+def runs_of(c: Change, story_id: str) -> StoryRuns:
+    """The story's attempts as the change sees them (here, not in sprint_work: `sprint status` reads them)."""
+    rel = runs_path(story_id)
+    runs = c.dirty.get(rel) or c.store.load(rel, StoryRuns)
+    return runs or StoryRuns(story=story_id)  # type: ignore[return-value]
 
 
 def attempt_id(story_id: str, number: int) -> str:

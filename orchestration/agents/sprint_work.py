@@ -28,7 +28,7 @@ from ..ticket_service import close_open_tickets, new_ticket, tickets_of
 from ..tickets import QUESTION_MAX, TicketStatus
 from . import protocol
 from .records import (
-    INTERRUPTED, OUTPUT_KEEP, SUMMARY_KEEP, AttemptRecord, StoryRuns, attempt_id, kept, record_id, runs_path,
+    INTERRUPTED, OUTPUT_KEEP, SUMMARY_KEEP, AttemptRecord, StoryRuns, attempt_id, kept, record_id, runs_of, runs_path,
 )
 from .runner import AttemptOutcome, Outcome
 
@@ -40,12 +40,6 @@ PREVIOUS_KEEP = 3  # earlier attempts passed to the next one
 CONTEXT_KEEP = 20_000  # characters of architecture.md / best-practices.md passed to an agent
 # Outcomes after which the next attempt starts over on the current sprint branch, not on this attempt's work.
 START_OVER = {Outcome.conflict.value, Outcome.policy.value}
-
-
-def runs_of(c: Change, story_id: str) -> StoryRuns:
-    rel = runs_path(story_id)
-    runs = c.dirty.get(rel) or c.store.load(rel, StoryRuns)
-    return runs or StoryRuns(story=story_id)  # type: ignore[return-value]
 
 
 def _save(c: Change, runs: StoryRuns) -> None:
