@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -61,6 +62,12 @@ def size(n: float) -> str:
 def env() -> dict[str, str]:
     """The environment of the benchmark's subprocesses: they import this checkout's orchestration."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+
+
+def cpu_s() -> tuple[float, float]:
+    """CPU seconds (user + system) so far: of this process, and of its children that ended (git)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
 def write_config(work: Path, name: str, batch_ms: int) -> Path:
@@ -246,25 +253,31 @@ class Bench:
         await orch.flush()
         commits0 = sum(commit_count(r) for r in repos)
 
-        async def drive(group: list[str]) -> tuple[float, list[float], list[float]]:
+        async def drive(group: list[str]) -> tuple[float, list[float], list[float], str]:
             watch = CommitWatch([repos[names.index(n)] for n in group], self.work / f"watch-{group[0]}.txt")
             samples: list[float] = []
             replies = {name: {} for name in group}
+            cpu0 = cpu_s()
             start = time.perf_counter()
             await asyncio.gather(*(add_stories(orch, name, self.m, samples, replies[name]) for name in group))
             took = time.perf_counter() - start
             await orch.flush()
+            own, git_s = (a - b for a, b in zip(cpu_s(), cpu0))  # before the poller ends: not its CPU
             seen = watch.stop()
             lags = [lag for name in group
                     for lag in story_lags(repos[names.index(name)], replies[name], seen[repos[names.index(name)]])]
-            return len(group) * self.m / took, samples, lags
+            count = len(group) * self.m
+            cpu = f"{own / count * 1000:.1f} ms in the process + {git_s / count * 1000:.1f} ms in git processes"
+            return count / took, samples, lags, cpu
 
-        one, one_samples, one_lags = await drive(names[:1])
-        many, many_samples, many_lags = await drive(names[1:])
+        one, one_samples, one_lags, one_cpu = await drive(names[:1])
+        many, many_samples, many_lags, many_cpu = await drive(names[1:])
         commits = sum(commit_count(r) for r in repos) - commits0
         self.row(f"throughput, 1 project ({self.m} add_story back to back)", value=f"{one:.0f} cmd/s")
         self.row(f"throughput, {self.p} projects at once ({self.m} add_story each, one process)",
                  value=f"{many:.0f} cmd/s ({many / one:.2f}× one)")
+        self.row("CPU per command, 1 project (with its commits)", value=one_cpu)
+        self.row(f"CPU per command, {self.p} projects at once (with their commits)", value=many_cpu)
         self.row(f"add_story latency, {self.p} projects at once", many_samples, floor="W 1KB")
         self.row("commit lag, 1 project", one_lags, floor="F 1KB")
         self.row(f"commit lag, {self.p} projects at once", many_lags, floor="F 1KB")
