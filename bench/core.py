@@ -40,15 +40,16 @@ class Row:
     value: str = ""
     floor: str = ""  # the floor's name, e.g. "W 1KB"
     floor_s: float | None = None
+    target: str = ""  # issue 11's target for this row, with ✓ or ✗
 
     def cells(self) -> dict[str, object]:
         if not self.samples:
             return {"measure": self.measure, "n": "", "p50": self.value, "p95": "", "p99": "", "max": "",
-                    "floor": self.floor, "ratio": ""}
+                    "floor": self.floor, "ratio": "", "target": self.target}
         p50 = pct(self.samples, 50)
         return {"measure": self.measure, "n": len(self.samples), "p50": ms(p50), "p95": ms(pct(self.samples, 95)),
                 "p99": ms(pct(self.samples, 99)), "max": ms(max(self.samples)), "floor": self.floor,
-                "ratio": f"{p50 / self.floor_s:.1f}×" if self.floor_s else ""}
+                "ratio": f"{p50 / self.floor_s:.1f}×" if self.floor_s else "", "target": self.target}
 
 
 def ms(seconds: float) -> str:
@@ -62,6 +63,10 @@ def size(n: float) -> str:
 def env() -> dict[str, str]:
     """The environment of the benchmark's subprocesses: they import this checkout's orchestration."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+
+
+def lag_target(lags: list[float]) -> tuple[str, bool]:
+    return "p99 ≤ 1 s", pct(lags, 99) <= 1.0
 
 
 def cpu_s() -> tuple[float, float]:
@@ -114,8 +119,16 @@ class Bench:
         self.notes: dict[str, object] = {}
         self.floors: dict[str, float] = {}
 
-    def row(self, measure: str, samples: list[float] | None = None, value: str = "", floor: str = "") -> None:
-        self.rows.append(Row(measure, samples or [], value, floor, self.floors.get(floor)))
+    def row(self, measure: str, samples: list[float] | None = None, value: str = "", floor: str = "",
+            target: tuple[str, bool] | None = None) -> None:
+        """`target`: (issue 11's target for the row, whether this run meets it)."""
+        goal = f"{target[0]} {'✓' if target[1] else '✗'}" if target else ""
+        self.rows.append(Row(measure, samples or [], value, floor, self.floors.get(floor), goal))
+
+    def one_story(self, samples: list[float]) -> tuple[str, bool]:
+        """The target of a one-story change: p50 ≤ 2 × W 1KB and p99 ≤ 15 ms."""
+        met = pct(samples, 50) <= 2 * self.floors["W 1KB"] and pct(samples, 99) <= 0.015
+        return "p50 ≤ 2× W, p99 ≤ 15 ms", met
 
     def run(self) -> None:
         self.floor_rows(1024)
@@ -180,21 +193,26 @@ class Bench:
         growth = (git_dir_bytes(repo) - size0) / self.n
         first = min(100, self.n)
         self.row("epic (create_epic)", epics, floor="W 1KB")
-        self.row(f"add_story, all {self.n:,} (0 to {self.n:,} stories)", adds, floor="W 1KB")
+        self.row(f"add_story, all {self.n:,} (0 to {self.n:,} stories)", adds, floor="W 1KB",
+                 target=self.one_story(adds))
         self.row(f"add_story, first {first} (≤ {first} stories)", adds[:first], floor="W 1KB")
-        self.row(f"add_story, last {first} (≈ {self.n:,} stories)", adds[-first:], floor="W 1KB")
+        self.row(f"add_story, last {first} (≈ {self.n:,} stories)", adds[-first:], floor="W 1KB",
+                 target=("p50 ≤ 1.5× first (at 10,000)", pct(adds[-first:], 50) <= 1.5 * pct(adds[:first], 50)))
         self.row(f"add_story back to back: throughput, one project from 0 to {self.n:,}",
                  value=f"{self.n / took:.0f} cmd/s")
-        self.row("add_story back to back: commits per command", value=f"{commits / self.n:.3f} ({commits} commits)")
-        self.row("add_story back to back: commit lag", lags, floor="F 1KB")
-        self.row("add_story: repository growth per command (after git gc)", value=size(growth))
+        self.row("add_story back to back: commits per command", value=f"{commits / self.n:.3f} ({commits} commits)",
+                 target=("≤ 0.2", commits / self.n <= 0.2))
+        self.row("add_story back to back: commit lag", lags, floor="F 1KB", target=lag_target(lags))
+        self.row("add_story: repository growth per command (after git gc)", value=size(growth),
+                 target=("≤ 4 KB", growth <= 4096))
 
         rng = random.Random(7)
         page = await orch.view_backlog("bench")
         views: list[float] = []
         for _ in range(self.r):
             await timed(views, orch.view_backlog("bench", page=rng.randint(1, page.pages)))
-        self.row("view_backlog, a page of 10", views, floor="R 1KB")
+        self.row("view_backlog, a page of 10", views, floor="R 1KB",
+                 target=("p50 ≤ 2× R", pct(views, 50) <= 2 * self.floors["R 1KB"]))
         states: list[float] = []
         for _ in range(self.r):
             await timed(states, orch.state("bench"))
@@ -206,16 +224,18 @@ class Bench:
             await timed(prios, orch.prioritize_story("bench", f"S-{rng.randint(1, self.n)}", PRIORITIES[i % 4],
                                                      by=BY))
         await orch.flush()
-        self.row(f"prioritize_story (at {self.n:,} stories)", prios, floor="W 1KB")
-        self.row("prioritize_story: commits per command",
-                 value=f"{(commit_count(repo) - commits0) / self.r:.3f}")
-        self.row("prioritize_story: repository growth per command (after git gc)",
-                 value=size((git_dir_bytes(repo) - size0) / self.r))
+        self.row(f"prioritize_story (at {self.n:,} stories)", prios, floor="W 1KB", target=self.one_story(prios))
+        per = (commit_count(repo) - commits0) / self.r
+        self.row("prioritize_story: commits per command", value=f"{per:.3f}", target=("≤ 0.2", per <= 0.2))
+        growth = (git_dir_bytes(repo) - size0) / self.r
+        self.row("prioritize_story: repository growth per command (after git gc)", value=size(growth),
+                 target=("≤ 4 KB", growth <= 4096))
 
         plans: list[float] = []
         for _ in range(10):  # the first plans, the others re-plan (the same command, the same work)
             sprint = await timed(plans, orch.plan_sprint("bench", capacity=40, goal="Bench", by=BY))
-        self.row("plan_sprint (automatic pick, 40 points)", plans, floor="W 1KB")
+        self.row("plan_sprint (automatic pick, 40 points)", plans, floor="W 1KB",
+                 target=("p50 ≤ 20 ms (at 10,000)", pct(plans, 50) <= 0.020))
         starts: list[float] = []
         await timed(starts, orch.start_sprint("bench", by=BY))
         self.row("start_sprint", starts, floor="W 1KB")
@@ -224,7 +244,7 @@ class Bench:
             story = sprint.sprint.stories[i % len(sprint.sprint.stories)]
             status = "in_progress" if (i // len(sprint.sprint.stories)) % 2 == 0 else "todo"
             await timed(updates, orch.update_story("bench", story, status, by=BY))
-        self.row("update_story (a sprint's story)", updates, floor="W 1KB")
+        self.row("update_story (a sprint's story)", updates, floor="W 1KB", target=self.one_story(updates))
         views = []
         for _ in range(min(self.r, 50)):
             await timed(views, orch.sprint_status("bench"))
@@ -235,7 +255,8 @@ class Bench:
         self.row("review_sprint + feedback", ends, floor="W 1KB")
         await orch.flush()
         await asyncio.sleep(1)
-        self.row("live git child processes, idle after the commands", value=str(git_children()))
+        idle = git_children()
+        self.row("live git child processes, idle after the commands", value=str(idle), target=("0", idle == 0))
 
         backlog = repo / ".orch-state" / "backlog.json"
         self.notes["backlog.json bytes"] = backlog.stat().st_size
@@ -275,27 +296,32 @@ class Bench:
         commits = sum(commit_count(r) for r in repos) - commits0
         self.row(f"throughput, 1 project ({self.m} add_story back to back)", value=f"{one:.0f} cmd/s")
         self.row(f"throughput, {self.p} projects at once ({self.m} add_story each, one process)",
-                 value=f"{many:.0f} cmd/s ({many / one:.2f}× one)")
+                 value=f"{many:.0f} cmd/s ({many / one:.2f}× one)",
+                 target=("≥ 500 cmd/s and ≥ one", many >= 500 and many >= one))
         self.row("CPU per command, 1 project (with its commits)", value=one_cpu)
         self.row(f"CPU per command, {self.p} projects at once (with their commits)", value=many_cpu)
         self.row(f"add_story latency, {self.p} projects at once", many_samples, floor="W 1KB")
-        self.row("commit lag, 1 project", one_lags, floor="F 1KB")
-        self.row(f"commit lag, {self.p} projects at once", many_lags, floor="F 1KB")
-        self.row("throughput runs: commits per command",
-                 value=f"{commits / ((self.p + 1) * self.m):.3f} ({commits} commits)")
+        self.row("commit lag, 1 project", one_lags, floor="F 1KB", target=lag_target(one_lags))
+        self.row(f"commit lag, {self.p} projects at once", many_lags, floor="F 1KB", target=lag_target(many_lags))
+        per = commits / ((self.p + 1) * self.m)
+        self.row("throughput runs: commits per command", value=f"{per:.3f} ({commits} commits)",
+                 target=("≤ 0.2", per <= 0.2))
         self.cli_project = names[1]
 
     # -- memory, each in a process of its own -------------------------------------------------------------
     def memory(self) -> None:
         probe = self.probe("project", "--config", str(self.config_file), "--project", "bench")
-        self.row(f"peak RSS, a process serving the project at {self.n:,} stories", value=f"{probe['rss_mb']:.1f} MB")
-        self.row("  live git children when idle (that process)", value=str(probe["git_children"]))
+        self.row(f"peak RSS, a process serving the project at {self.n:,} stories", value=f"{probe['rss_mb']:.1f} MB",
+                 target=("≤ 70 MB (at 10,000)", probe["rss_mb"] <= 70))
+        self.row("  live git children when idle (that process)", value=str(probe["git_children"]),
+                 target=("0", probe["git_children"] == 0))
         config = write_config(self.work, "idle", self.batch_ms)
         asyncio.run(self.register_idle(config))
         probe = self.probe("idle", "--config", str(config))
         self.row(f"peak RSS, {probe['projects']} registered projects, each used once, then idle",
-                 value=f"{probe['rss_mb']:.1f} MB")
-        self.row("  live git children when idle (that process)", value=str(probe["git_children"]))
+                 value=f"{probe['rss_mb']:.1f} MB", target=("≤ 60 MB (at 200)", probe["rss_mb"] <= 60))
+        self.row("  live git children when idle (that process)", value=str(probe["git_children"]),
+                 target=("0", probe["git_children"] == 0))
         base = self.probe("imports")
         self.row("peak RSS, after importing the orchestrator (no project)", value=f"{base['rss_mb']:.1f} MB")
 
@@ -338,8 +364,9 @@ class Bench:
         self.row("CLI floor: python, asyncio, pydantic and one model validated", wall("-c", PYDANTIC_FLOOR),
                  floor="python")
         self.row("CLI: python -c 'import orchestration.cli'", wall("-c", "import orchestration.cli"), floor="python")
-        self.row(f"CLI start: orch state ({self.m} stories)", wall("-c", orch_main, "state", "-p", self.cli_project),
-                 floor="python")
+        state = wall("-c", orch_main, "state", "-p", self.cli_project)
+        self.row(f"CLI start: orch state ({self.m} stories)", state, floor="python",
+                 target=("median ≤ 120 ms", statistics.median(state) <= 0.120))
 
 
 def probe(kind: str, config: str | None, project: str | None) -> dict:
@@ -375,11 +402,12 @@ async def _probe(kind: str, config, project: str | None) -> dict:
 
 
 def table(bench: Bench, meta: str) -> str:
-    lines = [meta, "", "| measure | n | p50 | p95 | p99 | max | floor | p50 ÷ floor |", "|---|--:|--:|--:|--:|--:|---|--:|"]
+    columns = ("measure", "n", "p50", "p95", "p99", "max", "floor", "ratio", "target")
+    lines = [meta, "", "| measure | n | p50 | p95 | p99 | max | floor | p50 ÷ floor | target (issue 11) |",
+             "|---|--:|--:|--:|--:|--:|---|--:|---|"]
     for row in bench.rows:
         c = row.cells()
-        lines.append("| " + " | ".join(str(c[k]) for k in ("measure", "n", "p50", "p95", "p99", "max", "floor",
-                                                              "ratio")) + " |")
+        lines.append("| " + " | ".join(str(c[k]) for k in columns) + " |")
     return "\n".join(lines)
 
 
