@@ -7,7 +7,6 @@ than refused, so a reply always goes out.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,8 +17,7 @@ from orchestration.errors import CommandNotAllowed, OrchError, ProjectExists
 from orchestration.events import Event
 from orchestration.models import Epic, State, Story, StoryStatus
 from orchestration.queue import QueueView
-from orchestration.state_machine import AUTOMATIC_MEANING
-from orchestration.unit_of_work import LABEL
+from orchestration.commands import DISCORD, name as command_name, spelled
 from orchestration.results import (
     BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView, StateView,
     StoryChanged, StoryLog, Unregistered,
@@ -42,19 +40,6 @@ CHOICES_MAX = 25
 CHOICE_NAME_MAX = 100
 
 NO_MENTIONS = discord.AllowedMentions.none()
-
-# The state machine's trigger names -> the slash command a person types (the core's labels, with the option
-# that tells request_changes from feedback), and the automatic changes as they read in a project's history.
-SLASH = {**LABEL, "request_changes": "/feedback changes_requested:True", **AUTOMATIC_MEANING}
-# Command names the core writes in backticks (`sprint plan`); shown here with their slash.
-_COMMANDS = (
-    "project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",
-    "backlog prioritize", "backlog remove", "backlog depend", "backlog next", "story update", "sprint plan",
-    "sprint start", "sprint status", "sprint pause", "sprint resume", "sprint review", "feedback", "state", "health",
-    "story retry", "story log",
-    "ticket open", "ticket resolve", "ticket reopen", "ticket list", "ticket show",
-)
-_BACKTICKED = re.compile(r"`(" + "|".join(sorted(map(re.escape, _COMMANDS), key=len, reverse=True)) + r")`")
 
 COLOR_OK = discord.Colour.green()
 COLOR_INFO = discord.Colour.blurple()
@@ -94,8 +79,8 @@ def without_paths(text: str, paths: Iterable[Path]) -> str:
 
 
 def slashed(text: str) -> str:
-    """`sprint plan` -> `/sprint plan` (only for our own command names)."""
-    return _BACKTICKED.sub(lambda m: f"`/{m.group(1)}`", text or "")
+    """`sprint plan` -> `/sprint plan` (only for our own command names: see orchestration/commands.py)."""
+    return spelled(text, DISCORD)
 
 
 def bar(done: int, total: int, width: int = 10) -> str:
@@ -106,7 +91,7 @@ def bar(done: int, total: int, width: int = 10) -> str:
 
 
 def allowed_text(allowed: Iterable[str]) -> str:
-    names = [f"`{SLASH.get(a, a)}`" for a in allowed]
+    names = [f"`{command_name(a, DISCORD)}`" for a in allowed]
     return ", ".join(names) if names else "none"
 
 
@@ -175,7 +160,7 @@ def error_embed(error: OrchError, hidden: Iterable[Path] = ()) -> discord.Embed:
     embed = _embed("Not done", without_paths(error.message, hidden), COLOR_ERROR)
     if isinstance(error, CommandNotAllowed):
         embed.title = "Not possible now"
-        wanted = SLASH.get(error.command, error.command)
+        wanted = command_name(error.command, DISCORD)
         embed.description = f"`{wanted}` is not possible while the project is {state_text(error.state)}."
         embed.add_field(name="Current state", value=state_text(error.state), inline=True)
         embed.add_field(name="Allowed now", value=allowed_text(error.allowed), inline=True)
@@ -515,7 +500,7 @@ def state_view(result: StateView) -> discord.Embed:
     if result.blocked_in_sprint:
         embed.add_field(name="Blocked in the sprint", value=", ".join(result.blocked_in_sprint), inline=False)
     if result.history:
-        recent = [f"<t:{int(t.at.timestamp())}:R> {SLASH.get(t.command, t.command)} by {one_line(t.by, 40)}: "
+        recent = [f"<t:{int(t.at.timestamp())}:R> {command_name(t.command, DISCORD)} by {one_line(t.by, 40)}: "
                   f"{t.source.value} → {t.dest.value}" for t in result.history[-5:]]
         embed.add_field(name="Recent changes", value="\n".join(recent), inline=False)
     return fit(embed)

@@ -29,8 +29,12 @@ from pydantic import BaseModel
 from .agents.planning import PlanView
 from .agents.records import AttemptRecord
 from .agents.scheduler import STORY_RUN, StoryProgress
+from .commands import CLI, name as command_name, names as command_names, spelled
 from .config import load_config
-from .errors import CommandNotAllowed, ConfigError, InvalidInput, OrchError
+from .errors import (
+    Busy, CommandNotAllowed, ConfigError, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateCorrupt,
+    StateLocked, UnsafePath, WriteFailed,
+)
 from .events import Event
 from .inputs import id_list
 from .models import Sprint, SprintStatus, State, Story, StoryStatus, printable
@@ -40,17 +44,10 @@ from .results import (
     StoryLog, Unregistered,
 )
 from .service import Orchestrator
-from .state_machine import AUTOMATIC_MEANING
 from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
 
 Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
 
-# The state machine's triggers as typed here (the allowed list itself always comes from the machine).
-CLI_NAME = {"add_story": "backlog add-story", "prioritize": "backlog prioritize", "remove_story": "backlog remove",
-            "update_story": "story update", "plan": "sprint plan", "start": "sprint start", "pause": "sprint pause",
-            "resume": "sprint resume", "review": "sprint review", "request_changes": "feedback --changes-requested",
-            "retry": "story retry",
-            **AUTOMATIC_MEANING}
 # Options that may stand before or after the subcommand (`orch --json state` and `orch state --json`) are
 # declared with default=SUPPRESS on every level, so a subcommand never overwrites what an outer level parsed;
 # their defaults are filled in once, here.
@@ -272,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--status", metavar="STATUS", default=S, help="only stories with this status")
     view.add_argument("--page", metavar="N", type=int, default=S, help="page number (10 stories a page)")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="orch", parents=[common, scoped],
         description="Drive the Scrum workflow of registered project repositories from a terminal "
                     "(the same commands as the Discord bot).",
@@ -418,9 +415,43 @@ def _positive(text: str) -> int:
 def to_json(result: Any) -> str:
     if isinstance(result, RunReport):  # the last of `orch run --json`'s lines: one object a line
         return result.model_dump_json()
+    if isinstance(result, Result):  # the commands and hints as typed here, not the core's names
+        data = result.model_dump(mode="json")
+        data.update(allowed=command_names(result.allowed, CLI), next_step=spelled(result.next_step, CLI))
+        return json.dumps(data, indent=2, ensure_ascii=False)
     if isinstance(result, BaseModel):
         return result.model_dump_json(indent=2)
     return json.dumps([r.model_dump(mode="json") for r in result], indent=2)
+
+
+# An error's kind in `--json` output, by type (the first that matches; subclasses first).
+_ERROR_KIND: list[tuple[type, str]] = [
+    (CommandNotAllowed, "command_not_allowed"), (ProjectNotFound, "project_not_found"), (NotFound, "not_found"),
+    (InvalidInput, "invalid_input"), (ProjectExists, "project_exists"), (StateCorrupt, "state_corrupt"),
+    (StateLocked, "state_locked"), (Busy, "busy"), (ConfigError, "config"), (UnsafePath, "unsafe_path"),
+    (WriteFailed, "write_failed"), (OrchError, "refused"),
+]
+
+
+def error_json(exc: BaseException | str, code: int) -> str:
+    """A failure as `--json` prints it on stdout: {"error": kind, "message", "hint", "code": the exit code}, and
+    for a command refused in this state, the state and the commands allowed in it."""
+    if isinstance(exc, str):  # bad usage: argparse's message
+        data: dict[str, Any] = {"error": "usage", "message": exc, "hint": "orch --help lists the commands."}
+    elif isinstance(exc, OrchError):
+        kind = next(k for t, k in _ERROR_KIND if isinstance(exc, t))
+        data = {"error": kind, "message": spelled(exc.message, CLI), "hint": spelled(exc.hint or "", CLI) or None}
+        if isinstance(exc, CommandNotAllowed):
+            data.update(message=f'"{command_name(exc.command, CLI)}" is not possible while the project is '
+                        f"{exc.state}.", state=exc.state, command=command_name(exc.command, CLI),
+                        allowed=command_names(exc.allowed, CLI))
+        elif isinstance(exc, InvalidInput):
+            data["field"] = exc.field
+    else:
+        data = {"error": "unexpected", "message": f"unexpected {type(exc).__name__}: {one_line(str(exc))}",
+                "hint": None}
+    data["code"] = code
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def render(result: Any) -> str:
@@ -440,21 +471,22 @@ def render(result: Any) -> str:
 
 def _footer(r: Result) -> list[str]:
     saved_but = [f"Saved, but {r.warning}"] if r.warning else []
-    return [*saved_but, f"State: {r.state.value}. Allowed now: {_commands(r.allowed)}.", f"Next: {r.next_step}"]
+    return [*saved_but, f"State: {r.state.value}. Allowed now: {_commands(r.allowed)}.",
+            f"Next: {spelled(r.next_step, CLI)}"]
 
 
 def _commands(triggers: list[str]) -> str:
-    return ", ".join(CLI_NAME.get(t, t) for t in triggers) or "none"
+    return ", ".join(command_names(triggers, CLI)) or "none"
 
 
 def error_line(exc: OrchError) -> str:
     """The one line a failed command prints: what went wrong, what is allowed, what to do."""
     if isinstance(exc, CommandNotAllowed):
-        text = (f'"{CLI_NAME.get(exc.command, exc.command)}" is not possible while the project is {exc.state}. '
+        text = (f'"{command_name(exc.command, CLI)}" is not possible while the project is {exc.state}. '
                 f"Allowed now: {_commands(exc.allowed)}. {exc.hint or ''}")
     else:
         text = str(exc)
-    return "orch: error: " + one_line(text)
+    return "orch: error: " + one_line(spelled(text, CLI))
 
 
 def _render_projects(infos: list[ProjectInfo]) -> str:
@@ -668,7 +700,7 @@ def _state_view(r: StateView) -> list[str]:
         lines.append(f"Blocked in the sprint: {', '.join(r.blocked_in_sprint)}.")
     if r.history:
         lines.append("Recent changes:")
-        lines += [f"  {t.at:%Y-%m-%d %H:%M} {CLI_NAME.get(t.command, t.command)}: {t.source.value} -> "
+        lines += [f"  {t.at:%Y-%m-%d %H:%M} {command_name(t.command, CLI)}: {t.source.value} -> "
                   f"{t.dest.value} by {t.by}"
                   for t in r.history]
     return lines
@@ -835,7 +867,7 @@ def _out(text: str) -> None:
 
 async def _run(args: argparse.Namespace) -> Any:
     config = load_config(args.config)
-    orch = Orchestrator(config)
+    orch = Orchestrator(config, front_end=CLI)
     try:
         return await args.handler(orch, args)
     finally:
@@ -847,8 +879,22 @@ async def _run(args: argparse.Namespace) -> Any:
                                 "it."), file=sys.stderr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose bad-usage message becomes JSON on stdout when --json was asked for."""
+
+    json_errors = False
+
+    def error(self, message: str):  # type: ignore[override]
+        if _Parser.json_errors:
+            _out(error_json(f"{self.prog}: {message}", 2))
+            raise SystemExit(2)
+        super().error(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    _Parser.json_errors = "--json" in argv
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or bad usage (2): argparse has printed why
@@ -872,17 +918,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         _out(to_json(result) if args.json else render(result))
         return 1 if _failed(result) else 0
     except OrchError as exc:
-        print(printable(error_line(exc)), file=sys.stderr)
-        return 1
+        return _fail(args, exc, error_line(exc), 1)
     except KeyboardInterrupt:
         print("orch: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an OS problem: still one line, never a traceback
-        print(printable(f"orch: error: unexpected {type(exc).__name__}: {one_line(str(exc))}"), file=sys.stderr)
-        return 1
+        return _fail(args, exc, f"orch: error: unexpected {type(exc).__name__}: {one_line(str(exc))}", 1)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, line: str, code: int) -> int:
+    """A failure: one line on stderr, or with --json one JSON object on stdout (for scripts, which read stdout)."""
+    if args.json:
+        _out(error_json(exc, code))
+    else:
+        print(printable(line), file=sys.stderr)
+    return code
 
 
 def _failed(result: Any) -> bool:

@@ -19,6 +19,7 @@ from typing import Callable, TypeVar
 from pydantic import ValidationError
 
 from . import consistency, state_machine as sm
+from .commands import DISCORD, origin
 from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
 from .agents import planning, sprint_work
@@ -63,8 +64,11 @@ REGISTER_GIT_TIMEOUT_S = 10  # registration's git checks: a git that hangs (a .g
 
 
 class Orchestrator(TicketCommands):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, front_end: str = DISCORD) -> None:
+        """`front_end` (commands.DISCORD or commands.CLI) is where this process's commands come from: their
+        commit lines say so, in that front-end's names."""
         self.config = config
+        self.front_end = front_end
         o = config.orchestrator
         self.registry = Registry(o.data_dir)
         self.events = Events()
@@ -242,7 +246,7 @@ class Orchestrator(TicketCommands):
             with store.locked():
                 verb = "adopt existing" if adopted else "initialise"
                 self.git.record(root, [f"orch({name}): {verb} .orch-state for project {name} "
-                                       f"(/project register by {by})"])
+                                       f"({origin('register', self.front_end)} by {by})"])
         except BaseException:
             if fresh:  # all of it is ours: a failed registration leaves nothing behind
                 shutil.rmtree(state, ignore_errors=True)
@@ -301,7 +305,7 @@ class Orchestrator(TicketCommands):
             raise Busy(f"{project.entry.name}'s repository is in the middle of {why}; nothing was changed.",
                        "Finish it (or abort it) in the repository, then try again.")
         with project.store.locked(timeout=LOCK_TRY_S):  # the waits between tries are on the loop
-            change = Change(project, by, command)
+            change = Change(project, by, command, front_end=self.front_end)
             before = project.model.state
             try:
                 result = work(change)
