@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from orchestration.wording import plural
 from orchestration.errors import CommandNotAllowed, OrchError, ProjectExists
 from orchestration.events import Event
 from orchestration.models import Epic, State, Story, StoryStatus
 from orchestration.queue import QueueView
 from orchestration.commands import DISCORD, name as command_name, spelled
 from orchestration.results import (
-    BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView, StateView,
-    StoryChanged, StoryLog, Unregistered,
+    BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintPlanned,
+    SprintView, StateView, StoryChanged, StoryLog, Unregistered,
 )
 
 from .metrics import Snapshot
@@ -273,6 +274,8 @@ def cascade_lines(cascade: Cascade, shown: str | None = None) -> list[str]:
         notes.append("Unblocked: " + ", ".join(cascade.stories_unblocked))
     if tickets := [t for t in cascade.tickets_resolved if t != shown]:
         notes.append("Tickets resolved: " + ", ".join(tickets))
+    if cascade.tickets_closed:
+        notes.append("Tickets closed (no longer needed): " + ", ".join(cascade.tickets_closed))
     return notes
 
 
@@ -289,7 +292,7 @@ def backlog_page(result: BacklogPage) -> discord.Embed:
     epics = _epic_lines(result.epics)
     if epics:
         embed.add_field(name=f"Epics ({len(result.epics)})", value=epics, inline=False)
-    embed.set_footer(text=f"page {result.page}/{result.pages} · {result.total} stories · state {result.state.value}")
+    embed.set_footer(text=f"page {result.page}/{result.pages} · {plural(result.total, 'story')} · state {result.state.value}")
     return fit(embed)
 
 
@@ -363,13 +366,28 @@ def sprint_view(result: SprintView, headline: str = "", commits: bool = False,
     return fit(_footer(embed, result))
 
 
+def sprint_planned(result: SprintPlanned) -> discord.Embed:
+    """`/sprint plan`'s answer: planned; re-planned, naming the stories that joined and left; or nothing changed."""
+    sp = result.sprint
+    if result.unchanged:
+        headline = f"{sp.id} unchanged: it has these stories, goal and capacity already (nothing committed)"
+    else:
+        headline = f"{sp.id} {'re-planned' if result.replanned else 'planned'}"
+    embed = sprint_view(result, headline)
+    moves = [f"Joined: {', '.join(result.joined)}"] * bool(result.joined) + \
+        [f"Left (back to the backlog): {', '.join(result.left)}"] * bool(result.left)
+    if moves:
+        embed.insert_field_at(0, name="Changes", value=cut("\n".join(moves), FIELD_VALUE_MAX), inline=False)
+    return fit(embed)
+
+
 def _agent_work(embed: discord.Embed, result: SprintView, commits: bool, hidden: Iterable[Path]) -> None:
     if result.agents:
         lines = [f"🤖 **{a.story}** · attempt {a.attempt} · {a.phase} · {duration(a.elapsed_s)}"
                  for a in result.agents]
         embed.add_field(name=f"Agents at work ({len(result.agents)})", value=_listed(lines), inline=False)
     if result.branch:
-        count = f"{len(result.commits)} commit{'' if len(result.commits) == 1 else 's'}"
+        count = plural(len(result.commits), "commit")
         embed.add_field(name="Sprint branch", value=f"`{result.branch}` · {count}", inline=False)
         if commits and result.commits:
             embed.add_field(name=f"Commits on {result.branch}", value=_commit_lines(result.commits, hidden),
@@ -515,7 +533,8 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
     lines = []
     if metrics is not None:
         lines.append(f"Bot up {duration(metrics.uptime_s)} · gateway latency {millis(gateway_latency_s * 1000)}")
-        lines.append(f"{metrics.total} commands since start · {metrics.errors} errors · {metrics.refused} refused")
+        lines.append(f"{plural(metrics.total, 'command')} since start · {plural(metrics.errors, 'error')} · "
+                     f"{metrics.refused} refused")
         embed.add_field(name="Commands (most used)", value=_command_lines(metrics), inline=False)
     if result.runner and show_paths:  # where agents run (a broker's host, say) is for admins, like paths
         lines.append(f"Agents: {one_line(result.runner, 300)}")
@@ -537,7 +556,7 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
         shown += 1
     if shown < len(projects):
         compact = [f"{'✅' if p.ok else '⚠️'} **{p.name}** · " + (state_text(p.state) if p.ok else
-                   f"{len(p.problems)} problem(s)") for p in projects[shown:]]
+                   plural(len(p.problems), 'problem')) for p in projects[shown:]]
         embed.add_field(name=f"{len(projects) - shown} more projects", value=_listed(compact),
                         inline=False)
     return fit(embed)
@@ -558,12 +577,13 @@ _TOP_COMMANDS = 10
 
 def _project_health_lines(p: ProjectHealth, metrics: Snapshot | None) -> list[str]:
     lines = [f"state {state_text(p.state)}" +
-             (f" · {p.transitions_last_7_days} state change(s) in 7 days" if p.state is not None else "")]
+             (f" · {plural(p.transitions_last_7_days, 'state change')} in 7 days" if p.state is not None else "")]
     used = metrics.projects.get(p.name) if metrics is not None else None
     if used is not None:
-        lines.append(f"{used.commands} command(s) since start · {used.errors} error(s) · {used.refused} refused")
+        lines.append(f"{plural(used.commands, 'command')} since start · {plural(used.errors, 'error')} · "
+                     f"{used.refused} refused")
     if p.pending_commit_lines:
-        lines.append(f"{p.pending_commit_lines} change(s) waiting for a commit")
+        lines.append(f"{plural(p.pending_commit_lines, 'change')} waiting for a commit")
     if p.last_commit:
         lines.append(f"last commit: {one_line(p.last_commit, 200)}")
     lines += [f"⚠️ {one_line(problem, 300)}" for problem in p.problems]

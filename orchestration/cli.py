@@ -31,6 +31,7 @@ from .agents.records import AttemptRecord
 from .agents.scheduler import STORY_RUN, StoryProgress
 from .commands import CLI, name as command_name, names as command_names, spelled
 from .config import load_config
+from .wording import plural
 from .errors import (
     Busy, CommandNotAllowed, ConfigError, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateCorrupt,
     StateLocked, UnsafePath, WriteFailed,
@@ -40,8 +41,8 @@ from .inputs import id_list
 from .models import Sprint, SprintStatus, State, Story, StoryStatus, printable
 from .queue import QueueView
 from .results import (
-    BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
-    StoryLog, Unregistered,
+    BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintPlanned, SprintView, StateView,
+    StoryChanged, StoryLog, Unregistered,
 )
 from .service import Orchestrator
 from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
@@ -360,8 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sprint_cmds, "plan", _sprint_plan,
                 "plan the next sprint: the stories given, or a pick by priority up to the capacity", scoped)
     p.add_argument("stories", metavar="S-N", nargs="*", help="stories to include (default: an automatic pick)")
-    p.add_argument("--goal", default="")
-    p.add_argument("--capacity", metavar="POINTS", type=int, help="points for the automatic pick (default 20)")
+    p.add_argument("--goal", help="the sprint's goal (a re-plan keeps it unless given; --goal \"\" clears it)")
+    p.add_argument("--capacity", metavar="POINTS", type=int,
+                   help="points for the automatic pick (default 20; a re-plan without stories nor capacity keeps "
+                        "its stories)")
     command(sprint_cmds, "start", _sprint_step("start_sprint"), "start the planned sprint", scoped)
     command(sprint_cmds, "status", _sprint_status, "progress of the current (or last) sprint", scoped)
     command(sprint_cmds, "pause", _sprint_step("pause_sprint"), "pause the active sprint", scoped)
@@ -531,7 +534,7 @@ def _plan_view(r: PlanView) -> list[str]:
         deps = f", after {', '.join(p.depends_on)}" if p.depends_on else ""
         became = f" -> {p.story}" if p.story else ""
         lines.append(f"  {p.key} [{p.status.value}{became}] {p.title} ({p.priority.value}, "
-                     f"{p.points if p.points is not None else '?'} points{deps}){' · ' + p.phase if p.phase else ''}")
+                     f"{plural(p.points, 'point') if p.points is not None else '? points'}{deps}){' · ' + p.phase if p.phase else ''}")
     if r.created:
         lines.append("Stories: " + ", ".join(f"{k} -> {s}" for k, s in r.created.items()) + ".")
     if r.dropped:
@@ -572,6 +575,8 @@ def _cascade(c: Cascade) -> list[str]:
         lines.append(f"Unblocked: {', '.join(c.stories_unblocked)}.")
     if c.tickets_resolved:
         lines.append(f"Tickets resolved: {', '.join(c.tickets_resolved)}.")
+    if c.tickets_closed:
+        lines.append(f"Tickets closed (no longer needed): {', '.join(c.tickets_closed)}.")
     if c.sprint_to_review:
         lines.append("Every story of the sprint is done: the sprint is in review. Close it with: orch feedback TEXT")
     return lines
@@ -580,7 +585,7 @@ def _cascade(c: Cascade) -> list[str]:
 def _backlog(r: BacklogPage) -> list[str]:
     filters = ", ".join(f for f in (r.epic_filter and f"epic {r.epic_filter}",
                                     r.status_filter and f"status {r.status_filter}") if f)
-    head = f"Backlog of {r.project}: {_n(r.total, 'story')}"
+    head = f"Backlog of {r.project}: {plural(r.total, 'story')}"
     lines = [head + (f" ({filters})" if filters else "") + (f", page {r.page} of {r.pages}" if r.pages > 1 else "")]
     if r.epics:
         lines.append("Epics: " + "; ".join(f'{e.id} "{e.title}"' for e in r.epics))
@@ -601,7 +606,8 @@ _MARK = {StoryStatus.done: "[x]", StoryStatus.in_progress: "[~]", StoryStatus.to
 def _sprint(r: SprintView) -> list[str]:
     sp: Sprint = r.sprint
     lines = [f"{sp.id} ({sp.status.value})" + (f": {sp.goal}" if sp.goal else "")]
-    lines.append(f"Progress: {r.done_stories}/{r.total_stories} stories, {r.done_points}/{r.total_points} points done.")
+    lines.append(f"Progress: {r.done_stories}/{plural(r.total_stories, 'story')}, "
+                 f"{r.done_points}/{plural(r.total_points, 'point')} done.")
     for s in r.stories:
         attempt = r.latest_attempts.get(s.id)
         lines.append(f"  {_MARK.get(s.status, '[!]')} {s.id:<6} {s.status.value:<12} {_points(s):>9}  {s.title}"
@@ -612,18 +618,31 @@ def _sprint(r: SprintView) -> list[str]:
         lines.append("Agents running here: " + "; ".join(
             f"{a.story} attempt {a.attempt} ({a.phase}, {a.elapsed_s:.0f} s)" for a in r.agents) + ".")
     if r.branch:
-        lines.append(f"Sprint branch {r.branch}: {_n(len(r.commits), 'commit')} since the sprint began"
+        lines.append(f"Sprint branch {r.branch}: {plural(len(r.commits), 'commit')} since the sprint began"
                      + (" (merge it, or open a pull request from it)" if sp.status is SprintStatus.review else "")
                      + (":" if r.commits else "."))
         lines += [f"  {c}" for c in r.commits]
     if r.burndown:
-        lines.append("Burndown: " + "; ".join(f"{p.day}: {_n(p.remaining_points, 'point')}, {_n(p.remaining_stories, 'story')}"
+        lines.append("Burndown: " + "; ".join(f"{p.day}: {plural(p.remaining_points, 'point')}, {plural(p.remaining_stories, 'story')}"
                                               for p in r.burndown))
     if sp.retrospective:
         rt = sp.retrospective
         lines.append(f"Retrospective by {rt.by}{' (changes requested)' if rt.changes_requested else ''}: "
                      + " ".join(rt.text.split()))
     return lines + _cascade(r.cascade)
+
+
+def _sprint_planned(r: SprintPlanned) -> list[str]:
+    sp = r.sprint
+    if r.unchanged:
+        head = [f"Nothing changed: {sp.id} already has these stories, goal and capacity; nothing was committed."]
+    elif r.replanned:
+        moves = [f"{', '.join(r.joined)} joined"] * bool(r.joined) + \
+            [f"{', '.join(r.left)} left (back to the backlog)"] * bool(r.left)
+        head = [f"Re-planned {sp.id}: " + ("; ".join(moves) if moves else "the same stories") + "."]
+    else:
+        head = [f"Planned {sp.id}."]
+    return head + _sprint(r)
 
 
 def _attempt_text(a: AttemptRecord) -> str:
@@ -639,7 +658,7 @@ def _attempt_text(a: AttemptRecord) -> str:
 def _story_log_view(r: StoryLog) -> list[str]:
     if not r.attempts:
         return [f"{r.story} of {r.project}: no agent attempt yet."]
-    lines = [f"{r.story} of {r.project}: {_n(len(r.attempts), 'agent attempt')}."]
+    lines = [f"{r.story} of {r.project}: {plural(len(r.attempts), 'agent attempt')}."]
     for a in r.attempts:
         lines.append(f"  {_attempt_text(a)}" + (f": {_cut(one_line(a.summary), 160)}" if a.summary else ""))
         if a.question:
@@ -684,7 +703,7 @@ def _run_report(r: RunReport) -> list[str]:
     if r.reason == "idle":
         lines = ["No story is left for the agents now."]
     elif r.stopped_attempts:
-        lines = [f"Stopped: {_n(r.stopped_attempts, 'running attempt')} stopped, their stories back to todo "
+        lines = [f"Stopped: {plural(r.stopped_attempts, 'running attempt')} stopped, their stories back to todo "
                  "(not counted as failures)."]
     else:
         lines = ["Stopped; no agent was running."]
@@ -713,7 +732,7 @@ def _render_health(r: Health) -> list[str]:
     lines = []
     for p in r.projects:
         state = p.state.value if p.state else "?"
-        pending = f", {p.pending_commit_lines} change(s) waiting to be committed" if p.pending_commit_lines else ""
+        pending = f", {plural(p.pending_commit_lines, 'change')} waiting to be committed" if p.pending_commit_lines else ""
         lines.append(f"{'OK  ' if p.ok else 'FAIL'} {p.name} ({state}) {p.path}{pending}")
         lines += [f"     - {problem}" for problem in p.problems]
     return lines + agents
@@ -823,12 +842,9 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _points(s: Story) -> str:
-    return "unpointed" if s.points is None else _n(s.points, "point")
+    return "unpointed" if s.points is None else plural(s.points, "point")
 
 
-def _n(count: int, noun: str) -> str:
-    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
-    return f"{count} {noun if count == 1 else plural}"
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -838,7 +854,7 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 
 _RENDERERS: list[tuple[type, Callable[[Any], list[str]]]] = [
     (Registered, _registered), (Unregistered, _unregistered), (EpicCreated, _epic_created),
-    (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintView, _sprint), (StateView, _state_view),
+    (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintPlanned, _sprint_planned), (SprintView, _sprint), (StateView, _state_view),
     (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
     (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list), (StoryLog, _story_log_view),
     (RunReport, _run_report), (PlanView, _plan_view),

@@ -19,8 +19,9 @@ from typing import Callable, TypeVar
 from pydantic import ValidationError
 
 from . import consistency, state_machine as sm
-from .commands import DISCORD, origin
+from .commands import CLI, DISCORD, origin
 from .config import Config
+from .wording import plural
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
 from .agents import planning, sprint_work
 from .agents.planner import Planner
@@ -41,8 +42,8 @@ from .inputs import (
 from .queue import checked_dependencies, queue_order, unmet_dependencies
 from .registry import ProjectEntry, Registry, RegistryFile
 from .results import (
-    AgentRun, BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView,
-    StateView, StoryChanged, StoryLog, Unregistered,
+    AgentRun, BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintPlanned,
+    SprintView, StateView, StoryChanged, StoryLog, Unregistered,
 )
 from .sprint_rules import (
     DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, set_story_status, settle_sprint, sprint_view,
@@ -175,13 +176,16 @@ class Orchestrator(TicketCommands):
         if not str(path).strip():
             raise InvalidInput("path", "is empty")
         if not raw.exists():
-            raise InvalidInput("path", f"{path} does not exist on the bot's machine.")
+            where = " on the bot's machine" if self.front_end == DISCORD else ""  # in a terminal: this one
+            raise InvalidInput("path", f"{path} does not exist{where}.")
         resolved = raw.resolve()
         roots = self.config.orchestrator.allowed_roots
         if not any(resolved == r or r in resolved.parents for r in roots):
             shown = ", ".join(str(r) for r in roots) or "none configured"
-            raise InvalidInput("path", f"{resolved} is outside the allowed roots ({shown}).",
-                               "Ask an admin to add its folder to `allowed_roots` in the config.")
+            hint = "Ask an admin to add its folder to `allowed_roots` in the config."
+            if self.front_end == CLI:  # the user is the admin here: say which file to change, or that none was read
+                hint = self.config.where_to_set("allowed_roots")
+            raise InvalidInput("path", f"{resolved} is outside the allowed roots ({shown}).", hint)
         if not resolved.is_dir():
             raise InvalidInput("path", f"{resolved} is not a folder.")
         _check_git_works_in(resolved)
@@ -477,8 +481,10 @@ class Orchestrator(TicketCommands):
             s = story_of(c, story)
             previous = s.status
             if previous is StoryStatus.blocked_awaiting_feedback and new is not StoryStatus.done:
-                raise InvalidInput("status", f"{s.id} waits for an answer to its ticket.",
-                                   "Answer or resolve the ticket; that unblocks the story.")
+                asked = [t.id for t in tickets_of(c).open_for_story(s.id)] or ["its ticket"]
+                raise InvalidInput("status", f"{s.id} waits for an answer to {', '.join(asked)}.",
+                                   f'Answer it in its thread, or decide it with `ticket resolve {asked[0]} "..."`; '
+                                   "that unblocks the story.")
             if new is StoryStatus.in_progress and (missing := unmet_dependencies(c.backlog, s)):
                 raise InvalidInput("status", f"{s.id} depends on {', '.join(missing)}, not done yet.")
             c.transition()
@@ -536,47 +542,68 @@ class Orchestrator(TicketCommands):
         return await self._change(project, "reject_plan", by, lambda c: planning.reject(c, epic, version))
 
     # -- sprints -------------------------------------------------------------------------------------------
-    async def plan_sprint(self, project: str, stories: list[str] | None = None, goal: str = "",
-                          capacity: int | None = None, by: str = "unknown") -> SprintView:
+    async def plan_sprint(self, project: str, stories: list[str] | None = None, goal: str | None = None,
+                          capacity: int | None = None, by: str = "unknown") -> SprintPlanned:
         """Plan the next sprint: the given stories, or an automatic pick (priority, then satisfied dependencies,
-        then age) up to `capacity` points."""
-        def work(c: Change) -> SprintView:
+        then age) up to `capacity` points. Again before the start, a re-plan: what is not given (None) is kept,
+        including the stories when neither they nor a capacity are given; one that changes nothing writes
+        nothing (the result says `unchanged`)."""
+        if capacity is not None and capacity < 1:
+            raise InvalidInput("capacity", "must be at least 1 point.")
+
+        def work(c: Change) -> SprintPlanned:
             c.check()
             b = c.backlog
             replanning = c.state is State.SPRINT_PLANNED
-            released: list[Story] = []
             if replanning:
                 sprint = c.current_sprint()
-                released = [s for sid in sprint.stories if (s := b.story(sid)) is not None]
-                for s in released:
-                    s.sprint = None
             else:
                 sprint = Sprint(id=sprint_id(next_number(1, c.store.sprint_ids())),
                                 length_days=self.config.orchestrator.sprint_days)
-            if capacity is not None and capacity < 1:
-                raise InvalidInput("capacity", "must be at least 1 point.")
-            chosen = explicit_pick(b, stories, sprint.id) if stories else auto_pick(b, capacity or DEFAULT_CAPACITY)
+            before, old_goal = list(sprint.stories), sprint.goal
+            members = [s for sid in before if (s := b.story(sid)) is not None]
+            new_goal = sprint.goal if goal is None else _clean_goal(sprint.id, goal)
+            new_capacity = sprint.capacity if capacity is None else capacity
+            if stories:
+                chosen = explicit_pick(b, stories, sprint.id)
+            elif replanning and capacity is None:
+                chosen = members  # nothing asked of the stories: they stay
+            else:
+                for s in members:  # the sprint's own stories may be picked again
+                    s.sprint = None
+                chosen = auto_pick(b, capacity or DEFAULT_CAPACITY)
+                for s in members:
+                    s.sprint = sprint.id
             if not chosen:
                 raise InvalidInput("stories", "there is no story ready to plan (todo or in progress, in no sprint, "
                                    "dependencies met).",
                                    "Add stories with `backlog add_story`.")
-            sprint.goal = validated(lambda: Sprint(id=sprint.id, goal=" ".join((goal or "").split()))).goal
-            sprint.stories = [s.id for s in chosen]
-            sprint.capacity = capacity
+            ids = [s.id for s in chosen]
+            joined, left = [i for i in ids if i not in before], [i for i in before if i not in ids]
+            if replanning and (ids, new_goal, new_capacity) == (before, old_goal, sprint.capacity):
+                return SprintPlanned(**dict(sprint_view(c, sprint)), replanned=True, unchanged=True)
+            sprint.goal, sprint.stories, sprint.capacity = new_goal, ids, new_capacity
             for s in chosen:
-                s.sprint = sprint.id
-                s.updated_at = utcnow()
-            for s in released:
-                if s.sprint is None:  # left out of the new plan
+                if s.sprint != sprint.id:
+                    s.sprint = sprint.id
+                    s.updated_at = utcnow()
+            for s in members:
+                if s.id in left:  # left out of the new plan
                     return_to_backlog(s)
             c.touch_backlog()
             c.save_sprint(sprint)
             c.set_current_sprint(sprint.id)
             c.transition()
-            points = sum(s.points or 0 for s in chosen)
-            c.note(f"{sprint.id}, {', '.join(sprint.stories)}",
-                   f"{'re-plan' if replanning else 'plan'} {sprint.id} with {len(chosen)} stories, {points} points")
-            return sprint_view(c, sprint)
+            size = f"{plural(len(chosen), 'story')}, {plural(sum(s.points or 0 for s in chosen), 'point')}"
+            if replanning:
+                what = [f"{', '.join(joined)} joined"] * bool(joined) + [f"{', '.join(left)} left"] * bool(left)
+                if new_goal != old_goal:
+                    what.append(f"goal {quote(new_goal)}" if new_goal else f"goal {quote(old_goal)} dropped")
+                c.note(f"{sprint.id}, {', '.join(ids)}", f"re-plan {sprint.id} with {size}"
+                       + (f": {'; '.join(what)}" if what else ""))
+            else:
+                c.note(f"{sprint.id}, {', '.join(ids)}", f"plan {sprint.id} with {size}")
+            return SprintPlanned(**dict(sprint_view(c, sprint)), replanned=replanning, joined=joined, left=left)
 
         return await self._change(project, "plan", by, work)
 
@@ -760,6 +787,10 @@ class Orchestrator(TicketCommands):
 
 
 # -- rules shared by several commands -------------------------------------------------------------------------
+
+def _clean_goal(sprint: str, goal: str) -> str:
+    return validated(lambda: Sprint(id=sprint, goal=" ".join(goal.split()))).goal
+
 
 async def _while_locked_elsewhere(fn: Callable[..., T], *args: object) -> T:
     """Run `fn` (which takes the project's file lock with one short try) in a worker thread; while another

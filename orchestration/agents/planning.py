@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from ..errors import InvalidInput, NotFound
 from ..gitlog import quote
 from ..inputs import id_list, known_ids, validated
+from ..wording import plural
 from ..models import (
     CRITERIA_MAX, CRITERION_MAX, TEXT_MAX, Line, Model, Priority, Story, Text, VersionedFile, next_number, utcnow,
 )
@@ -271,7 +272,7 @@ def apply_outcome(c: Change, outcome: PlanOutcome) -> PlanView | None:
             kind, summary = Outcome.not_protocol, f"the plan is not valid: {exc}"
     if kind is Outcome.done:
         version.status = PlanStatus.proposed
-        c.note(outcome.epic, f"planner proposes {len(version.proposals)} stories (version {version.version})")
+        c.note(outcome.epic, f"planner proposes {plural(len(version.proposals), 'story')} (version {version.version})")
     elif kind is Outcome.question:
         epic = c.backlog.epic(outcome.epic)
         ticket = new_ticket(c, tickets_of(c), kept(outcome.question, 500) or "The planner needs a decision.", None,

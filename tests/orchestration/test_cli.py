@@ -421,7 +421,8 @@ def test_ticket_list_json_and_a_done_story_closing_its_ticket(orch_cli, make_rep
     assert rows[1].split()[:4] == ["TK-1", "open", "S-2", "0"] and rows[2].split()[:4] == ["TK-2", "open", "-", "0"]
 
     out = ok(orch_cli("story", "update", "S-2", "done"))  # finishing the story closes what still asked about it
-    assert "Tickets resolved: TK-1." in out
+    assert "Tickets closed (no longer needed): TK-1." in out
+    assert "Tickets resolved" not in out  # ticket list says "closed": the same word
     listed = as_json(orch_cli("ticket", "list", "--status", "closed", "--json"))
     assert [t["id"] for t in listed["tickets"]] == ["TK-1"] and listed["open_count"] == 1
     assert listed["tickets"][0]["resolution"] == "S-2 was finished without an answer."
@@ -440,7 +441,7 @@ def test_ticket_errors_are_one_line_and_change_nothing(orch_cli, make_repo):
         (["ticket", "open", "   "], "question"),
         (["ticket", "open", "Which?", *sum((["--option", f"o{i}"] for i in range(11)), [])], "at most 10 options"),
         (["ticket", "show", "TK-9"], "there is no ticket TK-9 in desk"),
-        (["ticket", "resolve", "TK-1", "  "], "resolution: is empty"),
+        (["ticket", "resolve", "TK-1", "  "], "resolution is empty"),
         (["ticket", "reopen", "TK-1"], "TK-1 is open already"),
         (["ticket", "reply", "TK-4", "Yes."], "there is no ticket TK-4"),
         (["ticket", "list", "--status", "pending"], "'pending' is not a ticket status"),
