@@ -181,6 +181,8 @@ def crash_embed() -> discord.Embed:
 
 def registered(result: Registered, channel: discord.abc.GuildChannel | None) -> discord.Embed:
     how = "adopted its existing `.orch-state/`" if result.adopted else "created `.orch-state/`"
+    if result.renamed_from:
+        how += f" (its files named it {result.renamed_from}: they name it {result.project} now)"
     where = f" Its channel is {channel.mention}." if channel else ""
     embed = _embed(f"Registered {result.project}", f"`{result.info.path}`: {how}.{where}", COLOR_OK)
     embed.add_field(name="State", value=state_text(result.state), inline=True)

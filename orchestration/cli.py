@@ -503,7 +503,9 @@ def _render_projects(infos: list[ProjectInfo]) -> str:
 def _registered(r: Registered) -> list[str]:
     lines = [f'Registered project "{r.project}" at {r.info.path}.']
     if r.adopted:
-        lines.append("Adopted its existing .orch-state/ (nothing overwritten).")
+        lines.append("Adopted its existing .orch-state/ (nothing overwritten)."
+                     + (f' Its files named it "{r.renamed_from}": they name it "{r.project}" now.'
+                        if r.renamed_from else ""))
     if r.created_files:
         lines.append("Created: " + ", ".join(r.created_files))
     return lines

@@ -48,6 +48,7 @@ class Registered(Result):
     info: ProjectInfo
     created_files: list[str]
     adopted: bool
+    renamed_from: str | None = Field(None, description="the name its adopted files had (they have this one now)")
 
 
 class Unregistered(BaseModel):

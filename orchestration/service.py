@@ -52,7 +52,7 @@ from .store import (
     LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, check_no_symlinks, create_from_templates,
     state_dir_of, symlinks_in,
 )
-from .ticket_service import TicketCommands, tickets_of
+from .ticket_service import TicketCommands, tickets_of, touch_tickets
 from .unit_of_work import Change, Project
 
 log = logging.getLogger(__name__)
@@ -232,11 +232,14 @@ class Orchestrator(TicketCommands):
 
             entry = await self._edit_registry(add)
         self.git.commit_soon(resolved)
+        renamed = None
+        if adopted:  # registered before, maybe under another name: the files take this one
+            renamed = await self._change(name, "register", by, _rename_files)
         project = await asyncio.to_thread(self.project, name)
         state = project.model.state
         return Registered(project=name, state=state, allowed=sm.allowed_commands(state), next_step=sm.NEXT_STEP[state],
                           info=ProjectInfo(**entry.model_dump(exclude={"created_by"}), state=state),
-                          created_files=created, adopted=adopted)
+                          created_files=created, adopted=adopted, renamed_from=renamed)
 
     def _prepare_state(self, root: Path, name: str, by: str) -> tuple[list[str], bool]:
         """Adopt a valid existing .orch-state (never overwriting it) or create one from the templates."""
@@ -769,6 +772,10 @@ class Orchestrator(TicketCommands):
             store.validate_all()
             status = store.status()
             state = status.state
+            if status.project != entry.name:  # a hand edit, or registered again before names were kept in step
+                problems.append(f'its files name the project "{status.project}" (.orch-state/status.json), the '
+                                f'registry "{entry.name}": unregister it and register it again as {entry.name} to '
+                                "put that name in its files")
             since = utcnow() - TRANSITION_WINDOW
             transitions = sum(1 for t in status.history if t.at >= since)  # the design's transition frequency
             problems += consistency.problems(store)
@@ -787,6 +794,23 @@ class Orchestrator(TicketCommands):
 
 
 # -- rules shared by several commands -------------------------------------------------------------------------
+
+def _rename_files(c: Change) -> str | None:
+    """The project's name in its files (status.json, backlog.json, tickets.json) becomes the registered one.
+    Returns the name status.json had, if another."""
+    old = c.status.project
+    if old != c.name:
+        c.status.project = c.name
+        c.dirty["status.json"] = c.status
+        c.note(c.name, f"project {quote(old)} is registered as {quote(c.name)} now; its files say so")
+    if c.backlog.project != c.name:
+        c.backlog.project = c.name
+        c.touch_backlog()
+    if (tickets := c.tickets()) is not None and tickets.project != c.name:
+        tickets.project = c.name
+        touch_tickets(c, tickets)
+    return old if old != c.name else None
+
 
 def _clean_goal(sprint: str, goal: str) -> str:
     return validated(lambda: Sprint(id=sprint, goal=" ".join(goal.split()))).goal
