@@ -486,8 +486,8 @@ class Orchestrator(TicketCommands):
             if previous is StoryStatus.blocked_awaiting_feedback and new is not StoryStatus.done:
                 asked = [t.id for t in tickets_of(c).open_for_story(s.id)] or ["its ticket"]
                 raise InvalidInput("status", f"{s.id} waits for an answer to {', '.join(asked)}.",
-                                   f'Answer it in its thread, or decide it with `ticket resolve {asked[0]} "..."`; '
-                                   "that unblocks the story.")
+                                   f'A clear answer to it, or a decision (`ticket resolve {asked[0]} "..."`), '
+                                   "unblocks the story.")
             if new is StoryStatus.in_progress and (missing := unmet_dependencies(c.backlog, s)):
                 raise InvalidInput("status", f"{s.id} depends on {', '.join(missing)}, not done yet.")
             c.transition()

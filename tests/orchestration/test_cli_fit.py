@@ -109,8 +109,8 @@ def test_messages_are_plain_words(orch, make_repo, tmp_path):
     orch("sprint", "start")
     orch("ticket", "open", "Card or cash?", "--story", "S-1")
     done = orch("story", "update", "S-1", "in_progress", ok=False)
-    assert done.stderr.startswith("orch: error: status: S-1 waits for an answer to TK-1. Answer it in its thread, "
-                                  'or decide it with `orch ticket resolve TK-1 "..."`')
+    assert done.stderr == ("orch: error: status: S-1 waits for an answer to TK-1. A clear answer to it, or a "
+                           'decision (`orch ticket resolve TK-1 "..."`), unblocks the story.\n')
     out = orch("story", "update", "S-1", "done").stdout
     assert "Tickets closed (no longer needed): TK-1." in out and "resolved" not in out
     assert orch("ticket", "list").stdout.splitlines()[2].split()[:2] == ["TK-1", "closed"]
