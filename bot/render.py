@@ -158,7 +158,7 @@ def _next(embed: discord.Embed, result: Result) -> None:
 def error_embed(error: OrchError, hidden: Iterable[Path] = ()) -> discord.Embed:
     """What went wrong, the current state, the commands allowed now, and a hint; the folders in `hidden`
     shortened (see without_paths)."""
-    embed = _embed("Not done", without_paths(error.message, hidden), COLOR_ERROR)
+    embed = _embed("Not done", slashed(without_paths(error.message, hidden)), COLOR_ERROR)
     if isinstance(error, CommandNotAllowed):
         embed.title = "Not possible now"
         wanted = command_name(error.command, DISCORD)
@@ -559,7 +559,7 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
     if shown < len(projects):
         compact = [f"{'✅' if p.ok else '⚠️'} **{p.name}** · " + (state_text(p.state) if p.ok else
                    plural(len(p.problems), 'problem')) for p in projects[shown:]]
-        embed.add_field(name=f"{len(projects) - shown} more projects", value=_listed(compact),
+        embed.add_field(name=plural(len(projects) - shown, 'more project'), value=_listed(compact),
                         inline=False)
     return fit(embed)
 
@@ -600,7 +600,7 @@ def _command_lines(metrics: Snapshot) -> str:
              for c in metrics.commands[:_TOP_COMMANDS]]
     others = len(metrics.commands) - _TOP_COMMANDS
     if others > 0:
-        lines.append(f"… and {others} more commands")
+        lines.append(f"… and {plural(others, 'more command')}")
     return _listed(lines)
 
 

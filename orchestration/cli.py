@@ -473,7 +473,7 @@ def render(result: Any) -> str:
 
 
 def _footer(r: Result) -> list[str]:
-    saved_but = [f"Saved, but {r.warning}"] if r.warning else []
+    saved_but = [f"Saved, but {spelled(r.warning, CLI)}"] if r.warning else []
     return [*saved_but, f"State: {r.state.value}. Allowed now: {_commands(r.allowed)}.",
             f"Next: {spelled(r.next_step, CLI)}"]
 
