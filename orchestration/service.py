@@ -563,7 +563,7 @@ class Orchestrator(TicketCommands):
             else:
                 sprint = Sprint(id=sprint_id(next_number(1, c.store.sprint_ids())),
                                 length_days=self.config.orchestrator.sprint_days)
-            before, old_goal = list(sprint.stories), sprint.goal
+            before, old_goal, old_capacity = list(sprint.stories), sprint.goal, sprint.capacity
             members = [s for sid in before if (s := b.story(sid)) is not None]
             new_goal = sprint.goal if goal is None else _clean_goal(sprint.id, goal)
             new_capacity = sprint.capacity if capacity is None else capacity
@@ -583,7 +583,7 @@ class Orchestrator(TicketCommands):
                                    "Add stories with `backlog add_story`.")
             ids = [s.id for s in chosen]
             joined, left = [i for i in ids if i not in before], [i for i in before if i not in ids]
-            if replanning and (ids, new_goal, new_capacity) == (before, old_goal, sprint.capacity):
+            if replanning and (ids, new_goal, new_capacity) == (before, old_goal, old_capacity):
                 return SprintPlanned(**dict(sprint_view(c, sprint)), replanned=True, unchanged=True)
             sprint.goal, sprint.stories, sprint.capacity = new_goal, ids, new_capacity
             for s in chosen:
@@ -600,6 +600,8 @@ class Orchestrator(TicketCommands):
             size = f"{plural(len(chosen), 'story')}, {plural(sum(s.points or 0 for s in chosen), 'point')}"
             if replanning:
                 what = [f"{', '.join(joined)} joined"] * bool(joined) + [f"{', '.join(left)} left"] * bool(left)
+                if new_capacity != old_capacity:
+                    what.append(f"capacity {new_capacity}")
                 if new_goal != old_goal:
                     what.append(f"goal {quote(new_goal)}" if new_goal else f"goal {quote(old_goal)} dropped")
                 c.note(f"{sprint.id}, {', '.join(ids)}", f"re-plan {sprint.id} with {size}"

@@ -61,7 +61,7 @@ def test_a_replan_keeps_what_is_not_given_names_who_left_and_joined_and_an_idle_
     assert subjects(repo)[:2] == [
         'orch(sprint-001, S-3): re-plan sprint-001 with 1 story, 8 points: S-1, S-2 left; goal "Take money" dropped '
         "(orch sprint plan by alice)",
-        "orch(sprint-001, S-1, S-2, S-3): re-plan sprint-001 with 3 stories, 16 points: S-3 joined "
+        "orch(sprint-001, S-1, S-2, S-3): re-plan sprint-001 with 3 stories, 16 points: S-3 joined; capacity 16 "
         "(orch sprint plan by alice)"]
 
 
