@@ -17,6 +17,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +32,7 @@ from .agents.records import AttemptRecord
 from .agents.scheduler import STORY_RUN, StoryProgress
 from .commands import CLI, name as command_name, names as command_names, spelled
 from .config import load_config
-from .wording import plural
-from .errors import (
-    Busy, CommandNotAllowed, ConfigError, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateCorrupt,
-    StateLocked, UnsafePath, WriteFailed,
-)
+from .errors import CommandNotAllowed, ConfigError, InvalidInput, OrchError
 from .events import Event
 from .inputs import id_list
 from .models import Sprint, SprintStatus, State, Story, StoryStatus, printable
@@ -46,6 +43,7 @@ from .results import (
 )
 from .service import Orchestrator
 from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
+from .wording import plural
 
 Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
 
@@ -427,22 +425,14 @@ def to_json(result: Any) -> str:
     return json.dumps([r.model_dump(mode="json") for r in result], indent=2)
 
 
-# An error's kind in `--json` output, by type (the first that matches; subclasses first).
-_ERROR_KIND: list[tuple[type, str]] = [
-    (CommandNotAllowed, "command_not_allowed"), (ProjectNotFound, "project_not_found"), (NotFound, "not_found"),
-    (InvalidInput, "invalid_input"), (ProjectExists, "project_exists"), (StateCorrupt, "state_corrupt"),
-    (StateLocked, "state_locked"), (Busy, "busy"), (ConfigError, "config"), (UnsafePath, "unsafe_path"),
-    (WriteFailed, "write_failed"), (OrchError, "refused"),
-]
-
-
 def error_json(exc: BaseException | str, code: int) -> str:
     """A failure as `--json` prints it on stdout: {"error": kind, "message", "hint", "code": the exit code}, and
     for a command refused in this state, the state and the commands allowed in it."""
     if isinstance(exc, str):  # bad usage: argparse's message
         data: dict[str, Any] = {"error": "usage", "message": exc, "hint": "orch --help lists the commands."}
     elif isinstance(exc, OrchError):
-        kind = next(k for t, k in _ERROR_KIND if isinstance(exc, t))
+        # The error's type, in snake case (CommandNotAllowed -> command_not_allowed); a plain OrchError: refused.
+        kind = "refused" if type(exc) is OrchError else re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
         data = {"error": kind, "message": spelled(exc.message, CLI), "hint": spelled(exc.hint or "", CLI) or None}
         if isinstance(exc, CommandNotAllowed):
             data.update(message=f'"{command_name(exc.command, CLI)}" is not possible while the project is '

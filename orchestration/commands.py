@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 from .state_machine import AUTOMATIC_MEANING
 
@@ -110,13 +109,10 @@ def origin(key: str, front_end: str) -> str:
     return f"orch {spelled_name}" if front_end == CLI and command is not None else spelled_name
 
 
-@lru_cache(maxsize=None)
-def _backticked() -> re.Pattern[str]:
-    words = {" ".join(c.words) for c in COMMANDS if c.words}
-    return re.compile(r"`(" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + r")((?: [^`]*)?)`")
-
-
 _BY_WORDS = {" ".join(c.words): c for c in reversed(COMMANDS) if c.words}  # the first entry wins
+# A command's words in backticks, and what follows them inside (`sprint plan S-1`), longest words first.
+_BACKTICKED = re.compile(r"`(" + "|".join(sorted(map(re.escape, _BY_WORDS), key=len, reverse=True))
+                         + r")((?: [^`]*)?)`")
 
 
 def spelled(text: str, front_end: str) -> str:
@@ -129,4 +125,4 @@ def spelled(text: str, front_end: str) -> str:
             return m.group(0)
         return f"`{'orch ' if front_end == CLI else ''}{spelled_name}{m.group(2)}`"
 
-    return _backticked().sub(one, text or "")
+    return _BACKTICKED.sub(one, text or "")
