@@ -43,3 +43,6 @@ def test_names_origins_and_hints_per_front_end():
                                   "`git log` is not ours.")
     assert spelled(hint, DISCORD) == ("Add stories with `/backlog add_story`, then `/sprint plan S-1`; "
                                       "`git log` is not ours.")
+    plan = "`plan start E-1` asks the planner for one."
+    assert spelled(plan, DISCORD) == "`/plan E-1` asks the planner for one."
+    assert spelled(plan, CLI) == "`orch plan start E-1` asks the planner for one."
