@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from orchestration.agents.planner import PLAN_READY
 from orchestration.agents.scheduler import STORY_RUN
+from orchestration.commands import DISCORD
 from orchestration.config import Config
 from orchestration.errors import Busy, OrchError
 from orchestration.events import Event
@@ -233,5 +234,5 @@ class OrchBot(commands.Bot):
 def create_bot(config: Config, orchestrator: Orchestrator | None = None) -> OrchBot:
     """The bot for `config`; with no orchestrator given it makes (and later closes) its own."""
     if orchestrator is None:
-        return OrchBot(config, Orchestrator(config), owns_orchestrator=True)
+        return OrchBot(config, Orchestrator(config, front_end=DISCORD), owns_orchestrator=True)
     return OrchBot(config, orchestrator)

@@ -7,22 +7,21 @@ than refused, so a reply always goes out.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
 
+from orchestration.wording import plural
 from orchestration.errors import CommandNotAllowed, OrchError, ProjectExists
 from orchestration.events import Event
 from orchestration.models import Epic, State, Story, StoryStatus
 from orchestration.queue import QueueView
-from orchestration.state_machine import AUTOMATIC_MEANING
-from orchestration.unit_of_work import LABEL
+from orchestration.commands import DISCORD, name as command_name, spelled
 from orchestration.results import (
-    BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView, StateView,
-    StoryChanged, StoryLog, Unregistered,
+    BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintPlanned,
+    SprintView, StateView, StoryChanged, StoryLog, Unregistered,
 )
 
 from .metrics import Snapshot
@@ -42,19 +41,6 @@ CHOICES_MAX = 25
 CHOICE_NAME_MAX = 100
 
 NO_MENTIONS = discord.AllowedMentions.none()
-
-# The state machine's trigger names -> the slash command a person types (the core's labels, with the option
-# that tells request_changes from feedback), and the automatic changes as they read in a project's history.
-SLASH = {**LABEL, "request_changes": "/feedback changes_requested:True", **AUTOMATIC_MEANING}
-# Command names the core writes in backticks (`sprint plan`); shown here with their slash.
-_COMMANDS = (
-    "project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",
-    "backlog prioritize", "backlog remove", "backlog depend", "backlog next", "story update", "sprint plan",
-    "sprint start", "sprint status", "sprint pause", "sprint resume", "sprint review", "feedback", "state", "health",
-    "story retry", "story log",
-    "ticket open", "ticket resolve", "ticket reopen", "ticket list", "ticket show",
-)
-_BACKTICKED = re.compile(r"`(" + "|".join(sorted(map(re.escape, _COMMANDS), key=len, reverse=True)) + r")`")
 
 COLOR_OK = discord.Colour.green()
 COLOR_INFO = discord.Colour.blurple()
@@ -94,8 +80,8 @@ def without_paths(text: str, paths: Iterable[Path]) -> str:
 
 
 def slashed(text: str) -> str:
-    """`sprint plan` -> `/sprint plan` (only for our own command names)."""
-    return _BACKTICKED.sub(lambda m: f"`/{m.group(1)}`", text or "")
+    """`sprint plan` -> `/sprint plan` (only for our own command names: see orchestration/commands.py)."""
+    return spelled(text, DISCORD)
 
 
 def bar(done: int, total: int, width: int = 10) -> str:
@@ -106,7 +92,7 @@ def bar(done: int, total: int, width: int = 10) -> str:
 
 
 def allowed_text(allowed: Iterable[str]) -> str:
-    names = [f"`{SLASH.get(a, a)}`" for a in allowed]
+    names = [f"`{command_name(a, DISCORD)}`" for a in allowed]
     return ", ".join(names) if names else "none"
 
 
@@ -172,10 +158,10 @@ def _next(embed: discord.Embed, result: Result) -> None:
 def error_embed(error: OrchError, hidden: Iterable[Path] = ()) -> discord.Embed:
     """What went wrong, the current state, the commands allowed now, and a hint; the folders in `hidden`
     shortened (see without_paths)."""
-    embed = _embed("Not done", without_paths(error.message, hidden), COLOR_ERROR)
+    embed = _embed("Not done", slashed(without_paths(error.message, hidden)), COLOR_ERROR)
     if isinstance(error, CommandNotAllowed):
         embed.title = "Not possible now"
-        wanted = SLASH.get(error.command, error.command)
+        wanted = command_name(error.command, DISCORD)
         embed.description = f"`{wanted}` is not possible while the project is {state_text(error.state)}."
         embed.add_field(name="Current state", value=state_text(error.state), inline=True)
         embed.add_field(name="Allowed now", value=allowed_text(error.allowed), inline=True)
@@ -195,6 +181,8 @@ def crash_embed() -> discord.Embed:
 
 def registered(result: Registered, channel: discord.abc.GuildChannel | None) -> discord.Embed:
     how = "adopted its existing `.orch-state/`" if result.adopted else "created `.orch-state/`"
+    if result.renamed_from:
+        how += f" (its files named it {result.renamed_from}: they name it {result.project} now)"
     where = f" Its channel is {channel.mention}." if channel else ""
     embed = _embed(f"Registered {result.project}", f"`{result.info.path}`: {how}.{where}", COLOR_OK)
     embed.add_field(name="State", value=state_text(result.state), inline=True)
@@ -288,6 +276,8 @@ def cascade_lines(cascade: Cascade, shown: str | None = None) -> list[str]:
         notes.append("Unblocked: " + ", ".join(cascade.stories_unblocked))
     if tickets := [t for t in cascade.tickets_resolved if t != shown]:
         notes.append("Tickets resolved: " + ", ".join(tickets))
+    if cascade.tickets_closed:
+        notes.append("Tickets closed (no longer needed): " + ", ".join(cascade.tickets_closed))
     return notes
 
 
@@ -304,7 +294,7 @@ def backlog_page(result: BacklogPage) -> discord.Embed:
     epics = _epic_lines(result.epics)
     if epics:
         embed.add_field(name=f"Epics ({len(result.epics)})", value=epics, inline=False)
-    embed.set_footer(text=f"page {result.page}/{result.pages} · {result.total} stories · state {result.state.value}")
+    embed.set_footer(text=f"page {result.page}/{result.pages} · {plural(result.total, 'story')} · state {result.state.value}")
     return fit(embed)
 
 
@@ -378,13 +368,28 @@ def sprint_view(result: SprintView, headline: str = "", commits: bool = False,
     return fit(_footer(embed, result))
 
 
+def sprint_planned(result: SprintPlanned) -> discord.Embed:
+    """`/sprint plan`'s answer: planned; re-planned, naming the stories that joined and left; or nothing changed."""
+    sp = result.sprint
+    if result.unchanged:
+        headline = f"{sp.id} unchanged: it has these stories, goal and capacity already (nothing committed)"
+    else:
+        headline = f"{sp.id} {'re-planned' if result.replanned else 'planned'}"
+    embed = sprint_view(result, headline)
+    moves = [f"Joined: {', '.join(result.joined)}"] * bool(result.joined) + \
+        [f"Left (back to the backlog): {', '.join(result.left)}"] * bool(result.left)
+    if moves:
+        embed.insert_field_at(0, name="Changes", value=cut("\n".join(moves), FIELD_VALUE_MAX), inline=False)
+    return fit(embed)
+
+
 def _agent_work(embed: discord.Embed, result: SprintView, commits: bool, hidden: Iterable[Path]) -> None:
     if result.agents:
         lines = [f"🤖 **{a.story}** · attempt {a.attempt} · {a.phase} · {duration(a.elapsed_s)}"
                  for a in result.agents]
         embed.add_field(name=f"Agents at work ({len(result.agents)})", value=_listed(lines), inline=False)
     if result.branch:
-        count = f"{len(result.commits)} commit{'' if len(result.commits) == 1 else 's'}"
+        count = plural(len(result.commits), "commit")
         embed.add_field(name="Sprint branch", value=f"`{result.branch}` · {count}", inline=False)
         if commits and result.commits:
             embed.add_field(name=f"Commits on {result.branch}", value=_commit_lines(result.commits, hidden),
@@ -515,7 +520,7 @@ def state_view(result: StateView) -> discord.Embed:
     if result.blocked_in_sprint:
         embed.add_field(name="Blocked in the sprint", value=", ".join(result.blocked_in_sprint), inline=False)
     if result.history:
-        recent = [f"<t:{int(t.at.timestamp())}:R> {SLASH.get(t.command, t.command)} by {one_line(t.by, 40)}: "
+        recent = [f"<t:{int(t.at.timestamp())}:R> {command_name(t.command, DISCORD)} by {one_line(t.by, 40)}: "
                   f"{t.source.value} → {t.dest.value}" for t in result.history[-5:]]
         embed.add_field(name="Recent changes", value="\n".join(recent), inline=False)
     return fit(embed)
@@ -530,7 +535,8 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
     lines = []
     if metrics is not None:
         lines.append(f"Bot up {duration(metrics.uptime_s)} · gateway latency {millis(gateway_latency_s * 1000)}")
-        lines.append(f"{metrics.total} commands since start · {metrics.errors} errors · {metrics.refused} refused")
+        lines.append(f"{plural(metrics.total, 'command')} since start · {plural(metrics.errors, 'error')} · "
+                     f"{metrics.refused} refused")
         embed.add_field(name="Commands (most used)", value=_command_lines(metrics), inline=False)
     if result.runner and show_paths:  # where agents run (a broker's host, say) is for admins, like paths
         lines.append(f"Agents: {one_line(result.runner, 300)}")
@@ -552,8 +558,8 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
         shown += 1
     if shown < len(projects):
         compact = [f"{'✅' if p.ok else '⚠️'} **{p.name}** · " + (state_text(p.state) if p.ok else
-                   f"{len(p.problems)} problem(s)") for p in projects[shown:]]
-        embed.add_field(name=f"{len(projects) - shown} more projects", value=_listed(compact),
+                   plural(len(p.problems), 'problem')) for p in projects[shown:]]
+        embed.add_field(name=plural(len(projects) - shown, 'more project'), value=_listed(compact),
                         inline=False)
     return fit(embed)
 
@@ -573,12 +579,13 @@ _TOP_COMMANDS = 10
 
 def _project_health_lines(p: ProjectHealth, metrics: Snapshot | None) -> list[str]:
     lines = [f"state {state_text(p.state)}" +
-             (f" · {p.transitions_last_7_days} state change(s) in 7 days" if p.state is not None else "")]
+             (f" · {plural(p.transitions_last_7_days, 'state change')} in 7 days" if p.state is not None else "")]
     used = metrics.projects.get(p.name) if metrics is not None else None
     if used is not None:
-        lines.append(f"{used.commands} command(s) since start · {used.errors} error(s) · {used.refused} refused")
+        lines.append(f"{plural(used.commands, 'command')} since start · {plural(used.errors, 'error')} · "
+                     f"{used.refused} refused")
     if p.pending_commit_lines:
-        lines.append(f"{p.pending_commit_lines} change(s) waiting for a commit")
+        lines.append(f"{plural(p.pending_commit_lines, 'change')} waiting for a commit")
     if p.last_commit:
         lines.append(f"last commit: {one_line(p.last_commit, 200)}")
     lines += [f"⚠️ {one_line(problem, 300)}" for problem in p.problems]
@@ -593,7 +600,7 @@ def _command_lines(metrics: Snapshot) -> str:
              for c in metrics.commands[:_TOP_COMMANDS]]
     others = len(metrics.commands) - _TOP_COMMANDS
     if others > 0:
-        lines.append(f"… and {others} more commands")
+        lines.append(f"… and {plural(others, 'more command')}")
     return _listed(lines)
 
 

@@ -17,6 +17,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from .commands import CLI, name as command_name, names as command_names, spelled
 from .config import load_config
 from .errors import CommandNotAllowed, ConfigError, InvalidInput, OrchError
 from .events import Event
@@ -33,12 +35,12 @@ from .inputs import id_list
 from .models import Sprint, SprintStatus, State, Story, StoryStatus, printable
 from .queue import QueueView
 from .results import (
-    BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintView, StateView, StoryChanged,
-    StoryLog, Unregistered,
+    BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintPlanned, SprintView, StateView,
+    StoryChanged, StoryLog, Unregistered,
 )
 from .service import Orchestrator
-from .state_machine import AUTOMATIC_MEANING
 from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
+from .wording import plural
 
 if TYPE_CHECKING:  # the agents' modules are imported by the commands that use them: the others start faster
     from .agents.planning import PlanView
@@ -47,12 +49,6 @@ if TYPE_CHECKING:  # the agents' modules are imported by the commands that use t
 
 Handler = Callable[[Orchestrator, argparse.Namespace], Awaitable[Any]]
 
-# The state machine's triggers as typed here (the allowed list itself always comes from the machine).
-CLI_NAME = {"add_story": "backlog add-story", "prioritize": "backlog prioritize", "remove_story": "backlog remove",
-            "update_story": "story update", "plan": "sprint plan", "start": "sprint start", "pause": "sprint pause",
-            "resume": "sprint resume", "review": "sprint review", "request_changes": "feedback --changes-requested",
-            "retry": "story retry",
-            **AUTOMATIC_MEANING}
 # Options that may stand before or after the subcommand (`orch --json state` and `orch state --json`) are
 # declared with default=SUPPRESS on every level, so a subcommand never overwrites what an outer level parsed;
 # their defaults are filled in once, here.
@@ -276,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--status", metavar="STATUS", default=S, help="only stories with this status")
     view.add_argument("--page", metavar="N", type=int, default=S, help="page number (10 stories a page)")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="orch", parents=[common, scoped],
         description="Drive the Scrum workflow of registered project repositories from a terminal "
                     "(the same commands as the Discord bot).",
@@ -367,8 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sprint_cmds, "plan", _sprint_plan,
                 "plan the next sprint: the stories given, or a pick by priority up to the capacity", scoped)
     p.add_argument("stories", metavar="S-N", nargs="*", help="stories to include (default: an automatic pick)")
-    p.add_argument("--goal", default="")
-    p.add_argument("--capacity", metavar="POINTS", type=int, help="points for the automatic pick (default 20)")
+    p.add_argument("--goal", help="the sprint's goal (a re-plan keeps it unless given; --goal \"\" clears it)")
+    p.add_argument("--capacity", metavar="POINTS", type=int,
+                   help="points for the automatic pick (default 20; a re-plan without stories nor capacity keeps "
+                        "its stories)")
     command(sprint_cmds, "start", _sprint_step("start_sprint"), "start the planned sprint", scoped)
     command(sprint_cmds, "status", _sprint_status, "progress of the current (or last) sprint", scoped)
     command(sprint_cmds, "pause", _sprint_step("pause_sprint"), "pause the active sprint", scoped)
@@ -422,9 +420,35 @@ def _positive(text: str) -> int:
 def to_json(result: Any) -> str:
     if isinstance(result, RunReport):  # the last of `orch run --json`'s lines: one object a line
         return result.model_dump_json()
+    if isinstance(result, Result):  # the commands and hints as typed here, not the core's names
+        data = result.model_dump(mode="json")
+        data.update(allowed=command_names(result.allowed, CLI), next_step=spelled(result.next_step, CLI))
+        return json.dumps(data, indent=2, ensure_ascii=False)
     if isinstance(result, BaseModel):
         return result.model_dump_json(indent=2)
     return json.dumps([r.model_dump(mode="json") for r in result], indent=2)
+
+
+def error_json(exc: BaseException | str, code: int) -> str:
+    """A failure as `--json` prints it on stdout: {"error": kind, "message", "hint", "code": the exit code}, and
+    for a command refused in this state, the state and the commands allowed in it."""
+    if isinstance(exc, str):  # bad usage: argparse's message
+        data: dict[str, Any] = {"error": "usage", "message": exc, "hint": "orch --help lists the commands."}
+    elif isinstance(exc, OrchError):
+        # The error's type, in snake case (CommandNotAllowed -> command_not_allowed); a plain OrchError: refused.
+        kind = "refused" if type(exc) is OrchError else re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+        data = {"error": kind, "message": spelled(exc.message, CLI), "hint": spelled(exc.hint or "", CLI) or None}
+        if isinstance(exc, CommandNotAllowed):
+            data.update(message=f'"{command_name(exc.command, CLI)}" is not possible while the project is '
+                        f"{exc.state}.", state=exc.state, command=command_name(exc.command, CLI),
+                        allowed=command_names(exc.allowed, CLI))
+        elif isinstance(exc, InvalidInput):
+            data["field"] = exc.field
+    else:
+        data = {"error": "unexpected", "message": f"unexpected {type(exc).__name__}: {one_line(str(exc))}",
+                "hint": None}
+    data["code"] = code
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def render(result: Any) -> str:
@@ -439,22 +463,23 @@ def render(result: Any) -> str:
 
 
 def _footer(r: Result) -> list[str]:
-    saved_but = [f"Saved, but {r.warning}"] if r.warning else []
-    return [*saved_but, f"State: {r.state.value}. Allowed now: {_commands(r.allowed)}.", f"Next: {r.next_step}"]
+    saved_but = [f"Saved, but {spelled(r.warning, CLI)}"] if r.warning else []
+    return [*saved_but, f"State: {r.state.value}. Allowed now: {_commands(r.allowed)}.",
+            f"Next: {spelled(r.next_step, CLI)}"]
 
 
 def _commands(triggers: list[str]) -> str:
-    return ", ".join(CLI_NAME.get(t, t) for t in triggers) or "none"
+    return ", ".join(command_names(triggers, CLI)) or "none"
 
 
 def error_line(exc: OrchError) -> str:
     """The one line a failed command prints: what went wrong, what is allowed, what to do."""
     if isinstance(exc, CommandNotAllowed):
-        text = (f'"{CLI_NAME.get(exc.command, exc.command)}" is not possible while the project is {exc.state}. '
+        text = (f'"{command_name(exc.command, CLI)}" is not possible while the project is {exc.state}. '
                 f"Allowed now: {_commands(exc.allowed)}. {exc.hint or ''}")
     else:
         text = str(exc)
-    return "orch: error: " + one_line(text)
+    return "orch: error: " + one_line(spelled(text, CLI))
 
 
 def _render_projects(infos: list[ProjectInfo]) -> str:
@@ -468,7 +493,9 @@ def _render_projects(infos: list[ProjectInfo]) -> str:
 def _registered(r: Registered) -> list[str]:
     lines = [f'Registered project "{r.project}" at {r.info.path}.']
     if r.adopted:
-        lines.append("Adopted its existing .orch-state/ (nothing overwritten).")
+        lines.append("Adopted its existing .orch-state/ (nothing overwritten)."
+                     + (f' Its files named it "{r.renamed_from}": they name it "{r.project}" now.'
+                        if r.renamed_from else ""))
     if r.created_files:
         lines.append("Created: " + ", ".join(r.created_files))
     return lines
@@ -499,7 +526,7 @@ def _plan_view(r: PlanView) -> list[str]:
         deps = f", after {', '.join(p.depends_on)}" if p.depends_on else ""
         became = f" -> {p.story}" if p.story else ""
         lines.append(f"  {p.key} [{p.status.value}{became}] {p.title} ({p.priority.value}, "
-                     f"{p.points if p.points is not None else '?'} points{deps}){' · ' + p.phase if p.phase else ''}")
+                     f"{plural(p.points, 'point') if p.points is not None else '? points'}{deps}){' · ' + p.phase if p.phase else ''}")
     if r.created:
         lines.append("Stories: " + ", ".join(f"{k} -> {s}" for k, s in r.created.items()) + ".")
     if r.dropped:
@@ -540,6 +567,8 @@ def _cascade(c: Cascade) -> list[str]:
         lines.append(f"Unblocked: {', '.join(c.stories_unblocked)}.")
     if c.tickets_resolved:
         lines.append(f"Tickets resolved: {', '.join(c.tickets_resolved)}.")
+    if c.tickets_closed:
+        lines.append(f"Tickets closed (no longer needed): {', '.join(c.tickets_closed)}.")
     if c.sprint_to_review:
         lines.append("Every story of the sprint is done: the sprint is in review. Close it with: orch feedback TEXT")
     return lines
@@ -548,7 +577,7 @@ def _cascade(c: Cascade) -> list[str]:
 def _backlog(r: BacklogPage) -> list[str]:
     filters = ", ".join(f for f in (r.epic_filter and f"epic {r.epic_filter}",
                                     r.status_filter and f"status {r.status_filter}") if f)
-    head = f"Backlog of {r.project}: {_n(r.total, 'story')}"
+    head = f"Backlog of {r.project}: {plural(r.total, 'story')}"
     lines = [head + (f" ({filters})" if filters else "") + (f", page {r.page} of {r.pages}" if r.pages > 1 else "")]
     if r.epics:
         lines.append("Epics: " + "; ".join(f'{e.id} "{e.title}"' for e in r.epics))
@@ -569,7 +598,8 @@ _MARK = {StoryStatus.done: "[x]", StoryStatus.in_progress: "[~]", StoryStatus.to
 def _sprint(r: SprintView) -> list[str]:
     sp: Sprint = r.sprint
     lines = [f"{sp.id} ({sp.status.value})" + (f": {sp.goal}" if sp.goal else "")]
-    lines.append(f"Progress: {r.done_stories}/{r.total_stories} stories, {r.done_points}/{r.total_points} points done.")
+    lines.append(f"Progress: {r.done_stories}/{plural(r.total_stories, 'story')}, "
+                 f"{r.done_points}/{plural(r.total_points, 'point')} done.")
     for s in r.stories:
         attempt = r.latest_attempts.get(s.id)
         lines.append(f"  {_MARK.get(s.status, '[!]')} {s.id:<6} {s.status.value:<12} {_points(s):>9}  {s.title}"
@@ -580,18 +610,31 @@ def _sprint(r: SprintView) -> list[str]:
         lines.append("Agents running here: " + "; ".join(
             f"{a.story} attempt {a.attempt} ({a.phase}, {a.elapsed_s:.0f} s)" for a in r.agents) + ".")
     if r.branch:
-        lines.append(f"Sprint branch {r.branch}: {_n(len(r.commits), 'commit')} since the sprint began"
+        lines.append(f"Sprint branch {r.branch}: {plural(len(r.commits), 'commit')} since the sprint began"
                      + (" (merge it, or open a pull request from it)" if sp.status is SprintStatus.review else "")
                      + (":" if r.commits else "."))
         lines += [f"  {c}" for c in r.commits]
     if r.burndown:
-        lines.append("Burndown: " + "; ".join(f"{p.day}: {_n(p.remaining_points, 'point')}, {_n(p.remaining_stories, 'story')}"
+        lines.append("Burndown: " + "; ".join(f"{p.day}: {plural(p.remaining_points, 'point')}, {plural(p.remaining_stories, 'story')}"
                                               for p in r.burndown))
     if sp.retrospective:
         rt = sp.retrospective
         lines.append(f"Retrospective by {rt.by}{' (changes requested)' if rt.changes_requested else ''}: "
                      + " ".join(rt.text.split()))
     return lines + _cascade(r.cascade)
+
+
+def _sprint_planned(r: SprintPlanned) -> list[str]:
+    sp = r.sprint
+    if r.unchanged:
+        head = [f"Nothing changed: {sp.id} already has these stories, goal and capacity; nothing was committed."]
+    elif r.replanned:
+        moves = [f"{', '.join(r.joined)} joined"] * bool(r.joined) + \
+            [f"{', '.join(r.left)} left (back to the backlog)"] * bool(r.left)
+        head = [f"Re-planned {sp.id}: " + ("; ".join(moves) if moves else "the same stories") + "."]
+    else:
+        head = [f"Planned {sp.id}."]
+    return head + _sprint(r)
 
 
 def _attempt_text(a: AttemptRecord) -> str:
@@ -607,7 +650,7 @@ def _attempt_text(a: AttemptRecord) -> str:
 def _story_log_view(r: StoryLog) -> list[str]:
     if not r.attempts:
         return [f"{r.story} of {r.project}: no agent attempt yet."]
-    lines = [f"{r.story} of {r.project}: {_n(len(r.attempts), 'agent attempt')}."]
+    lines = [f"{r.story} of {r.project}: {plural(len(r.attempts), 'agent attempt')}."]
     for a in r.attempts:
         lines.append(f"  {_attempt_text(a)}" + (f": {_cut(one_line(a.summary), 160)}" if a.summary else ""))
         if a.question:
@@ -652,7 +695,7 @@ def _run_report(r: RunReport) -> list[str]:
     if r.reason == "idle":
         lines = ["No story is left for the agents now."]
     elif r.stopped_attempts:
-        lines = [f"Stopped: {_n(r.stopped_attempts, 'running attempt')} stopped, their stories back to todo "
+        lines = [f"Stopped: {plural(r.stopped_attempts, 'running attempt')} stopped, their stories back to todo "
                  "(not counted as failures)."]
     else:
         lines = ["Stopped; no agent was running."]
@@ -668,7 +711,7 @@ def _state_view(r: StateView) -> list[str]:
         lines.append(f"Blocked in the sprint: {', '.join(r.blocked_in_sprint)}.")
     if r.history:
         lines.append("Recent changes:")
-        lines += [f"  {t.at:%Y-%m-%d %H:%M} {CLI_NAME.get(t.command, t.command)}: {t.source.value} -> "
+        lines += [f"  {t.at:%Y-%m-%d %H:%M} {command_name(t.command, CLI)}: {t.source.value} -> "
                   f"{t.dest.value} by {t.by}"
                   for t in r.history]
     return lines
@@ -681,7 +724,7 @@ def _render_health(r: Health) -> list[str]:
     lines = []
     for p in r.projects:
         state = p.state.value if p.state else "?"
-        pending = f", {p.pending_commit_lines} change(s) waiting to be committed" if p.pending_commit_lines else ""
+        pending = f", {plural(p.pending_commit_lines, 'change')} waiting to be committed" if p.pending_commit_lines else ""
         lines.append(f"{'OK  ' if p.ok else 'FAIL'} {p.name} ({state}) {p.path}{pending}")
         lines += [f"     - {problem}" for problem in p.problems]
     return lines + agents
@@ -791,12 +834,9 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _points(s: Story) -> str:
-    return "unpointed" if s.points is None else _n(s.points, "point")
+    return "unpointed" if s.points is None else plural(s.points, "point")
 
 
-def _n(count: int, noun: str) -> str:
-    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
-    return f"{count} {noun if count == 1 else plural}"
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -807,7 +847,7 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 # By the result's class name: a plan's view (PlanView) lives with the agents' modules, which only `plan` imports.
 _RENDERERS: dict[str, Callable[[Any], list[str]]] = {kind.__name__: fn for kind, fn in [
     (Registered, _registered), (Unregistered, _unregistered), (EpicCreated, _epic_created),
-    (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintView, _sprint), (StateView, _state_view),
+    (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintPlanned, _sprint_planned), (SprintView, _sprint), (StateView, _state_view),
     (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
     (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list), (StoryLog, _story_log_view),
     (RunReport, _run_report),
@@ -836,7 +876,7 @@ def _out(text: str) -> None:
 
 async def _run(args: argparse.Namespace) -> Any:
     config = load_config(args.config)
-    orch = Orchestrator(config)
+    orch = Orchestrator(config, front_end=CLI)
     try:
         return await args.handler(orch, args)
     finally:
@@ -848,8 +888,22 @@ async def _run(args: argparse.Namespace) -> Any:
                                 "it."), file=sys.stderr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose bad-usage message becomes JSON on stdout when --json was asked for."""
+
+    json_errors = False
+
+    def error(self, message: str):  # type: ignore[override]
+        if _Parser.json_errors:
+            _out(error_json(f"{self.prog}: {message}", 2))
+            raise SystemExit(2)
+        super().error(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    _Parser.json_errors = "--json" in argv
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or bad usage (2): argparse has printed why
@@ -873,17 +927,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         _out(to_json(result) if args.json else render(result))
         return 1 if _failed(result) else 0
     except OrchError as exc:
-        print(printable(error_line(exc)), file=sys.stderr)
-        return 1
+        return _fail(args, exc, error_line(exc), 1)
     except KeyboardInterrupt:
         print("orch: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug or an OS problem: still one line, never a traceback
-        print(printable(f"orch: error: unexpected {type(exc).__name__}: {one_line(str(exc))}"), file=sys.stderr)
-        return 1
+        return _fail(args, exc, f"orch: error: unexpected {type(exc).__name__}: {one_line(str(exc))}", 1)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, line: str, code: int) -> int:
+    """A failure: one line on stderr, or with --json one JSON object on stdout (for scripts, which read stdout)."""
+    if args.json:
+        _out(error_json(exc, code))
+    else:
+        print(printable(line), file=sys.stderr)
+    return code
 
 
 def _failed(result: Any) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .models import SLUG
@@ -172,6 +172,19 @@ class Config(_Section):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     tickets: TicketSettings = Field(default_factory=TicketSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
+    _file: Path | None = PrivateAttr(None)  # the file it was read from (None: there was none, defaults apply)
+    _looked_for: Path | None = PrivateAttr(None)
+
+    def where_to_set(self, key: str) -> str:
+        """Where a person sets `key`: the file the settings were read from, or, when there was none, which file
+        was looked for and how to name another."""
+        if self._file is not None:
+            return f"Set {key} in {self._file}."
+        if self._looked_for is not None:
+            return (f"No config file was read: there is none at {self._looked_for} (orch reads --config PATH, else "
+                    f"$ORCH_CONFIG, else ./config.toml). Create one with {key} (see config.example.toml), or set "
+                    f"ORCH_{key.upper()}.")
+        return f"Set {key} in the config."
 
 
 # ORCH_<KEY> overrides [section] key; key names are unique across sections, so the section is implied.
@@ -241,6 +254,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         raise ConfigError(f"{file}: {problems}.", "config.example.toml lists every key with its meaning.") from None
     # Relative paths are relative to the config file, so the bot behaves the same from any directory.
     base = file.parent.resolve()
+    config._file, config._looked_for = (file.resolve() if file.exists() else None), file.resolve()
     o = config.orchestrator
     o.data_dir = (base / o.data_dir.expanduser()).resolve()
     o.allowed_roots = [(base / r.expanduser()).resolve() for r in o.allowed_roots]

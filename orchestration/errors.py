@@ -20,7 +20,10 @@ class ConfigError(OrchError):
 
 class InvalidInput(OrchError):
     def __init__(self, field: str, reason: str, hint: str | None = None) -> None:
-        super().__init__(f"{field}: {reason}", hint)
+        # "points must be 0 or more." reads as a sentence; "story: there is no story 'S-9'." names the field.
+        sentence = reason.startswith(("must ", "is ", "has "))
+        super().__init__(f"{field} {reason}" + ("" if reason.endswith(".") else ".") if sentence
+                         else f"{field}: {reason}", hint)
         self.field = field
         self.reason = reason
 

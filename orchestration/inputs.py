@@ -74,9 +74,37 @@ def validated(build: Callable[[], T]) -> T:
 
 
 def invalid_input(exc: ValidationError) -> InvalidInput:
+    """The first problem pydantic found, said in our words ("points must be 0 or more"), never pydantic's."""
     err = exc.errors(include_url=False)[0]
     field_name = ".".join(str(p) for p in err["loc"]) or "input"
-    return InvalidInput(field_name, err["msg"].removeprefix("Value error, "))
+    return InvalidInput(field_name, pydantic_reason(err))
+
+
+def pydantic_reason(err: dict) -> str:
+    """What a pydantic error means, for a person: "must be 0 or more", "must be a whole number", ..."""
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind == "value_error":  # our own validators' sentences
+        return str(ctx.get("error", err["msg"].removeprefix("Value error, ")))
+    limit = next((ctx[k] for k in ("ge", "gt", "le", "lt", "min_length", "max_length") if k in ctx), None)
+    reasons = {
+        "greater_than_equal": f"must be {limit} or more",
+        "greater_than": f"must be more than {limit}",
+        "less_than_equal": f"must be {limit} or less",
+        "less_than": f"must be less than {limit}",
+        "string_too_short": "must not be empty" if limit == 1 else f"must be at least {limit} characters long",
+        "string_too_long": f"must be at most {limit} characters long",
+        "too_short": f"must have at least {limit} item{'s' if limit != 1 else ''}",
+        "too_long": f"must have at most {limit} item{'s' if limit != 1 else ''}",
+        "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+        "int_from_float": "must be a whole number", "float_parsing": "must be a number",
+        "bool_parsing": "must be true or false", "string_type": "must be text", "missing": "is required",
+        "extra_forbidden": "is not a known field", "enum": f"must be one of {ctx.get('expected', '')}",
+        "literal_error": f"must be one of {ctx.get('expected', '')}",
+        "datetime_parsing": "must be a date and time (2026-01-31T12:00:00Z)",
+        "date_parsing": "must be a date (2026-01-31)", "string_pattern_mismatch": "has characters that are not allowed",
+    }
+    return reasons.get(kind, "is not valid")
 
 
 def line_of(field_name: str, value: str) -> str:

@@ -29,11 +29,14 @@ class Cascade(_Data):
     state_change: tuple[State, State] | None = None
     stories_unblocked: list[str] = Field(default_factory=list)
     stories_ready: list[str] = Field(default_factory=list, description="stories whose dependencies are now all done")
-    tickets_resolved: list[str] = Field(default_factory=list)
+    tickets_resolved: list[str] = Field(default_factory=list, description="decided: status resolved")
+    tickets_closed: list[str] = Field(default_factory=list, description="no longer needed (their story was done or "
+                                      "retried): status closed")
     sprint_to_review: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.state_change or self.stories_unblocked or self.stories_ready or self.tickets_resolved)
+        return bool(self.state_change or self.stories_unblocked or self.stories_ready or self.tickets_resolved
+                    or self.tickets_closed)
 
 
 class ProjectInfo(_Data):
@@ -49,6 +52,7 @@ class Registered(Result):
     info: ProjectInfo
     created_files: list[str]
     adopted: bool
+    renamed_from: str | None = Field(None, description="the name its adopted files had (they have this one now)")
 
 
 class Unregistered(_Data):
@@ -111,6 +115,16 @@ class SprintView(Result):
     commits: list[str] = Field(default_factory=list, description="its commits since the sprint began: 'sha subject'")
     latest_attempts: dict[str, AttemptRecord] = Field(default_factory=dict, description="story -> its latest agent "
                                                       "attempt, as .orch-state/runs/ records it (any process's)")
+
+
+class SprintPlanned(SprintView):
+    """What `sprint plan` did; again before the start (`replanned`), which stories joined and left, or that nothing
+    changed (`unchanged`: nothing was written or committed)."""
+
+    replanned: bool = False
+    unchanged: bool = False
+    joined: list[str] = Field(default_factory=list)
+    left: list[str] = Field(default_factory=list)
 
 
 class StateView(Result):

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 from pydantic import ValidationError
 
 from . import consistency, state_machine as sm
+from .commands import CLI, DISCORD, origin
 from .config import Config
+from .wording import plural
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
 from .events import Event, Events
 from .gitlog import GitFailed, GitLog, fix_for, quote, run_git, why_commit_waits, writes_blocked
@@ -34,8 +36,8 @@ from .inputs import (
 from .queue import checked_dependencies, queue_order, unmet_dependencies
 from .registry import ProjectEntry, Registry, RegistryFile
 from .results import (
-    AgentRun, BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView,
-    StateView, StoryChanged, StoryLog, Unregistered,
+    AgentRun, BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintPlanned,
+    SprintView, StateView, StoryChanged, StoryLog, Unregistered,
 )
 from .sprint_rules import (
     DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, set_story_status, settle_sprint, sprint_view,
@@ -44,7 +46,7 @@ from .store import (
     LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, check_no_symlinks, create_from_templates,
     state_dir_of, symlinks_in,
 )
-from .ticket_service import TicketCommands, tickets_of
+from .ticket_service import TicketCommands, tickets_of, touch_tickets
 from .unit_of_work import Change, Project
 
 if TYPE_CHECKING:  # the agents' modules are imported when first used: most CLI commands never need them
@@ -62,8 +64,11 @@ REGISTER_GIT_TIMEOUT_S = 10  # registration's git checks: a git that hangs (a .g
 
 
 class Orchestrator(TicketCommands):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, front_end: str = DISCORD) -> None:
+        """`front_end` (commands.DISCORD or commands.CLI) is where this process's commands come from: their
+        commit lines say so, in that front-end's names."""
         self.config = config
+        self.front_end = front_end
         o = config.orchestrator
         self.registry = Registry(o.data_dir)
         self.events = Events()
@@ -183,13 +188,16 @@ class Orchestrator(TicketCommands):
         if not str(path).strip():
             raise InvalidInput("path", "is empty")
         if not raw.exists():
-            raise InvalidInput("path", f"{path} does not exist on the bot's machine.")
+            where = " on the bot's machine" if self.front_end == DISCORD else ""  # in a terminal: this one
+            raise InvalidInput("path", f"{path} does not exist{where}.")
         resolved = raw.resolve()
         roots = self.config.orchestrator.allowed_roots
         if not any(resolved == r or r in resolved.parents for r in roots):
             shown = ", ".join(str(r) for r in roots) or "none configured"
-            raise InvalidInput("path", f"{resolved} is outside the allowed roots ({shown}).",
-                               "Ask an admin to add its folder to `allowed_roots` in the config.")
+            hint = "Ask an admin to add its folder to `allowed_roots` in the config."
+            if self.front_end == CLI:  # the user is the admin here: say which file to change, or that none was read
+                hint = self.config.where_to_set("allowed_roots")
+            raise InvalidInput("path", f"{resolved} is outside the allowed roots ({shown}).", hint)
         if not resolved.is_dir():
             raise InvalidInput("path", f"{resolved} is not a folder.")
         _check_git_works_in(resolved)
@@ -236,11 +244,14 @@ class Orchestrator(TicketCommands):
 
             entry = await self._edit_registry(add)
         self.git.commit_soon(resolved)
+        renamed = None
+        if adopted:  # registered before, maybe under another name: the files take this one
+            renamed = await self._change(name, "register", by, _rename_files)
         project = await asyncio.to_thread(self.project, name)
         state = project.model.state
         return Registered(project=name, state=state, allowed=sm.allowed_commands(state), next_step=sm.NEXT_STEP[state],
                           info=ProjectInfo(**entry.model_dump(exclude={"created_by"}), state=state),
-                          created_files=created, adopted=adopted)
+                          created_files=created, adopted=adopted, renamed_from=renamed)
 
     def _prepare_state(self, root: Path, name: str, by: str) -> tuple[list[str], bool]:
         """Adopt a valid existing .orch-state (never overwriting it) or create one from the templates."""
@@ -254,7 +265,7 @@ class Orchestrator(TicketCommands):
             with store.locked():
                 verb = "adopt existing" if adopted else "initialise"
                 self.git.record(root, [f"orch({name}): {verb} .orch-state for project {name} "
-                                       f"(/project register by {by})"])
+                                       f"({origin('register', self.front_end)} by {by})"])
         except BaseException:
             if fresh:  # all of it is ours: a failed registration leaves nothing behind
                 shutil.rmtree(state, ignore_errors=True)
@@ -314,7 +325,7 @@ class Orchestrator(TicketCommands):
             raise Busy(f"{project.entry.name}'s repository is in the middle of {why}; nothing was changed.",
                        "Finish it (or abort it) in the repository, then try again.")
         with project.store.locked(timeout=LOCK_TRY_S):  # the waits between tries are on the loop
-            change = Change(project, by, command)
+            change = Change(project, by, command, front_end=self.front_end)
             before = project.model.state
             try:
                 result = work(change)
@@ -486,8 +497,10 @@ class Orchestrator(TicketCommands):
             s = story_of(c, story)
             previous = s.status
             if previous is StoryStatus.blocked_awaiting_feedback and new is not StoryStatus.done:
-                raise InvalidInput("status", f"{s.id} waits for an answer to its ticket.",
-                                   "Answer or resolve the ticket; that unblocks the story.")
+                asked = [t.id for t in tickets_of(c).open_for_story(s.id)] or ["its ticket"]
+                raise InvalidInput("status", f"{s.id} waits for an answer to {', '.join(asked)}.",
+                                   f'A clear answer to it, or a decision (`ticket resolve {asked[0]} "..."`), '
+                                   "unblocks the story.")
             if new is StoryStatus.in_progress and (missing := unmet_dependencies(c.backlog, s)):
                 raise InvalidInput("status", f"{s.id} depends on {', '.join(missing)}, not done yet.")
             c.transition()
@@ -550,47 +563,70 @@ class Orchestrator(TicketCommands):
         return await self._change(project, "reject_plan", by, lambda c: planning.reject(c, epic, version))
 
     # -- sprints -------------------------------------------------------------------------------------------
-    async def plan_sprint(self, project: str, stories: list[str] | None = None, goal: str = "",
-                          capacity: int | None = None, by: str = "unknown") -> SprintView:
+    async def plan_sprint(self, project: str, stories: list[str] | None = None, goal: str | None = None,
+                          capacity: int | None = None, by: str = "unknown") -> SprintPlanned:
         """Plan the next sprint: the given stories, or an automatic pick (priority, then satisfied dependencies,
-        then age) up to `capacity` points."""
-        def work(c: Change) -> SprintView:
+        then age) up to `capacity` points. Again before the start, a re-plan: what is not given (None) is kept,
+        including the stories when neither they nor a capacity are given; one that changes nothing writes
+        nothing (the result says `unchanged`)."""
+        if capacity is not None and capacity < 1:
+            raise InvalidInput("capacity", "must be at least 1 point.")
+
+        def work(c: Change) -> SprintPlanned:
             c.check()
             b = c.backlog
             replanning = c.state is State.SPRINT_PLANNED
-            released: list[Story] = []
             if replanning:
                 sprint = c.current_sprint()
-                released = [s for sid in sprint.stories if (s := b.story(sid)) is not None]
-                for s in released:
-                    s.sprint = None
             else:
                 sprint = Sprint(id=sprint_id(next_number(1, c.store.sprint_ids())),
                                 length_days=self.config.orchestrator.sprint_days)
-            if capacity is not None and capacity < 1:
-                raise InvalidInput("capacity", "must be at least 1 point.")
-            chosen = explicit_pick(b, stories, sprint.id) if stories else auto_pick(b, capacity or DEFAULT_CAPACITY)
+            before, old_goal, old_capacity = list(sprint.stories), sprint.goal, sprint.capacity
+            members = [s for sid in before if (s := b.story(sid)) is not None]
+            new_goal = sprint.goal if goal is None else _clean_goal(sprint.id, goal)
+            new_capacity = sprint.capacity if capacity is None else capacity
+            if stories:
+                chosen = explicit_pick(b, stories, sprint.id)
+            elif replanning and capacity is None:
+                chosen = members  # nothing asked of the stories: they stay
+            else:
+                for s in members:  # the sprint's own stories may be picked again
+                    s.sprint = None
+                chosen = auto_pick(b, capacity or DEFAULT_CAPACITY)
+                for s in members:
+                    s.sprint = sprint.id
             if not chosen:
                 raise InvalidInput("stories", "there is no story ready to plan (todo or in progress, in no sprint, "
                                    "dependencies met).",
                                    "Add stories with `backlog add_story`.")
-            sprint.goal = validated(lambda: Sprint(id=sprint.id, goal=" ".join((goal or "").split()))).goal
-            sprint.stories = [s.id for s in chosen]
-            sprint.capacity = capacity
+            ids = [s.id for s in chosen]
+            joined, left = [i for i in ids if i not in before], [i for i in before if i not in ids]
+            if replanning and (ids, new_goal, new_capacity) == (before, old_goal, old_capacity):
+                return SprintPlanned(**dict(sprint_view(c, sprint)), replanned=True, unchanged=True)
+            sprint.goal, sprint.stories, sprint.capacity = new_goal, ids, new_capacity
             for s in chosen:
-                s.sprint = sprint.id
-                s.updated_at = utcnow()
-            for s in released:
-                if s.sprint is None:  # left out of the new plan
+                if s.sprint != sprint.id:
+                    s.sprint = sprint.id
+                    s.updated_at = utcnow()
+            for s in members:
+                if s.id in left:  # left out of the new plan
                     return_to_backlog(s)
             c.touch_backlog()
             c.save_sprint(sprint)
             c.set_current_sprint(sprint.id)
             c.transition()
-            points = sum(s.points or 0 for s in chosen)
-            c.note(f"{sprint.id}, {', '.join(sprint.stories)}",
-                   f"{'re-plan' if replanning else 'plan'} {sprint.id} with {len(chosen)} stories, {points} points")
-            return sprint_view(c, sprint)
+            size = f"{plural(len(chosen), 'story')}, {plural(sum(s.points or 0 for s in chosen), 'point')}"
+            if replanning:
+                what = [f"{', '.join(joined)} joined"] * bool(joined) + [f"{', '.join(left)} left"] * bool(left)
+                if new_capacity != old_capacity:
+                    what.append(f"capacity {new_capacity}")
+                if new_goal != old_goal:
+                    what.append(f"goal {quote(new_goal)}" if new_goal else f"goal {quote(old_goal)} dropped")
+                c.note(f"{sprint.id}, {', '.join(ids)}", f"re-plan {sprint.id} with {size}"
+                       + (f": {'; '.join(what)}" if what else ""))
+            else:
+                c.note(f"{sprint.id}, {', '.join(ids)}", f"plan {sprint.id} with {size}")
+            return SprintPlanned(**dict(sprint_view(c, sprint)), replanned=replanning, joined=joined, left=left)
 
         return await self._change(project, "plan", by, work)
 
@@ -764,6 +800,10 @@ class Orchestrator(TicketCommands):
             store.validate_all()
             status = store.status()
             state = status.state
+            if status.project != entry.name:  # a hand edit, or registered again before names were kept in step
+                problems.append(f'its files name the project "{status.project}" (.orch-state/status.json), the '
+                                f'registry "{entry.name}": unregister it and register it again as {entry.name} to '
+                                "put that name in its files")
             since = utcnow() - TRANSITION_WINDOW
             transitions = sum(1 for t in status.history if t.at >= since)  # the design's transition frequency
             problems += consistency.problems(store)
@@ -782,6 +822,27 @@ class Orchestrator(TicketCommands):
 
 
 # -- rules shared by several commands -------------------------------------------------------------------------
+
+def _rename_files(c: Change) -> str | None:
+    """The project's name in its files (status.json, backlog.json, tickets.json) becomes the registered one.
+    Returns the name status.json had, if another."""
+    old = c.status.project
+    if old != c.name:
+        c.status.project = c.name
+        c.dirty["status.json"] = c.status
+        c.note(c.name, f"project {quote(old)} is registered as {quote(c.name)} now; its files say so")
+    if c.backlog.project != c.name:
+        c.backlog.project = c.name
+        c.touch_backlog()
+    if (tickets := c.tickets()) is not None and tickets.project != c.name:
+        tickets.project = c.name
+        touch_tickets(c, tickets)
+    return old if old != c.name else None
+
+
+def _clean_goal(sprint: str, goal: str) -> str:
+    return validated(lambda: Sprint(id=sprint, goal=" ".join(goal.split()))).goal
+
 
 async def _while_locked_elsewhere(fn: Callable[..., T], *args: object) -> T:
     """Run `fn` (which takes the project's file lock with one short try) in a worker thread; while another

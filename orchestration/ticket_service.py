@@ -112,7 +112,7 @@ def close_open_tickets(c: Change, story: Story, resolution: str) -> list[Ticket]
         ticket.status = TicketStatus.closed
         ticket.resolution = resolution
         ticket.resolved_by, ticket.resolved_at = c.by, utcnow()
-        c.cascade.tickets_resolved.append(ticket.id)
+        c.cascade.tickets_closed.append(ticket.id)
         touch_tickets(c, tf)
     return closed
 

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Callable, TypeVar
 
 from . import state_machine as sm
+from .commands import DISCORD, origin
 from .errors import NotFound
 from .models import Backlog, Sprint, State, Status, Transition, VersionedFile
 from .registry import ProjectEntry
@@ -18,19 +19,6 @@ from .store import TICKETS, ProjectStore
 from .tickets import TicketFile
 
 F = TypeVar("F", bound=VersionedFile)
-
-# How a command appears in commit messages and logs.
-LABEL = {
-    "register": "/project register", "epic": "/epic", "add_story": "/backlog add_story",
-    "prioritize": "/backlog prioritize", "remove_story": "/backlog remove", "update_story": "/story update",
-    "plan": "/sprint plan", "start": "/sprint start", "pause": "/sprint pause", "resume": "/sprint resume",
-    "review": "/sprint review", "feedback": "/feedback", "request_changes": "/feedback",
-    "open_ticket": "/ticket open", "set_ticket_thread": "/ticket open", "reply_ticket": "reply",
-    "resolve_ticket": "/ticket resolve", "reopen_ticket": "/ticket reopen", "set_dependencies": "/backlog depend",
-    "agent_run": "agent", "retry": "/story retry", "plan_epic": "/plan", "plan_changes": "/request_changes",
-    "approve_plan": "/approve", "reject_plan": "/epic reject", "planner": "planner",
-}
-
 
 @dataclass
 class Project:
@@ -50,8 +38,10 @@ class Change:
     again. A reader (`writer=False`) gets the shared objects and must not change them; it leaves the project's
     state machine alone too (a writer may be firing it in another thread)."""
 
-    def __init__(self, project: Project, by: str, command: str, *, writer: bool = True) -> None:
+    def __init__(self, project: Project, by: str, command: str, *, writer: bool = True,
+                 front_end: str = DISCORD) -> None:
         self.project = project
+        self.front_end = front_end  # where the command came from, for its commit lines
         self.store = project.store
         self.by = by
         self.command = command
@@ -128,8 +118,9 @@ class Change:
         self.dirty["status.json"] = self.status
 
     def note(self, ids: str, text: str) -> None:
-        """A line of the commit message: `orch(S-3): text (/command by who)`."""
-        self.lines.append(f"orch({ids}): {text} ({LABEL.get(self.command, self.command)} by {self.by})")
+        """A line of the commit message: `orch(S-3): text (/command by who)`, with the command as its front-end
+        names it (`/epic` from Discord, `orch epic` from the CLI)."""
+        self.lines.append(f"orch({ids}): {text} ({origin(self.command, self.front_end)} by {self.by})")
 
     def write(self) -> str | None:
         """Save what changed. Raises if nothing was saved; returns what went wrong after the change was decided

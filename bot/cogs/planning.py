@@ -19,6 +19,7 @@ from discord.ext import commands
 
 from orchestration.agents.planning import PlanStatus, PlanView, Proposal
 from orchestration.errors import OrchError
+from orchestration.wording import plural
 
 from .. import render
 from ..handling import defer, handled, send, send_error
@@ -40,7 +41,7 @@ _IDS = r"(?P<project>[a-z0-9][a-z0-9-]{0,39}):(?P<epic>E-[0-9]+):(?P<version>[0-
 def _proposal_field(p: Proposal) -> tuple[str, str]:
     head = f"{p.key} · {p.title}"
     deps = f" · after {', '.join(p.depends_on)}" if p.depends_on else ""
-    points = f"{p.points} points" if p.points is not None else "unestimated"
+    points = plural(p.points, "point") if p.points is not None else "unestimated"
     lines = [f"{render.PRIORITY_ICON.get(p.priority.value, '')} {p.priority.value} · {points}{deps}"
              + (f" · {p.phase}" if p.phase else "")]
     if p.description:

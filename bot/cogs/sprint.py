@@ -26,8 +26,8 @@ class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_descripti
     @handled
     async def plan(self, interaction: discord.Interaction, stories: str | None = None, goal: str | None = None) -> None:
         project = await self.project(interaction, Access.member)
-        result = await self.orch.plan_sprint(project, id_list(stories) or None, goal or "", by=interaction.user.name)
-        await send(interaction, embed=render.sprint_view(result, f"{result.sprint.id} planned"))
+        result = await self.orch.plan_sprint(project, id_list(stories) or None, goal, by=interaction.user.name)
+        await send(interaction, embed=render.sprint_planned(result))
 
     @app_commands.command(name="start", description="Start the planned sprint")
     @handled

@@ -40,8 +40,8 @@ class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description
         """The reply; then, if the change closed open tickets (the story finished, or retried), say so in their
         threads."""
         await send(interaction, embed=render.story_changed(result))
-        if result.cascade.tickets_resolved:
-            await close_threads(self.bot, project, result.cascade.tickets_resolved, why)
+        if ended := [*result.cascade.tickets_resolved, *result.cascade.tickets_closed]:
+            await close_threads(self.bot, project, ended, why)
 
     @app_commands.command(name="log", description="A story's agent attempts and the end of the latest one's output")
     @app_commands.describe(story="The story (type its ID or words of its title)")

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutErr
 
 from ..config import AgentSettings, without_password
 from ..errors import OrchError
+from ..wording import plural
 from .runner import AttemptOutcome, AttemptSpec, Outcome, OutcomeHandler, RunnerBase, RunnerFull, RunningAttempt
 from .worktree import bot_env, run_git
 
@@ -102,7 +103,7 @@ class CeleryRunner(RunnerBase):
         if spec.attempt_id in self._running:
             raise ValueError(f"attempt {spec.attempt_id} is already running")
         if not self.free():
-            raise RunnerFull(f"{self.max_parallel} attempts are running already")
+            raise RunnerFull(f"{plural(self.max_parallel, 'attempt')} running already")
         status = RunningAttempt(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
                                 attempt=spec.input.attempt, started_at=datetime.now(timezone.utc))
         entry = _InFlight(status, task_id(spec.attempt_id))
@@ -140,7 +141,7 @@ class CeleryRunner(RunnerBase):
             return f"celery: {AgentQueueUnreachable(self._url, _why(exc)).message}"
         online = "; ".join(f"{name} [{', '.join(q['name'] for q in queues.get(name, []))}] running "
                            f"{len(active.get(name, []))}" for name in sorted({*queues, *active}))
-        return (f"celery at {without_password(self._url)}: {len({*queues, *active})} worker(s) online"
+        return (f"celery at {without_password(self._url)}: {plural(len({*queues, *active}), 'worker')} online"
                 f"{': ' if online else ''}{online}; {len(self._running)}/{self.max_parallel} attempts in flight")
 
     async def check(self) -> None:

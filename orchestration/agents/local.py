@@ -10,6 +10,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Callable
 
+from ..wording import plural
 from .attempt import run_attempt
 from .runner import AttemptOutcome, AttemptSpec, OutcomeHandler, RunnerBase, RunnerFull, RunningAttempt
 
@@ -29,7 +30,7 @@ class LocalRunner(RunnerBase):
         if spec.attempt_id in self._running:
             raise ValueError(f"attempt {spec.attempt_id} is already running")
         if not self.free():
-            raise RunnerFull(f"{self.max_parallel} attempts are running already")
+            raise RunnerFull(f"{plural(self.max_parallel, 'attempt')} running already")
         status = RunningAttempt(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
                                 attempt=spec.input.attempt, started_at=datetime.now(timezone.utc))
         cancel = asyncio.Event()

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from ..errors import InvalidInput, NotFound
 from ..gitlog import quote
 from ..inputs import id_list, known_ids, validated
+from ..wording import plural
 from ..models import (
     CRITERIA_MAX, CRITERION_MAX, TEXT_MAX, Line, Model, Priority, Story, Text, VersionedFile, next_number, utcnow,
 )
@@ -158,7 +159,7 @@ def _epic(c: Change, epic_id: str | None):
     waiting = [(p.current.requested_at, e) for e in b.epics
                if (p := plan_of(c, e.id)).current and p.current.status is PlanStatus.proposed]
     if not waiting:
-        raise NotFound("proposed plan", f"in {c.name}", "Plan an epic first (`plan`), or name the epic.")
+        raise NotFound("proposed plan", f"in {c.name}", "Plan an epic first (`plan start`), or name the epic.")
     return max(waiting, key=lambda pair: pair[0])[1]
 
 
@@ -166,7 +167,7 @@ def view(c: Change, epic_id: str | None, action: str = "", **fields) -> PlanView
     epic = _epic(c, epic_id)
     plan = plan_of(c, epic.id)
     if plan.current is None:
-        raise NotFound("plan", f"for {epic.id}", f"`plan {epic.id}` asks the planner for one.")
+        raise NotFound("plan", f"for {epic.id}", f"`plan start {epic.id}` asks the planner for one.")
     return PlanView(**c.result_fields(), epic=epic.id, epic_title=epic.title, plan=plan.current, action=action,
                     **fields)
 
@@ -182,7 +183,7 @@ def request(c: Change, epic_id: str, feedback: str = "", *, changes: bool = Fals
         raise InvalidInput("epic", f"{epic.id} is being planned already (version {current.version}, "
                                    f"{current.status.value}).", "Wait for its proposals.")
     if changes and current is None:
-        raise InvalidInput("epic", f"{epic.id} has no plan to change.", f"`plan {epic.id}` makes one.")
+        raise InvalidInput("epic", f"{epic.id} has no plan to change.", f"`plan start {epic.id}` makes one.")
     if changes and not feedback:
         raise InvalidInput("feedback", "is empty.", "Say what the planner should change.")
     if current is not None and current.status is PlanStatus.proposed:
@@ -271,7 +272,7 @@ def apply_outcome(c: Change, outcome: PlanOutcome) -> PlanView | None:
             kind, summary = Outcome.not_protocol, f"the plan is not valid: {exc}"
     if kind is Outcome.done:
         version.status = PlanStatus.proposed
-        c.note(outcome.epic, f"planner proposes {len(version.proposals)} stories (version {version.version})")
+        c.note(outcome.epic, f"planner proposes {plural(len(version.proposals), 'story')} (version {version.version})")
     elif kind is Outcome.question:
         epic = c.backlog.epic(outcome.epic)
         ticket = new_ticket(c, tickets_of(c), kept(outcome.question, 500) or "The planner needs a decision.", None,
@@ -330,7 +331,7 @@ def _decidable(c: Change, epic_id: str | None, number: int | None = None) -> tup
     plan = plan_of(c, epic.id)
     version = plan.current
     if version is None:
-        raise InvalidInput("epic", f"{epic.id} has no plan.", f"`plan {epic.id}` asks the planner for one.")
+        raise InvalidInput("epic", f"{epic.id} has no plan.", f"`plan start {epic.id}` asks the planner for one.")
     if number is not None and 1 <= number <= len(plan.versions):
         version = plan.versions[number - 1]
     if version.status in (PlanStatus.approved, PlanStatus.rejected):
@@ -343,7 +344,7 @@ def _decidable(c: Change, epic_id: str | None, number: int | None = None) -> tup
         raise InvalidInput("plan", f"version {version.version} of {epic.id}'s plan is {version.status.value}, "
                                    "nothing to decide.",
                            "Wait for its proposals." if version.status.in_progress else
-                           f"`plan {epic.id}` asks the planner again.")
+                           f"`plan start {epic.id}` asks the planner again.")
     return plan, version
 
 

@@ -116,7 +116,7 @@ async def test_2000_character_inputs_get_a_clear_answer_and_stay_within_limits(w
 
     too_long = await world.alice.slash(channel, "epic", title=long)
     assert reply(too_long).ephemeral
-    assert "title: must be at most 200 characters (got 2000)" in embed_of(too_long).description
+    assert "title must be at most 200 characters (got 2000)" in embed_of(too_long).description
     assert load(repo, "backlog.json")["epics"] == []
 
     epic = await world.alice.slash(channel, "epic", title="Big", description=long)

@@ -10,6 +10,7 @@ from bot import render
 from bot.metrics import LATENCY_WINDOW, Metrics, percentile
 from orchestration.models import utcnow
 from orchestration.results import Health, ProjectHealth
+from orchestration.wording import plural
 from tests.bot.conftest import assert_within_limits, embed_of, field, load, reply
 
 
@@ -36,7 +37,7 @@ async def test_health_shows_counts_error_rate_and_latencies(world, demo):
     embed = embed_of(result)
     assert embed.title == "Healthy"
     assert "gateway latency 0.0 ms" in embed.description  # SimCord's heartbeat round trip is 0
-    assert "5 commands since start · 1 errors · 1 refused" in embed.description  # /health itself not yet
+    assert "5 commands since start · 1 error · 1 refused" in embed.description  # /health itself not yet
     assert "Agents:" not in embed.description  # where agents run is for admins
     assert re.search(r"Bot up \d+ s", embed.description)
     lines = field(embed, "Commands (most used)").splitlines()
@@ -49,11 +50,11 @@ async def test_health_shows_counts_error_rate_and_latencies(world, demo):
     history = load(repo, "status.json")["history"]
     assert history  # the first epic moved the project on
     demo_lines = field(embed, "✅ demo").splitlines()
-    assert demo_lines[0] == f"state `BACKLOG_READY` · {len(history)} state change(s) in 7 days"
-    assert demo_lines[1] == "5 command(s) since start · 1 error(s) · 1 refused"
+    assert demo_lines[0] == f"state `BACKLOG_READY` · {plural(len(history), 'state change')} in 7 days"
+    assert demo_lines[1] == "5 commands since start · 1 error · 1 refused"
 
     again = embed_of(await world.alice.slash(world.general, "health"))  # the first /health counts now
-    assert "6 commands since start · 1 errors · 1 refused" in again.description
+    assert "6 commands since start · 1 error · 1 refused" in again.description
     assert any(line.startswith("`/health` ×1") for line in field(again, "Commands (most used)").splitlines())
     admin = embed_of(await world.admin.slash(world.general, "health"))
     assert "Agents: local: 0/2 attempts running" in admin.description

@@ -50,11 +50,13 @@ def test_refusal_maps_triggers_to_slash_commands():
     assert render.slashed("`git checkout -- x`") == "`git checkout -- x`"  # only our own command names
 
 
-def test_every_trigger_of_the_machine_has_a_slash_command():
-    from orchestration import state_machine as sm
+async def test_every_slash_name_of_the_command_table_is_a_command_of_the_synced_tree(world):
+    """orchestration/commands.py names the slash commands; the bot must really have them."""
+    from orchestration.commands import COMMANDS, DISCORD
 
-    people = {t for t, _, _ in sm.TRANSITIONS} - sm.AUTOMATIC
-    assert people <= set(render.SLASH)
+    synced = set(world.alice.available_commands(world.general))
+    named = {c.name(DISCORD) for c in COMMANDS} - {None, "reply", "the plan's Reject button"}
+    assert {n.removeprefix("/").split(" changes_requested:")[0] for n in named} <= synced
 
 
 async def test_the_burndown_chart_is_a_png(orch, project):

@@ -129,7 +129,7 @@ def test_run_json_lines_and_a_retried_story(make_cfg, make_repo):
     assert "(attempt 1: crashed, " in status
     retried = orch(cfg, "story", "retry", "S-1").stdout
     assert 'S-1 "Cart" goes back to the agents with a fresh count of attempts (blocked_awaiting_feedback -> todo).' \
-        in retried and "Tickets resolved: TK-1." in retried
+        in retried and "Tickets closed (no longer needed): TK-1." in retried
     again = orch(cfg, "story", "retry", "S-1", ok=False)
     assert again.returncode == 1 and "neither blocked nor failed" in again.stderr and again.stdout == ""
 

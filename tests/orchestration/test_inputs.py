@@ -150,7 +150,7 @@ def test_cli_refuses_invalid_utf8_as_input_not_as_an_unexpected_error(cfg, capsy
     repo = make_repo("shop")
     assert run(cfg, capsys, "project", "register", str(repo))[0] == 0
     code, out, err = run(cfg, capsys, "epic", NOT_UTF8, "-p", "shop")
-    assert code == 1 and err.startswith("orch: error: title: must not contain") and "unexpected" not in err
+    assert code == 1 and err.startswith("orch: error: title must not contain") and "unexpected" not in err
     assert "\udcff" not in err  # shown escaped, so printing it cannot fail either
 
 

@@ -159,7 +159,7 @@ async def test_bad_input_is_refused_and_writes_nothing(orch, project):
     before = path.read_bytes()
     with pytest.raises(InvalidInput, match="no ticket TK-9"):
         await orch.resolve_ticket(project, "TK-9", "x", by="po")
-    with pytest.raises(InvalidInput, match="resolution: is empty"):
+    with pytest.raises(InvalidInput, match="resolution is empty"):
         await orch.resolve_ticket(project, "TK-1", "  ", by="po")
     with pytest.raises(InvalidInput, match="status"):
         await orch.list_tickets(project, status="pending")
@@ -184,7 +184,7 @@ async def test_finishing_a_story_closes_its_open_tickets(orch, project):
     s1, s2 = await active_sprint(orch, project, stories=2)
     await orch.open_ticket(project, QUESTION, story=s1, by="alice")
     changed = await orch.update_story(project, s1, "done", by="dev")
-    assert changed.cascade.tickets_resolved == ["TK-1"]
+    assert changed.cascade.tickets_closed == ["TK-1"] and not changed.cascade.tickets_resolved
     ticket = (await orch.show_ticket(project, "TK-1")).ticket
     assert ticket.status is TicketStatus.closed and s1 in ticket.resolution
 

@@ -194,7 +194,7 @@ async def test_a_sprint_of_six_stories_runs_on_two_workers_each_outcome_applied_
     o = make_orch("done", max_parallel=4, max_parallel_per_project=4)
     repo = make_repo("celery-six")
     name = await sprint_of(o, repo, [f"Story {i}" for i in range(1, 7)])
-    health = await runner_health(o, f"celery at {o.config.agents.broker_url}: 2 worker(s) online")
+    health = await runner_health(o, f"celery at {o.config.agents.broker_url}: 2 workers online")
     assert all(f"{w}@" in health for w in WORKERS) and "[agents-test] running 0" in health
     await o.agents.start()
     await o.agents.until_idle()
