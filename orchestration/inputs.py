@@ -3,12 +3,12 @@ names the field and says what would do."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
 from pydantic import ValidationError
 
 from .errors import InvalidInput
-from .models import Priority, Story, StoryStatus, plain_text
+from .models import Epic, Priority, Story, StoryStatus, plain_text
 
 if TYPE_CHECKING:
     from .unit_of_work import Change
@@ -22,11 +22,52 @@ def id_list(*texts: str | None) -> list[str]:
     return [part for text in texts for part in re.split(r"[\s,;]+", text or "") if part]
 
 
-def story_of(c: Change, ident: str) -> Story:
-    s = c.backlog.story((ident or "").strip())
-    if s is None:
-        raise InvalidInput("story", f"there is no story {ident!r} in {c.name}.", "`backlog view` lists the stories.")
-    return s
+def holds_words(text: str, typed: str) -> bool:
+    """Whether `text` holds every word of `typed` (case aside; a word may be part of a longer one): how titles are
+    found by lookup and autocomplete alike."""
+    folded = text.casefold()
+    return all(word in folded for word in typed.casefold().split())
+
+
+def titled(items: Iterable[T], typed: str) -> list[T]:
+    """The stories or epics whose title `typed` names: the one(s) whose whole title it is (case and spacing aside),
+    else those whose title holds every word of it. Kept small and apart so an index can back it later."""
+    words = typed.casefold().split()
+    if not words:
+        return []
+    hits = [i for i in items if holds_words(i.title, typed)]  # type: ignore[attr-defined]
+    whole = [i for i in hits if i.title.casefold().split() == words]  # type: ignore[attr-defined]
+    return whole or hits
+
+
+def _one_titled(kind: str, items: list[T], typed: str, name: str, hint: str) -> T:
+    """The one item whose title `typed` names; none or several is an InvalidInput naming the candidates."""
+    found = titled(items, typed)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InvalidInput(kind, f"there is no {kind} {typed!r} in {name} (by ID or title).", hint)
+    shown = "; ".join(f"{i.id} {i.title}" for i in found[:MATCHES_SHOWN])  # type: ignore[attr-defined]
+    more = f"; and {len(found) - MATCHES_SHOWN} more" if len(found) > MATCHES_SHOWN else ""
+    plural = "stories" if kind == "story" else f"{kind}s"
+    raise InvalidInput(kind, f"{typed!r} matches {len(found)} {plural}: {shown}{more}.",
+                       "Give the ID, or more words of the title.")
+
+
+MATCHES_SHOWN = 10  # candidates named when words of a title match several
+
+
+def story_of(c: Change, ident: str, hint: str = "`backlog view` lists the stories.") -> Story:
+    """The story `ident` names: its ID (always first), else words of its title that match exactly one story."""
+    typed = (ident or "").strip()
+    return c.backlog.story(typed) or _one_titled("story", c.backlog.stories, typed, c.name, hint)
+
+
+def epic_of(c: Change, ident: str) -> Epic:
+    """The epic `ident` names: its ID (always first), else words of its title that match exactly one epic."""
+    typed = (ident or "").strip()
+    b = c.backlog
+    return b.epic(typed) or _one_titled("epic", b.epics, typed, c.name, known_ids("Epics", [e.id for e in b.epics]))
 
 
 E = TypeVar("E", Priority, StoryStatus)

@@ -35,7 +35,7 @@ from .models import (
     sprint_id, utcnow,
 )
 from .inputs import (
-    invalid_input, known_ids, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
+    epic_of, invalid_input, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
 )
 from .queue import checked_dependencies, queue_order, unmet_dependencies
 from .registry import ProjectEntry, Registry, RegistryFile
@@ -376,10 +376,7 @@ class Orchestrator(TicketCommands):
         def work(c: Change) -> StoryChanged:
             c.check()
             b = c.backlog
-            parent = b.epic(epic or "")
-            if parent is None:
-                raise InvalidInput("epic", f"there is no epic {epic!r} in {c.name}.",
-                                   known_ids("Epics", [e.id for e in b.epics]))
+            parent = epic_of(c, epic)
             number = next_number(b.next_story, (s.id for s in b.stories))
             deps = checked_dependencies(c, f"S-{number}", depends_on or [])
             story = validated(lambda: Story(
@@ -446,10 +443,9 @@ class Orchestrator(TicketCommands):
         def work(c: Change) -> BacklogPage:
             b = c.backlog
             stories = b.stories
-            if epic:
-                if b.epic(epic) is None:
-                    raise InvalidInput("epic", f"there is no epic {epic!r}.", known_ids("Epics", [e.id for e in b.epics]))
-                stories = [s for s in stories if s.epic == epic.upper()]
+            parent = epic_of(c, epic) if epic else None
+            if parent:
+                stories = [s for s in stories if s.epic == parent.id]
             if status:
                 wanted = status_of(status)
                 stories = [s for s in stories if s.status is wanted]
@@ -459,7 +455,7 @@ class Orchestrator(TicketCommands):
                 raise InvalidInput("page", f"must be between 1 and {pages}.")
             chunk = stories[(page - 1) * per_page: page * per_page]
             return BacklogPage(**c.result_fields(), epics=b.epics, stories=chunk, page=page, pages=pages,
-                               total=len(stories), epic_filter=epic.upper() if epic else None, status_filter=status)
+                               total=len(stories), epic_filter=parent.id if parent else None, status_filter=status)
 
         return await self._read(project, work)
 
