@@ -22,18 +22,27 @@ def id_list(*texts: str | None) -> list[str]:
     return [part for text in texts for part in re.split(r"[\s,;]+", text or "") if part]
 
 
+def criteria_list(text: str | None, semicolons: bool = True) -> list[str]:
+    """Acceptance criteria as typed: one a line, and (a slash option has no line breaks) separated by semicolons,
+    unless `semicolons` is False (a form's paragraph field, where a criterion may hold one)."""
+    return [part.strip() for part in re.split(r"[\n;]" if semicolons else r"\n", text or "") if part.strip()]
+
+
 def holds_words(text: str, typed: str) -> bool:
-    """Whether `text` holds every word of `typed` (case aside; a word may be part of a longer one): how titles are
-    found by lookup and autocomplete alike."""
-    folded = text.casefold()
-    return all(word in folded for word in typed.casefold().split())
+    """Whether each word typed begins a word of `text`, case aside ("log pa" holds for "Login page", "2" not for
+    "S-12"): how titles are found by lookup and autocomplete alike."""
+    words = _WORD.findall(text.casefold())
+    return all(any(w.startswith(t) for w in words) for t in _WORD.findall(typed.casefold()))
+
+
+_WORD = re.compile(r"[\w-]+")
 
 
 def titled(items: Iterable[T], typed: str) -> list[T]:
     """The stories or epics whose title `typed` names: the one(s) whose whole title it is (case and spacing aside),
     else those whose title holds every word of it. Kept small and apart so an index can back it later."""
     words = typed.casefold().split()
-    if not words:
+    if not _WORD.search(typed):
         return []
     hits = [i for i in items if holds_words(i.title, typed)]  # type: ignore[attr-defined]
     whole = [i for i in hits if i.title.casefold().split() == words]  # type: ignore[attr-defined]

@@ -6,7 +6,10 @@ import json
 
 from orchestration.inputs import holds_words, titled
 from orchestration.models import Story
-from tests.orchestration.test_cli import ok, orch_cli  # noqa: F401 - orch_cli is a fixture
+from tests.orchestration import test_cli
+from tests.orchestration.test_cli import ok
+
+orch_cli = test_cli.orch_cli  # the fixture: `orch` run in-process with this test's config
 
 
 def _stories(repo) -> dict[str, dict]:
