@@ -7,6 +7,7 @@ queue the git commit; return a typed result. A failure raises an OrchError and w
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -455,7 +456,8 @@ class Orchestrator(TicketCommands):
                 raise InvalidInput("page", f"must be between 1 and {pages}.")
             chunk = stories[(page - 1) * per_page: page * per_page]
             return BacklogPage(**c.result_fields(), epics=b.epics, stories=chunk, page=page, pages=pages,
-                               total=len(stories), epic_filter=parent.id if parent else None, status_filter=status)
+                               total=len(stories), epic_filter=parent.id if parent else None, status_filter=status,
+                               stamp=backlog_stamp(b.epics, stories))
 
         return await self._read(project, work)
 
@@ -752,6 +754,14 @@ class Orchestrator(TicketCommands):
 
 
 # -- rules shared by several commands -------------------------------------------------------------------------
+
+def backlog_stamp(epics: list[Epic], stories: list[Story]) -> str:
+    """6 hex digits that change when anything a backlog page shows changes: a pager button carries them in its
+    custom_id (100 characters at most) to tell a stale page."""
+    shown = [(e.id, e.title) for e in epics] + [(s.id, s.title, s.status.value, s.priority.value, s.points, s.sprint)
+                                                 for s in stories]
+    return hashlib.blake2b(repr(shown).encode(), digest_size=3).hexdigest()
+
 
 async def _while_locked_elsewhere(fn: Callable[..., T], *args: object) -> T:
     """Run `fn` (which takes the project's file lock with one short try) in a worker thread; while another
