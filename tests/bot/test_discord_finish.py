@@ -8,6 +8,7 @@ from simcord.backend.errors import OptionError
 
 from bot.client import create_bot
 from orchestration.models import POINTS_MAX, TEXT_MAX, TITLE_MAX
+from orchestration.tickets import QUESTION_MAX
 from tests.bot.conftest import assert_within_limits, deferrals, embed_of, field, load, reply
 
 PARAGRAPH = 2  # a form's multi-line text field
@@ -133,6 +134,9 @@ async def test_option_limits_are_in_the_synced_commands_and_discord_refuses_beyo
     assert option(add, "title")["max_length"] == TITLE_MAX and option(add, "description")["max_length"] == TEXT_MAX
     plan = synced(world.env, "sprint plan")
     assert option(plan, "capacity")["min_value"] == 1 and option(plan, "goal")["max_length"] == 2 * TITLE_MAX
+    assert option(synced(world.env, "feedback"), "text")["max_length"] == TEXT_MAX
+    assert option(synced(world.env, "ticket open"), "question")["max_length"] == QUESTION_MAX
+    assert option(synced(world.env, "request_changes"), "description")["max_length"] == TEXT_MAX
     before = len(world.env.http_requests)
     with pytest.raises(OptionError):
         await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Big", points=POINTS_MAX + 1)
