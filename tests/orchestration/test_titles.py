@@ -34,6 +34,9 @@ def test_the_cli_finds_stories_and_epics_by_words_of_their_title(orch_cli, make_
     ok(orch_cli("backlog", "prioritize", "S-1", "critical", "--by", "alice"))  # an ID always wins
     assert _stories(repo)["S-1"]["priority"] == "critical" and _stories(repo)["S-4"]["priority"] == "medium"
 
+    assert "S-1" in ok(orch_cli("ticket", "open", "Which card provider?", "--story", "cart pa", "--by", "alice"))
+    assert _stories(repo)["S-1"]["status"] == "blocked_awaiting_feedback"
+
     before = (repo / ".orch-state" / "backlog.json").read_text()
     code, _out, err = orch_cli("backlog", "prioritize", "page", "high", "--by", "alice")
     assert code != 0 and "'page' matches 2 stories: S-1 Cart page; S-2 Login page." in err
