@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from simcord.backend.errors import OptionError
 
+from bot import handling
 from bot.client import create_bot
 from orchestration.models import POINTS_MAX, TEXT_MAX, TITLE_MAX
 from orchestration.tickets import QUESTION_MAX
@@ -80,6 +81,19 @@ async def test_the_form_is_not_opened_for_an_epic_that_is_not_there(world, demo,
     refused = await world.alice.slash(channel, "backlog add_story", epic="E-9")
     assert refused.modal is None and reply(refused).ephemeral
     assert "there is no epic 'E-9'" in embed_of(refused).description
+
+
+async def test_a_form_too_slow_to_be_the_first_answer_says_so(world, demo, orch, monkeypatch):
+    """Discord takes a form only as the first answer: once the watchdog has deferred the command (here at once,
+    the delay set to 0), the user is told, privately, what to do instead."""
+    _repo, channel = demo
+    await orch.create_epic("demo", "Checkout", by="t")
+    monkeypatch.setattr(handling, "DEFER_AFTER_S", 0)
+    refused = await world.alice.slash(channel, "backlog add_story", epic="E-1")
+    assert refused.modal is None
+    [answer] = [m for m in refused.followups if m.ephemeral]
+    assert "The form could not open" in answer.embeds[0].description
+    assert "give the title as an option" in answer.embeds[0].fields[-1].value
 
 
 async def test_with_a_title_criteria_are_separated_by_semicolons(world, demo, orch):
