@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+_WORD = re.compile(r"[\w-]+")  # a word of a title, as typed and as matched (IDs like S-12 are one word)
+MATCHES_SHOWN = 10  # candidates named when words of a title match several
+
 
 def id_list(*texts: str | None) -> list[str]:
     """IDs as people type them, separated by spaces, commas or semicolons, in one text or several:
@@ -35,15 +38,12 @@ def holds_words(text: str, typed: str) -> bool:
     return all(any(w.startswith(t) for w in words) for t in _WORD.findall(typed.casefold()))
 
 
-_WORD = re.compile(r"[\w-]+")
-
-
 def titled(items: Iterable[T], typed: str) -> list[T]:
     """The stories or epics whose title `typed` names: the one(s) whose whole title it is (case and spacing aside),
     else those whose title holds every word of it. Kept small and apart so an index can back it later."""
-    words = typed.casefold().split()
     if not _WORD.search(typed):
         return []
+    words = typed.casefold().split()
     hits = [i for i in items if holds_words(i.title, typed)]  # type: ignore[attr-defined]
     whole = [i for i in hits if i.title.casefold().split() == words]  # type: ignore[attr-defined]
     return whole or hits
@@ -61,9 +61,6 @@ def _one_titled(kind: str, items: list[T], typed: str, name: str, hint: str) -> 
     plural = "stories" if kind == "story" else f"{kind}s"
     raise InvalidInput(kind, f"{typed!r} matches {len(found)} {plural}: {shown}{more}.",
                        "Give the ID, or more words of the title.")
-
-
-MATCHES_SHOWN = 10  # candidates named when words of a title match several
 
 
 def story_of(c: Change, ident: str, hint: str = "`backlog view` lists the stories.") -> Story:
