@@ -34,8 +34,11 @@ def criteria_list(text: str | None, semicolons: bool = True) -> list[str]:
 def holds_words(text: str, typed: str) -> bool:
     """Whether each word typed begins a word of `text`, case aside ("log pa" holds for "Login page", "2" not for
     "S-12"): how titles are found by lookup and autocomplete alike."""
-    words = _WORD.findall(text.casefold())
-    return all(any(w.startswith(t) for w in words) for t in _WORD.findall(typed.casefold()))
+    folded, wanted = text.casefold(), _WORD.findall(typed.casefold())
+    if not all(t in folded for t in wanted):  # the cheap test first: most titles fail it
+        return False
+    words = _WORD.findall(folded)
+    return all(any(w.startswith(t) for w in words) for t in wanted)
 
 
 def titled(items: Iterable[T], typed: str) -> list[T]:
