@@ -39,6 +39,8 @@ FOOTER_MAX = 2048
 EMBED_TOTAL_MAX = 6000
 CHOICES_MAX = 25
 CHOICE_NAME_MAX = 100
+SPRINT_TEXT_MAX = 3000  # a sprint's stories and criteria; its fields (progress, agents, commits, feedback) get the rest
+CRITERIA_SHOWN = 5  # acceptance criteria a story in the sprint view, when they fit
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -258,6 +260,9 @@ def story_changed(result: StoryChanged) -> discord.Embed:
         if result.action == "dependencies":
             depends += f" (was {result.previous or 'nothing'})"
         embed.add_field(name="Depends on", value=depends, inline=False)
+    if result.action == "added" and s.acceptance_criteria:
+        embed.add_field(name=f"Acceptance criteria ({len(s.acceptance_criteria)})", inline=False,
+                        value=_listed([f"☐ {one_line(c, 200)}" for c in s.acceptance_criteria]))
     _cascade(embed, result.cascade)
     _next(embed, result)
     return fit(_footer(embed, result))
@@ -286,11 +291,12 @@ def _cascade(embed: discord.Embed, cascade: Cascade) -> None:
         embed.add_field(name="Also", value="\n".join(notes), inline=False)
 
 
-def backlog_page(result: BacklogPage) -> discord.Embed:
+def backlog_page(result: BacklogPage, note: str = "") -> discord.Embed:
+    """A page of the backlog; `note` goes above its stories (a page turned after the backlog changed)."""
     filters = [f for f in (result.epic_filter, result.status_filter) if f]
     title = f"Backlog of {result.project}" + (f" ({', '.join(filters)})" if filters else "")
     lines = [_story_line(s) for s in result.stories] or ["No stories here yet: `/backlog add_story` adds one."]
-    embed = _embed(title, "\n".join(lines))
+    embed = _embed(title, "\n".join(([f"*{note}*"] if note else []) + lines))
     epics = _epic_lines(result.epics)
     if epics:
         embed.add_field(name=f"Epics ({len(result.epics)})", value=epics, inline=False)
@@ -348,8 +354,7 @@ def sprint_view(result: SprintView, headline: str = "", commits: bool = False,
     (their subjects may be agents' text: shown without the server's paths in `hidden`)."""
     sp = result.sprint
     title = f"{sp.id} · {sp.status.value}" + (f" · {one_line(sp.goal, 150)}" if sp.goal else "")
-    lines = [_story_line(s, 90, show_sprint=False) for s in result.stories]
-    embed = _embed(title, "\n".join(lines) or "No stories.", COLOR_INFO)
+    embed = _embed(title, _stories_with_criteria(result.stories) or "No stories.", COLOR_INFO)
     if headline:
         embed.set_author(name=one_line(headline, 200))
     embed.add_field(name="Stories", value=f"`{bar(result.done_stories, result.total_stories)}` "
@@ -381,6 +386,23 @@ def sprint_planned(result: SprintPlanned) -> discord.Embed:
     if moves:
         embed.insert_field_at(0, name="Changes", value=cut("\n".join(moves), FIELD_VALUE_MAX), inline=False)
     return fit(embed)
+
+
+def _stories_with_criteria(stories: list[Story], budget: int = SPRINT_TEXT_MAX) -> str:
+    """A line per story, each followed by its acceptance criteria (☑ once the story is done): as many criteria a
+    story as keep the text within `budget` (the fields below it need the rest of the embed's 6,000)."""
+    for most in (CRITERIA_SHOWN, 3, 1, 0):
+        lines = []
+        for s in stories:
+            lines.append(_story_line(s, 90, show_sprint=False))
+            box = "☑" if s.status is StoryStatus.done else "☐"
+            lines += [f"\u2003{box} {one_line(c, 90)}" for c in s.acceptance_criteria[:most]]
+            if most and len(s.acceptance_criteria) > most:
+                lines.append(f"\u2003… {len(s.acceptance_criteria) - most} more criteria")
+        text = "\n".join(lines)
+        if len(text) <= budget:
+            break
+    return text
 
 
 def _agent_work(embed: discord.Embed, result: SprintView, commits: bool, hidden: Iterable[Path]) -> None:

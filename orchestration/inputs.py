@@ -3,17 +3,20 @@ names the field and says what would do."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
 from pydantic import ValidationError
 
 from .errors import InvalidInput
-from .models import Priority, Story, StoryStatus, plain_text
+from .models import Epic, Priority, Story, StoryStatus, plain_text
 
 if TYPE_CHECKING:
     from .unit_of_work import Change
 
 T = TypeVar("T")
+
+_WORD = re.compile(r"[\w-]+")  # a word of a title, as typed and as matched (IDs like S-12 are one word)
+MATCHES_SHOWN = 10  # candidates named when words of a title match several
 
 
 def id_list(*texts: str | None) -> list[str]:
@@ -22,11 +25,58 @@ def id_list(*texts: str | None) -> list[str]:
     return [part for text in texts for part in re.split(r"[\s,;]+", text or "") if part]
 
 
-def story_of(c: Change, ident: str) -> Story:
-    s = c.backlog.story((ident or "").strip())
-    if s is None:
-        raise InvalidInput("story", f"there is no story {ident!r} in {c.name}.", "`backlog view` lists the stories.")
-    return s
+def criteria_list(text: str | None, semicolons: bool = True) -> list[str]:
+    """Acceptance criteria as typed: one a line, and (a slash option has no line breaks) separated by semicolons,
+    unless `semicolons` is False (a form's paragraph field, where a criterion may hold one)."""
+    return [part.strip() for part in re.split(r"[\n;]" if semicolons else r"\n", text or "") if part.strip()]
+
+
+def holds_words(text: str, typed: str) -> bool:
+    """Whether each word typed begins a word of `text`, case aside ("log pa" holds for "Login page", "2" not for
+    "S-12"): how titles are found by lookup and autocomplete alike."""
+    folded, wanted = text.casefold(), _WORD.findall(typed.casefold())
+    if not all(t in folded for t in wanted):  # the cheap test first: most titles fail it
+        return False
+    words = _WORD.findall(folded)
+    return all(any(w.startswith(t) for w in words) for t in wanted)
+
+
+def titled(items: Iterable[T], typed: str) -> list[T]:
+    """The stories or epics whose title `typed` names: the one(s) whose whole title it is (case and spacing aside),
+    else those whose title holds every word of it. Kept small and apart so an index can back it later."""
+    if not _WORD.search(typed):
+        return []
+    words = typed.casefold().split()
+    hits = [i for i in items if holds_words(i.title, typed)]  # type: ignore[attr-defined]
+    whole = [i for i in hits if i.title.casefold().split() == words]  # type: ignore[attr-defined]
+    return whole or hits
+
+
+def _one_titled(kind: str, items: list[T], typed: str, name: str, hint: str) -> T:
+    """The one item whose title `typed` names; none or several is an InvalidInput naming the candidates."""
+    found = titled(items, typed)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InvalidInput(kind, f"there is no {kind} {typed!r} in {name} (by ID or title).", hint)
+    shown = "; ".join(f"{i.id} {i.title}" for i in found[:MATCHES_SHOWN])  # type: ignore[attr-defined]
+    more = f"; and {len(found) - MATCHES_SHOWN} more" if len(found) > MATCHES_SHOWN else ""
+    plural = "stories" if kind == "story" else f"{kind}s"
+    raise InvalidInput(kind, f"{typed!r} matches {len(found)} {plural}: {shown}{more}.",
+                       "Give the ID, or more words of the title.")
+
+
+def story_of(c: Change, ident: str, hint: str = "`backlog view` lists the stories.") -> Story:
+    """The story `ident` names: its ID (always first), else words of its title that match exactly one story."""
+    typed = (ident or "").strip()
+    return c.backlog.story(typed) or _one_titled("story", c.backlog.stories, typed, c.name, hint)
+
+
+def epic_of(c: Change, ident: str) -> Epic:
+    """The epic `ident` names: its ID (always first), else words of its title that match exactly one epic."""
+    typed = (ident or "").strip()
+    b = c.backlog
+    return b.epic(typed) or _one_titled("epic", b.epics, typed, c.name, known_ids("Epics", [e.id for e in b.epics]))
 
 
 E = TypeVar("E", Priority, StoryStatus)

@@ -18,6 +18,8 @@ TITLE_MAX = 200
 TEXT_MAX = 4000
 CRITERIA_MAX = 20  # acceptance criteria of one story
 CRITERION_MAX = 2 * TITLE_MAX  # characters of one criterion, like a sprint goal
+GOAL_MAX = 2 * TITLE_MAX  # characters of a sprint's goal
+POINTS_MAX = 100  # a story's estimate, 0 to this
 
 # Control characters (terminal escapes among them: C0, DEL, C1) and lone surrogates (no encoding holds them; Python
 # turns invalid UTF-8 in a command line into them) are refused in every text a person or agent gives, so none
@@ -150,7 +152,7 @@ class Story(Model):
     title: Text
     description: Text = Field("", max_length=TEXT_MAX)
     acceptance_criteria: list[Text] = Field(default_factory=list)
-    points: int | None = Field(None, ge=0, le=100)
+    points: int | None = Field(None, ge=0, le=POINTS_MAX)
     priority: Priority = Priority.medium
     status: StoryStatus = StoryStatus.todo
     sprint: str | None = Field(None, pattern=SPRINT_ID.pattern)
@@ -209,7 +211,7 @@ class Retrospective(Model):
 
 class Sprint(VersionedFile):
     id: str = Field(pattern=SPRINT_ID.pattern)
-    goal: Text = Field("", max_length=TITLE_MAX * 2)
+    goal: Text = Field("", max_length=GOAL_MAX)
     stories: list[str] = Field(default_factory=list)
     status: SprintStatus = SprintStatus.planned
     capacity: int | None = None

@@ -80,6 +80,8 @@ class BacklogPage(Result):
     total: int
     epic_filter: str | None = None
     status_filter: str | None = None
+    stamp: str = Field("", description="a fingerprint of what the pages show (the epics, the filtered stories in "
+                       "order): a page turned after it changed says so")
 
 
 class AgentRun(_Data):

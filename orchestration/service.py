@@ -7,6 +7,7 @@ queue the git commit; return a typed result. A failure raises an OrchError and w
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -31,7 +32,7 @@ from .models import (
     sprint_id, utcnow,
 )
 from .inputs import (
-    invalid_input, known_ids, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
+    epic_of, invalid_input, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
 )
 from .queue import checked_dependencies, queue_order, unmet_dependencies
 from .registry import ProjectEntry, Registry, RegistryFile
@@ -400,10 +401,7 @@ class Orchestrator(TicketCommands):
         def work(c: Change) -> StoryChanged:
             c.check()
             b = c.backlog
-            parent = b.epic(epic or "")
-            if parent is None:
-                raise InvalidInput("epic", f"there is no epic {epic!r} in {c.name}.",
-                                   known_ids("Epics", [e.id for e in b.epics]))
+            parent = epic_of(c, epic)
             number = next_number(b.next_story, (s.id for s in b.stories))
             deps = checked_dependencies(c, f"S-{number}", depends_on or [])
             story = validated(lambda: Story(
@@ -470,10 +468,9 @@ class Orchestrator(TicketCommands):
         def work(c: Change) -> BacklogPage:
             b = c.backlog
             stories = b.stories
-            if epic:
-                if b.epic(epic) is None:
-                    raise InvalidInput("epic", f"there is no epic {epic!r}.", known_ids("Epics", [e.id for e in b.epics]))
-                stories = [s for s in stories if s.epic == epic.upper()]
+            parent = epic_of(c, epic) if epic else None
+            if parent:
+                stories = [s for s in stories if s.epic == parent.id]
             if status:
                 wanted = status_of(status)
                 stories = [s for s in stories if s.status is wanted]
@@ -483,7 +480,8 @@ class Orchestrator(TicketCommands):
                 raise InvalidInput("page", f"must be between 1 and {pages}.")
             chunk = stories[(page - 1) * per_page: page * per_page]
             return BacklogPage(**c.result_fields(), epics=b.epics, stories=chunk, page=page, pages=pages,
-                               total=len(stories), epic_filter=epic.upper() if epic else None, status_filter=status)
+                               total=len(stories), epic_filter=parent.id if parent else None, status_filter=status,
+                               stamp=backlog_stamp(b.epics, stories))
 
         return await self._read(project, work)
 
@@ -842,6 +840,14 @@ def _rename_files(c: Change) -> str | None:
 
 def _clean_goal(sprint: str, goal: str) -> str:
     return validated(lambda: Sprint(id=sprint, goal=" ".join(goal.split()))).goal
+
+
+def backlog_stamp(epics: list[Epic], stories: list[Story]) -> str:
+    """6 hex digits that change when anything a backlog page shows changes: a pager button carries them in its
+    custom_id (100 characters at most) to tell a stale page."""
+    shown = [(e.id, e.title) for e in epics] + [(s.id, s.title, s.status.value, s.priority.value, s.points, s.sprint)
+                                                 for s in stories]
+    return hashlib.blake2b(repr(shown).encode(), digest_size=3).hexdigest()
 
 
 async def _while_locked_elsewhere(fn: Callable[..., T], *args: object) -> T:

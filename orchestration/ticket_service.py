@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import queue
 from .errors import InvalidInput, OrchError
 from .gitlog import quote
-from .inputs import validated
+from .inputs import story_of, validated
 from .models import TEXT_MAX, Story, StoryStatus, next_number, utcnow
 from .results import StoryChanged
 from .scoring import DEFAULT_SCORER, THREAD_MAX, Score, Scorer
@@ -199,10 +199,7 @@ class TicketCommands:
                 raise InvalidInput("options", f"at most {OPTIONS_MAX} options.")
             linked = None
             if story and story.strip():
-                linked = c.backlog.story(story.strip())
-                if linked is None:
-                    raise InvalidInput("story", f"there is no story {story.strip()!r} in {c.name}.",
-                                       "`backlog view` lists the stories; or open the ticket without one.")
+                linked = story_of(c, story, "`backlog view` lists the stories; or open the ticket without one.")
             ticket = new_ticket(c, tf, question, linked, context, options or [], by)
             held = f"; {linked.id} waits for the answer" if linked else ""
             c.note(_ids(ticket), f"open ticket {quote(ticket.question)}{held}{_unblocked_text(c)}")

@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from orchestration.errors import OrchError
+from orchestration.inputs import holds_words
 from orchestration.service import Orchestrator
 
 from .. import render
@@ -72,7 +73,10 @@ class BaseCog(commands.Cog):
 
 
 def matching_choices(items: list[tuple[str, str]], current: str) -> list[app_commands.Choice[str]]:
-    typed = (current or "").strip().lower()
-    hits = [(value, label) for value, label in items if typed in label.lower()]
+    """The (value, label) pairs whose label holds every word typed (the core's rule for titles), an exact ID first;
+    the value sent is the ID."""
+    typed = (current or "").strip()
+    hits = sorted((pair for pair in items if holds_words(pair[1], typed)),
+                  key=lambda pair: pair[0].casefold() != typed.casefold())
     return [app_commands.Choice(name=render.choice_name(label), value=value)
             for value, label in hits[: render.CHOICES_MAX]]

@@ -1,100 +1,186 @@
-"""/backlog view | add_story | prioritize | remove | depend | next. The view pages with Previous / Next buttons;
-next is the work queue (orchestration/queue.py holds its rules)."""
+"""/backlog view | add_story | prioritize | remove | depend | next. The view pages with Previous / Next buttons that
+outlive a restart; add_story without a title opens a form; next is the work queue (orchestration/queue.py holds its
+rules)."""
+from __future__ import annotations
+
 import logging
+import re
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from orchestration.errors import OrchError
-from orchestration.inputs import id_list
-from orchestration.models import Priority, StoryStatus
+from orchestration.errors import InvalidInput, OrchError
+from orchestration.inputs import criteria_list, id_list
+from orchestration.models import CRITERIA_MAX, CRITERION_MAX, POINTS_MAX, TEXT_MAX, TITLE_MAX, Priority, StoryStatus
 from orchestration.results import BacklogPage
 from orchestration.service import Orchestrator
 
 from .. import render
-from ..handling import handled, send, send_error
+from ..handling import handled, send, send_error, send_modal
 from ..permissions import Access
+from ..routing import project_for
 from ._shared import BaseCog
+
+if TYPE_CHECKING:
+    from ..client import OrchBot
 
 log = logging.getLogger(__name__)
 
+PAGER = (r"backlog:(?P<turn>prev|next):(?P<project>[a-z0-9][a-z0-9-]{0,39}):(?P<page>[0-9]+):(?P<epic>E-[0-9]+|-)"
+         r":(?P<status>[a-z_]+|-):(?P<stamp>[0-9a-f]+)")
+MODAL_TITLE_MAX = 45  # Discord's limit on a form's title
+INPUT_MAX = 4000  # Discord's limit on a form's text field
+FORM_TIMEOUT_S = 3600  # a form left open this long is forgotten (Discord never says it was closed)
 
-class BacklogPager(discord.ui.View):
-    """Previous / Next over orchestrator.view_backlog pages. Read-only, so anyone in the channel may page."""
 
-    def __init__(self, orch: Orchestrator, page: BacklogPage, epic: str | None, status: str | None) -> None:
-        super().__init__(timeout=600)
-        self.orch, self.project, self.epic, self.status = orch, page.project, epic, status
-        self.show(page)
+# -- the pager's buttons (they outlive a restart) ------------------------------------------------------------
+class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=PAGER):
+    """Previous / Next under a backlog page. The custom_id carries what a click needs (project, the page it
+    turns to, the filters, and the stamp of the backlog as shown), so a click works after a restart. Read-only:
+    anyone in the project's channel may page."""
 
-    message: discord.InteractionMessage | None = None
+    def __init__(self, turn: str, project: str, page: int, epic: str | None, status: str | None, stamp: str,
+                 disabled: bool = False) -> None:
+        previous = turn == "prev"
+        super().__init__(discord.ui.Button(
+            label="Previous" if previous else "Next", emoji="◀️" if previous else "▶️", disabled=disabled,
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"backlog:{turn}:{project}:{page}:{epic or '-'}:{status or '-'}:{stamp}"))
+        self.project, self.page, self.epic, self.status, self.stamp = project, page, epic, status, stamp
 
-    async def on_timeout(self) -> None:
-        """Grey the buttons out once they stop working, rather than let a click fail."""
-        for item in self.children:
-            item.disabled = True  # type: ignore[attr-defined]
-        if self.message is not None:
-            try:
-                await self.message.edit(view=self)
-            except discord.HTTPException:
-                pass  # deleted meanwhile, or the token expired: nothing to tidy
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> PageButton:
+        def given(value: str) -> str | None:
+            return None if value == "-" else value
+        return cls(match["turn"], match["project"], int(match["page"]), given(match["epic"]),
+                   given(match["status"]), match["stamp"])
 
-    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        """An unexpected failure of a click: logged with its traceback, and the click still gets an answer."""
-        log.error("backlog pager of %s failed: %r", self.project, error, exc_info=error)
-        await send(interaction, embed=render.crash_embed(), ephemeral=True)
-
-    def show(self, page: BacklogPage) -> None:
-        self.page, self.pages = page.page, page.pages
-        self.previous.disabled = page.page <= 1
-        self.next.disabled = page.page >= page.pages
-
-    async def _turn(self, interaction: discord.Interaction, page: int) -> None:
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Answered at once (a deferred update), then the page as the backlog is now: the page asked for (the
+        last one if fewer remain); if the backlog changed since this page was shown, the page says so."""
+        bot: OrchBot = interaction.client  # type: ignore[assignment]
         try:
-            result = await self.orch.view_backlog(self.project, self.epic, self.status, page=page)
-        except OrchError as error:  # e.g. stories removed meanwhile: fewer pages now
+            await interaction.response.defer()
+            if await project_for(interaction, bot.orchestrator) != self.project:
+                raise OrchError("This backlog belongs to another project's channel.")
+            page = await current_page(bot.orchestrator, self.project, self.epic, self.status, self.page)
+            changed = "The backlog changed since the page before: this is how it is now." \
+                if page.stamp != self.stamp else ""
+            await interaction.edit_original_response(embed=render.backlog_page(page, changed), view=pager(page),
+                                                     allowed_mentions=render.NO_MENTIONS)
+        except OrchError as error:  # e.g. the project was unregistered meanwhile
             await send_error(interaction, error)
-            return
-        self.show(result)
-        await interaction.response.edit_message(embed=render.backlog_page(result), view=self,
-                                                allowed_mentions=render.NO_MENTIONS)
+        except Exception as exc:  # the click still gets an answer; the traceback goes to the log
+            log.error("backlog pager of %s failed: %r", self.project, exc, exc_info=exc)
+            await send(interaction, embed=render.crash_embed(), ephemeral=True)
 
-    @discord.ui.button(label="Previous", emoji="◀️", style=discord.ButtonStyle.secondary)
-    async def previous(self, interaction: discord.Interaction, _button: discord.ui.Button) -> None:
-        await self._turn(interaction, self.page - 1)
 
-    @discord.ui.button(label="Next", emoji="▶️", style=discord.ButtonStyle.secondary)
-    async def next(self, interaction: discord.Interaction, _button: discord.ui.Button) -> None:
-        await self._turn(interaction, self.page + 1)
+def pager(page: BacklogPage) -> discord.ui.View | None:
+    """Previous / Next for a page of several (none for a single page); no time-out, the buttons are persistent."""
+    if page.pages <= 1:
+        return None
+    view = discord.ui.View(timeout=None)
+    for turn, to, off in (("prev", page.page - 1, page.page <= 1), ("next", page.page + 1, page.page >= page.pages)):
+        view.add_item(PageButton(turn, page.project, to, page.epic_filter, page.status_filter, page.stamp, off))
+    return view
+
+
+async def current_page(orch: Orchestrator, project: str, epic: str | None, status: str | None,
+                       page: int) -> BacklogPage:
+    """The page asked for, or the last one if the backlog shrank below it."""
+    try:
+        return await orch.view_backlog(project, epic, status, page=page)
+    except InvalidInput as error:
+        if error.field != "page":
+            raise
+        last = (await orch.view_backlog(project, epic, status)).pages
+        return await orch.view_backlog(project, epic, status, page=min(max(page, 1), last))
+
+
+# -- the form /backlog add_story opens without a title -----------------------------------------------------------
+class StoryForm(discord.ui.Modal):
+    """Title, description and acceptance criteria (one a line) in paragraph fields; the command's other options
+    (epic, points, priority, dependencies) come along. Submitting adds the story like the command with a title."""
+
+    def __init__(self, cog: BacklogCog, epic: str, epic_title: str, points: int | None, priority: Priority,
+                 depends_on: str | None, description: str | None, criteria: str | None) -> None:
+        super().__init__(title=render.one_line(f"New story in {epic} · {epic_title}", MODAL_TITLE_MAX),
+                         timeout=FORM_TIMEOUT_S)
+        self.cog, self.epic, self.points, self.priority, self.depends_on = cog, epic, points, priority, depends_on
+        self.story_title = discord.ui.TextInput(label="Title", custom_id="title", max_length=TITLE_MAX)
+        self.description = discord.ui.TextInput(
+            label="Description", custom_id="description", style=discord.TextStyle.paragraph, required=False,
+            max_length=TEXT_MAX, default=description, placeholder="What it takes, how we know it is done")
+        self.criteria = discord.ui.TextInput(
+            label="Acceptance criteria, one a line", custom_id="criteria", style=discord.TextStyle.paragraph,
+            required=False, max_length=INPUT_MAX, default="\n".join(criteria_list(criteria)) or None,
+            placeholder=f"At most {CRITERIA_MAX}, each up to {CRITERION_MAX} characters")
+        for item in (self.story_title, self.description, self.criteria):
+            self.add_item(item)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        interaction.extras["command"] = "backlog add_story"  # for the log line and metrics (a form has no command)
+        await self._add(interaction)
+
+    @handled
+    async def _add(self, interaction: discord.Interaction) -> None:
+        project = await self.cog.project(interaction, Access.member)
+        result = await self.cog.orch.add_story(
+            project, self.epic, self.story_title.value, self.description.value, self.points, self.priority,
+            acceptance_criteria=criteria_list(self.criteria.value, semicolons=False),
+            depends_on=id_list(self.depends_on), by=interaction.user.name)
+        await send(interaction, embed=render.story_changed(result))
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        """An unexpected failure: logged with its traceback, and the submit still gets an answer."""
+        log.error("story form of %s failed: %r", self.epic, error, exc_info=error)
+        await send(interaction, embed=render.crash_embed(), ephemeral=True)
 
 
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
 class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_description="The project's backlog"):
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(PageButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(PageButton)
+
     @app_commands.command(name="view", description="The backlog, highest priority first")
-    @app_commands.describe(epic="Only this epic's stories", status="Only stories with this status")
+    @app_commands.describe(epic="Only this epic's stories (ID or words of its title)",
+                           status="Only stories with this status")
     @handled
     async def view(self, interaction: discord.Interaction, epic: str | None = None,
                    status: StoryStatus | None = None) -> None:
         project = await self.project(interaction, Access.everyone)
-        status_value = status.value if status else None
-        page = await self.orch.view_backlog(project, epic, status_value, page=1)
-        pager = BacklogPager(self.orch, page, epic, status_value) if page.pages > 1 else None
-        await send(interaction, embed=render.backlog_page(page), view=pager)
-        if pager is not None:
-            pager.message = await interaction.original_response()
+        page = await self.orch.view_backlog(project, epic, status.value if status else None, page=1)
+        await send(interaction, embed=render.backlog_page(page), view=pager(page))
 
-    @app_commands.command(name="add_story", description="Add a story to an epic")
-    @app_commands.describe(epic="The epic (ID or words of its title)", title="A short title",
-                           description="What it takes, how we know it is done", points="Estimate in points",
+    @app_commands.command(name="add_story", description="Add a story to an epic (no title: type it in a form)")
+    @app_commands.describe(epic="The epic (ID or words of its title)",
+                           title="A short title; leave out to type title, description and criteria in a form",
+                           description="What it takes, how we know it is done", points=f"Estimate, 0 to {POINTS_MAX}",
                            priority="critical, high, medium (default) or low",
-                           depends_on="IDs of the stories it waits for, separated by spaces or commas")
+                           depends_on="IDs of the stories it waits for, separated by spaces or commas",
+                           criteria=f"Acceptance criteria separated by ; (at most {CRITERIA_MAX})")
     @handled
-    async def add_story(self, interaction: discord.Interaction, epic: str, title: str, description: str | None = None,
-                        points: int | None = None, priority: Priority = Priority.medium,
-                        depends_on: str | None = None) -> None:
+    async def add_story(self, interaction: discord.Interaction, epic: str,
+                        title: app_commands.Range[str, 1, TITLE_MAX] | None = None,
+                        description: app_commands.Range[str, 1, TEXT_MAX] | None = None,
+                        points: app_commands.Range[int, 0, POINTS_MAX] | None = None,
+                        priority: Priority = Priority.medium, depends_on: str | None = None,
+                        criteria: app_commands.Range[str, 1, INPUT_MAX] | None = None) -> None:
         project = await self.project(interaction, Access.member)
+        if title is None:  # the form must be the first answer: only a quick check of the epic before it
+            found = await self.orch.view_backlog(project, epic, per_page=1)
+            parent = next(e for e in found.epics if e.id == found.epic_filter)
+            await send_modal(interaction, StoryForm(self, parent.id, parent.title, points, priority, depends_on,
+                                                    description, criteria))
+            return
         result = await self.orch.add_story(project, epic, title, description or "", points, priority,
+                                           acceptance_criteria=criteria_list(criteria),
                                            depends_on=id_list(depends_on), by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
 

@@ -3,6 +3,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from orchestration.models import TEXT_MAX
+
 from .. import render
 from ..handling import handled, send
 from ..permissions import Access, is_admin
@@ -16,7 +18,8 @@ class GeneralCog(BaseCog):
                            changes_requested="True: back to the backlog for changes instead of closing the cycle")
     @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
-    async def feedback(self, interaction: discord.Interaction, text: str, changes_requested: bool = False) -> None:
+    async def feedback(self, interaction: discord.Interaction, text: app_commands.Range[str, 1, TEXT_MAX],
+                       changes_requested: bool = False) -> None:
         project = await self.project(interaction, Access.member)
         result = await self.orch.feedback(project, text, by=interaction.user.name, changes_requested=changes_requested)
         await send(interaction, embed=render.feedback_given(result))

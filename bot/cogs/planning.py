@@ -19,6 +19,7 @@ from discord.ext import commands
 
 from orchestration.agents.planning import PlanStatus, PlanView, Proposal
 from orchestration.errors import OrchError
+from orchestration.models import TEXT_MAX
 from orchestration.wording import plural
 
 from .. import render
@@ -202,7 +203,7 @@ class PlanningCog(BaseCog):
         self.bot.remove_dynamic_items(PlanButton, PlanSelect)
 
     @app_commands.command(name="plan", description="Ask the planning agent to break an epic into stories")
-    @app_commands.describe(epic="The epic to plan")
+    @app_commands.describe(epic="The epic to plan (ID or words of its title)")
     @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def plan(self, interaction: discord.Interaction, epic: str) -> None:
@@ -211,7 +212,8 @@ class PlanningCog(BaseCog):
         await send(interaction, embed=plan_message(result))
 
     @app_commands.command(name="approve", description="Turn proposals of a plan into stories (the rest are rejected)")
-    @app_commands.describe(items="P-1,P-3 or all", epic="The epic (default: the latest plan waiting for a decision)")
+    @app_commands.describe(items="P-1,P-3 or all",
+                           epic="The epic, ID or words of its title (default: the latest plan waiting for a decision)")
     @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
     async def approve(self, interaction: discord.Interaction, items: str, epic: str | None = None) -> None:
@@ -221,10 +223,11 @@ class PlanningCog(BaseCog):
 
     @app_commands.command(name="request_changes", description="Ask the planner for another plan, with feedback")
     @app_commands.describe(description="What the planner should change",
-                           epic="The epic (default: the latest plan waiting for a decision)")
+                           epic="The epic, ID or words of its title (default: the latest plan waiting for a decision)")
     @app_commands.guild_only()  # projects live in server channels: not offered in DMs
     @handled
-    async def request_changes(self, interaction: discord.Interaction, description: str,
+    async def request_changes(self, interaction: discord.Interaction,
+                              description: app_commands.Range[str, 1, TEXT_MAX],
                               epic: str | None = None) -> None:
         project = await self.project(interaction, Access.member)
         result = await self.orch.request_plan_changes(project, epic, description, by=interaction.user.name)

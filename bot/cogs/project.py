@@ -22,6 +22,10 @@ class ChannelNotCreated(OrchError):
 
 
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
+# Shown only to those with Manage Server unless a server admin opens it to others (Server Settings → Integrations).
+# Discord sets this per top-level command only, so it covers the whole group, /project list too; the checks in the
+# commands still decide who may do what.
+@app_commands.default_permissions(manage_guild=True)
 class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
                  group_description="Register the git repositories this bot drives"):
     def __init__(self, bot) -> None:

@@ -9,7 +9,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from orchestration.inputs import id_list
+from orchestration.models import GOAL_MAX
 from orchestration.results import SprintView
+from orchestration.sprint_rules import DEFAULT_CAPACITY
 
 from .. import render
 from ..chart import burndown_png
@@ -22,11 +24,15 @@ from ._shared import BaseCog
 class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_description="Plan and run sprints"):
     @app_commands.command(name="plan", description="Plan the next sprint: given stories, or an automatic pick")
     @app_commands.describe(stories="Story IDs separated by spaces or commas; empty: pick by priority",
-                           goal="The sprint's goal")
+                           goal="The sprint's goal",
+                           capacity=f"Points the automatic pick fills (default {DEFAULT_CAPACITY}); kept with the sprint")
     @handled
-    async def plan(self, interaction: discord.Interaction, stories: str | None = None, goal: str | None = None) -> None:
+    async def plan(self, interaction: discord.Interaction, stories: str | None = None,
+                   goal: app_commands.Range[str, 1, GOAL_MAX] | None = None,
+                   capacity: app_commands.Range[int, 1] | None = None) -> None:
         project = await self.project(interaction, Access.member)
-        result = await self.orch.plan_sprint(project, id_list(stories) or None, goal, by=interaction.user.name)
+        result = await self.orch.plan_sprint(project, id_list(stories) or None, goal, capacity=capacity,
+                                             by=interaction.user.name)
         await send(interaction, embed=render.sprint_planned(result))
 
     @app_commands.command(name="start", description="Start the planned sprint")

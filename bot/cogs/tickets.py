@@ -19,7 +19,8 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from orchestration.errors import OrchError, ProjectNotFound
-from orchestration.tickets import ReplyOutcome, Ticket, TicketList, TicketStatus, TicketView
+from orchestration.models import TEXT_MAX
+from orchestration.tickets import OPTIONS_MAX, QUESTION_MAX, ReplyOutcome, Ticket, TicketList, TicketStatus, TicketView
 
 from .. import render
 from ..handling import defer, handled, send
@@ -328,11 +329,14 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
                 log.info("project=%s ticket=%s handed off to thread %s", *key, thread.id)
 
     @app_commands.command(name="open", description="Ask a question in a thread; the story waits for the answer")
-    @app_commands.describe(question="The question (name the choices: 'A or B?')", story="The story it holds up",
-                           options="The choices, separated by |", context="What whoever answers should know")
+    @app_commands.describe(question="The question (name the choices: 'A or B?')",
+                           story="The story it holds up (ID or words of its title)",
+                           options=f"The choices, separated by | (at most {OPTIONS_MAX})",
+                           context="What whoever answers should know")
     @handled
-    async def open_(self, interaction: discord.Interaction, question: str, story: str | None = None,
-                   options: str | None = None, context: str | None = None) -> None:
+    async def open_(self, interaction: discord.Interaction, question: app_commands.Range[str, 1, QUESTION_MAX],
+                    story: str | None = None, options: str | None = None,
+                    context: app_commands.Range[str, 1, TEXT_MAX] | None = None) -> None:
         project = await self.project(interaction, Access.member)
         await defer(interaction, ephemeral=True)  # four steps (state, post, thread, state): may take a moment
         result = await self.orch.open_ticket(project, question, story=story, context=context or "",
@@ -350,7 +354,8 @@ class TicketCog(BaseCog, commands.GroupCog, group_name="ticket",
     @app_commands.command(name="resolve", description="Decide a ticket yourself; its story goes on")
     @app_commands.describe(ticket="The ticket", resolution="The decision")
     @handled
-    async def resolve(self, interaction: discord.Interaction, ticket: str, resolution: str) -> None:
+    async def resolve(self, interaction: discord.Interaction, ticket: str,
+                      resolution: app_commands.Range[str, 1, TEXT_MAX]) -> None:
         project = await self.project(interaction, Access.member)
         result = await self.orch.resolve_ticket(project, ticket, resolution, by=interaction.user.name)
         await send(interaction, embed=ticket_embed(result, f"{result.ticket.id} resolved by {interaction.user.name}"))

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import InvalidInput, NotFound
 from ..gitlog import quote
-from ..inputs import id_list, known_ids, validated
+from ..inputs import epic_of, id_list, known_ids, validated
 from ..wording import plural
 from ..models import (
     CRITERIA_MAX, CRITERION_MAX, TEXT_MAX, Line, Model, Priority, Story, Text, VersionedFile, next_number, utcnow,
@@ -151,11 +151,7 @@ def _epic(c: Change, epic_id: str | None):
     """The epic named, or (none named) the one whose latest plan waits for a decision, the latest such."""
     b = c.backlog
     if epic_id and epic_id.strip():
-        epic = b.epic(epic_id.strip())
-        if epic is None:
-            raise InvalidInput("epic", f"there is no epic {epic_id.strip()!r} in {c.name}.",
-                               known_ids("Epics", [e.id for e in b.epics]))
-        return epic
+        return epic_of(c, epic_id)
     waiting = [(p.current.requested_at, e) for e in b.epics
                if (p := plan_of(c, e.id)).current and p.current.status is PlanStatus.proposed]
     if not waiting:

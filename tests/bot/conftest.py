@@ -61,6 +61,13 @@ async def demo(world, make_repo):
     return repo, channel
 
 
+async def open_project_commands(world: World, *who) -> None:
+    """What a server admin may do in Server Settings → Integrations: show /project (to Manage Server holders only
+    by default) to these members or roles too."""
+    [project] = [c for c in await world.env.bot.tree.fetch_commands() if c.name == "project"]
+    world.guild.set_command_permissions(project, {w: True for w in who})
+
+
 def reply(result):
     """The message that answered an interaction (the response, or the first follow-up after a deferral)."""
     return result.response or result.followups[0]

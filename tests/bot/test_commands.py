@@ -190,9 +190,9 @@ async def test_backlog_view_pages_with_buttons(world, demo, orch):
     await world.alice.click(message, label="Previous")
     assert (await page2.fetch_message(message.id)).embeds[0].footer.text.startswith("page 2/3")
 
-    await world.env.advance_time(601)  # the buttons expire: greyed out rather than failing when clicked
-    expired = await page2.fetch_message(message.id)
-    assert all(c.disabled for c in expired.components[0].children)
+    await world.env.advance_time(601)  # the buttons do not expire (tests/bot/test_discord_finish.py: restarts)
+    await world.alice.click(message, label="Next")
+    assert (await page2.fetch_message(message.id)).embeds[0].footer.text.startswith("page 3/3")
 
 
 async def test_a_failing_page_turn_still_answers_the_click(world, demo, orch, caplog):
@@ -211,11 +211,10 @@ async def test_a_failing_page_turn_still_answers_the_click(world, demo, orch, ca
     finally:
         backlog.rmdir()
         backlog.write_bytes(saved)
-    answer = clicked.response or clicked.followups[0]
+    [answer] = clicked.followups  # the click was answered at once (deferred), the failure privately after
     assert answer.ephemeral and answer.embeds[0].title == "Something went wrong"
-    assert any(r.exc_info for r in caplog.records if "backlog pager" in r.getMessage())
-    [error] = world.env.errors  # recorded by the view's on_error (acknowledged here)
-    assert isinstance(error, IsADirectoryError)
+    [logged] = [r for r in caplog.records if "backlog pager" in r.getMessage()]
+    assert isinstance(logged.exc_info[1], IsADirectoryError)
 
 
 async def test_sprint_status_attaches_a_burndown_chart(world, demo, orch):

@@ -153,7 +153,7 @@ async def run_commands(world, orch, repo: Path) -> list[str]:
     await orch.open_ticket(repo.name, "Which currency first?", by="agent")  # as an agent would: the hand-off posts it
     await world.env.advance_time(HANDOFF_EVERY_S)
     answers.append(channel.threads[-1].name)
-    answers.append(said(await alice.slash(world.general, "project list")))
+    answers.append(said(await world.admin.slash(world.general, "project list")))
     answers.append(said(await alice.slash(world.general, "health")))
     choices = await alice.autocomplete(channel, "story update", "story", "card")
     answers.append(choices[0]["name"])

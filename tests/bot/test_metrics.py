@@ -67,7 +67,7 @@ async def test_health_stays_within_embed_limits_with_many_projects(world, make_r
     for name in damaged:
         (orch.registry.get(name).path / ".orch-state" / "status.json").write_text("{ not json" + "x" * 3000)
     for _ in range(12):
-        await world.alice.slash(world.general, "project list")
+        await world.admin.slash(world.general, "project list")
     await world.alice.slash(world.general, "state")  # refused: no project in #general
 
     result = await world.alice.slash(world.general, "health")

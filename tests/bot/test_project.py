@@ -1,7 +1,9 @@
 """/project register | list | unregister."""
 from __future__ import annotations
 
-from tests.bot.conftest import channel_named, deferrals, embed_of, field, register, reply
+import discord
+
+from tests.bot.conftest import channel_named, deferrals, embed_of, field, open_project_commands, register, reply
 from tests.conftest import git
 
 
@@ -72,7 +74,14 @@ async def test_registration_failure_removes_the_new_channel(world, make_repo, or
     assert (repo / ".orch-state" / "status.json").read_text() == "{ not json"  # never overwritten
 
 
-async def test_register_is_for_admins_only(world, make_repo, orch):
+async def test_project_commands_are_shown_to_admins_and_still_refuse_others(world, make_repo, orch):
+    [synced] = [c for r in world.env.http_requests if r.method == "PUT" and r.path.endswith("/commands")
+                for c in r.json if c["name"] == "project"]
+    assert int(synced["default_member_permissions"]) == discord.Permissions(manage_guild=True).value
+    assert "project register" in world.admin.available_commands(world.general)
+    assert not {"project register", "project unregister"} & set(world.alice.available_commands(world.general))
+
+    await open_project_commands(world, world.alice)  # a server admin shows /project to alice: she is still no admin
     result = await world.alice.slash(world.general, "project register", path=str(make_repo("demo")))
     assert reply(result).ephemeral and "Only server admins" in embed_of(result).description
     assert await orch.list_projects() == [] and channel_named(world, "proj-demo") is None
@@ -82,6 +91,7 @@ async def test_admin_role_from_the_config_counts_as_admin(world, make_repo, orch
     world.env.bot.config.discord.admin_role = "scrum-masters"
     role = world.guild.create_role("scrum-masters")
     bob = world.guild.add_member(world.env.create_user("bob"), roles=[role])
+    await open_project_commands(world, role)  # as docs/bot.md says to, for a role without Manage Server
     result = await bob.slash(world.general, "project register", path=str(make_repo("demo")))
     assert not embed_of(result).title == "Not done"
     assert orch.registry.get("demo") is not None
@@ -89,6 +99,7 @@ async def test_admin_role_from_the_config_counts_as_admin(world, make_repo, orch
 
 async def test_list_and_unregister(world, demo, orch):
     repo, channel = demo
+    await open_project_commands(world, world.alice)  # a server that lets everyone list the projects
     listed = await world.alice.slash(world.general, "project list")
     assert "**demo**" in embed_of(listed).description and channel.mention in embed_of(listed).description
 
