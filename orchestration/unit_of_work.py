@@ -29,6 +29,7 @@ LABEL = {
     "resolve_ticket": "/ticket resolve", "reopen_ticket": "/ticket reopen", "set_dependencies": "/backlog depend",
     "agent_run": "agent", "retry": "/story retry", "plan_epic": "/plan", "plan_changes": "/request_changes",
     "approve_plan": "/approve", "reject_plan": "/epic reject", "planner": "planner",
+    "edit_story": "/story edit", "edit_epic": "/epic edit", "restore": "/project restore",
 }
 
 
