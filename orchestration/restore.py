@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from . import state_machine as sm
 from .agents import sprint_work
 from .errors import Busy, InvalidInput, OrchError, StateCorrupt
-from .gitlog import GIT_OPTIONS, QUEUE, GitFailed, fix_for, quote, run_git, why_commit_waits, writes_blocked
+from .gitlog import GIT_OPTIONS, QUEUE, GitFailed, fix_for, run_git, why_commit_waits, writes_blocked
 from .models import StoryStatus
 from .results import Restored
 from .store import JOURNAL, LOCK_NAME, LOCK_TRY_S, STATE_DIR, ProjectStore
@@ -55,10 +55,9 @@ def restore(project: Project, commit: str, by: str) -> tuple[Change, Restored]:
         result = _compared(before, after, sha, subject)
         if not written and not removed:
             return before, result.model_copy(update={"restored": False})
-        short = sha[:10]
         warning = project.store.replace_files(written, removed)
         project.model.state = after.status.state  # the machine takes the restored state
-        before.note(project.entry.name, f"restore .orch-state to {short} {quote(subject, 60)}: {_summary(result)}")
+        before.note(project.entry.name, f"restore .orch-state to {sha[:10]}: {_summary(result)}")
         return before, result.model_copy(update={"files_written": len(written), "files_removed": len(removed),
                                                  "warning": warning})
 
@@ -172,7 +171,7 @@ def _refuse_running_agents(c: Change) -> None:
 def _compared(before: Change, after: Change, sha: str, subject: str) -> Restored:
     old = {s.id: s for s in before.backlog.stories}
     new = {s.id: s for s in after.backlog.stories}
-    old_epics, new_epics = {e.id for e in before.backlog.epics}, {e.id for e in after.backlog.epics}
+    old_epics, new_epics = {e.id: e for e in before.backlog.epics}, {e.id: e for e in after.backlog.epics}
     state = after.status.state
     sprints = (before.status.current_sprint, after.status.current_sprint)
     return Restored(
@@ -180,7 +179,9 @@ def _compared(before: Change, after: Change, sha: str, subject: str) -> Restored
         commit=sha, subject=subject,
         stories_added=_ordered(new.keys() - old.keys()), stories_removed=_ordered(old.keys() - new.keys()),
         stories_changed=_ordered(i for i in old.keys() & new.keys() if old[i] != new[i]),
-        epics_added=_ordered(new_epics - old_epics), epics_removed=_ordered(old_epics - new_epics),
+        epics_added=_ordered(new_epics.keys() - old_epics.keys()),
+        epics_removed=_ordered(old_epics.keys() - new_epics.keys()),
+        epics_changed=_ordered(i for i in old_epics.keys() & new_epics.keys() if old_epics[i] != new_epics[i]),
         sprint=sprints if sprints[0] != sprints[1] else None,
         state_change=(before.status.state, state) if before.status.state != state else None)
 
@@ -193,7 +194,7 @@ def _summary(r: Restored) -> str:
     """What a restore changed, in a few words (its commit line)."""
     parts = [f"{label} {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}" for label, ids in (
         ("stories back", r.stories_added), ("stories gone", r.stories_removed), ("stories changed", r.stories_changed),
-        ("epics back", r.epics_added), ("epics gone", r.epics_removed)) if ids]
+        ("epics back", r.epics_added), ("epics gone", r.epics_removed), ("epics changed", r.epics_changed)) if ids]
     if r.sprint:
         parts.append(f"sprint {r.sprint[0] or 'none'} -> {r.sprint[1] or 'none'}")
     if r.state_change:

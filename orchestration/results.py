@@ -215,6 +215,7 @@ class Restored(Result):
     stories_changed: list[str] = Field(default_factory=list)
     epics_added: list[str] = Field(default_factory=list)
     epics_removed: list[str] = Field(default_factory=list)
+    epics_changed: list[str] = Field(default_factory=list)
     sprint: tuple[str | None, str | None] | None = Field(None, description="the current sprint before and after, "
                                                          "if it changed")
     state_change: tuple[State, State] | None = None
