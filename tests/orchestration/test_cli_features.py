@@ -9,8 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from orchestration.cli import main
 from tests.conftest import git
-from tests.orchestration.test_cli import as_json, ok, orch_cli  # noqa: F401 - orch_cli is a fixture
+from tests.orchestration.test_cli import as_json, ok
+
+
+@pytest.fixture
+def orch_cli(cfg: Path, capsys):
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["--config", str(cfg), *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 def commits(repo: Path) -> int:
