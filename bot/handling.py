@@ -79,6 +79,15 @@ async def send(interaction: discord.Interaction, content: str | None = None, *, 
         interaction.extras["deferred_ephemeral"] = None  # the original response is filled now
 
 
+async def send_modal(interaction: discord.Interaction, modal: discord.ui.Modal) -> None:
+    """Open a form: Discord takes one only as the first answer, so a command that was slow (deferred) says so."""
+    async with _lock(interaction):
+        if interaction.response.is_done():
+            raise OrchError("The form could not open: Discord takes one only as the first answer, within 3 seconds, "
+                            "and the bot was slower this time.", "Run the command again, or give the title as an option.")
+        await interaction.response.send_modal(modal)
+
+
 async def send_error(interaction: discord.Interaction, error: OrchError) -> None:
     await send(interaction, embed=render.error_embed(error, _hidden_paths(interaction)), ephemeral=True)
 

@@ -767,6 +767,8 @@ def _restored(r: Restored) -> list[str]:
         lines.append(f"Current sprint: {r.sprint[0] or 'none'} -> {r.sprint[1] or 'none'}.")
     if r.state_change:
         lines.append(f"The project moved from {r.state_change[0].value} to {r.state_change[1].value}.")
+    if r.previous:
+        lines.append(f"Undo: orch project restore {r.previous[:10]}")
     return lines
 
 

@@ -47,12 +47,13 @@ def restore(project: Project, commit: str, by: str) -> tuple[Change, Restored]:
                         f"Fix: {fix_for(root, str(exc))}.") from None
     with project.store.locked(timeout=LOCK_TRY_S), tempfile.TemporaryDirectory(prefix="orch-restore-") as scratch:
         before = Change(project, by, "restore")
+        previous = run_git(root, "rev-parse", "HEAD")[1].strip()  # holds the state as it is (all committed first)
         _refuse_running_agents(before)
         after = _loaded(project, Path(scratch), files, sha)
         current = _state_files(root)
         removed = sorted(set(current) - set(files))
         written = {rel: data for rel, data in files.items() if current.get(rel) != data}
-        result = _compared(before, after, sha, subject)
+        result = _compared(before, after, sha, subject).model_copy(update={"previous": previous})
         if not written and not removed:
             return before, result.model_copy(update={"restored": False})
         warning = project.store.replace_files(written, removed)

@@ -209,6 +209,8 @@ class ProjectHistory(BaseModel):
 class Restored(Result):
     commit: str = Field(description="the commit whose .orch-state was brought back (full sha)")
     subject: str = ""
+    previous: str | None = Field(None, description="the commit that holds the state as it was before: restoring "
+                                 "it undoes this restore")
     restored: bool = Field(True, description="False: .orch-state held that content already; nothing changed")
     stories_added: list[str] = Field(default_factory=list)
     stories_removed: list[str] = Field(default_factory=list)

@@ -508,11 +508,7 @@ class Orchestrator(TicketCommands):
             s = story_of(c, story)
             wanted = dict(fields)
             if "epic" in wanted:
-                parent = c.backlog.epic(str(wanted["epic"] or ""))
-                if parent is None:
-                    raise InvalidInput("epic", f"there is no epic {wanted['epic']!r} in {c.name}.",
-                                       known_ids("Epics", [e.id for e in c.backlog.epics]))
-                wanted["epic"] = parent.id
+                wanted["epic"] = _epic_of(c, str(wanted["epic"] or "")).id
             if "acceptance_criteria" in wanted:
                 wanted["acceptance_criteria"] = [a.strip() for a in wanted["acceptance_criteria"] or [] if a.strip()]
             edited = validated(lambda: Story.model_validate({**s.model_dump(), **wanted}))
@@ -528,11 +524,12 @@ class Orchestrator(TicketCommands):
 
         return await self._change(project, "edit_story", by, work)
 
-    async def list_epics(self, project: str) -> EpicList:
-        """Every epic with its stories counted by status, and its points (all, and done)."""
+    async def list_epics(self, project: str, epic: str | None = None) -> EpicList:
+        """Every epic (or the one `epic` names) with its stories counted by status, and its points (all, and done)."""
         def work(c: Change) -> EpicList:
             b = c.backlog
-            summaries = {e.id: EpicSummary(epic=e, stories=0, by_status={}, points=0, done_points=0) for e in b.epics}
+            epics = [_epic_of(c, epic)] if epic is not None else b.epics
+            summaries = {e.id: EpicSummary(epic=e, stories=0, by_status={}, points=0, done_points=0) for e in epics}
             for s in b.stories:
                 if (e := summaries.get(s.epic)) is not None:
                     e.stories += 1
@@ -547,11 +544,7 @@ class Orchestrator(TicketCommands):
                         by: str = "unknown") -> EpicEdited:
         """Change an epic's title or description (only those given). Nothing changed: nothing saved, and said."""
         def work(c: Change) -> EpicEdited:
-            b = c.backlog
-            e = b.epic((epic or "").strip())
-            if e is None:
-                raise InvalidInput("epic", f"there is no epic {epic!r} in {c.name}.",
-                                   known_ids("Epics", [x.id for x in b.epics]))
+            e = _epic_of(c, epic)
             wanted = {k: v for k, v in (("title", title), ("description", description)) if v is not None}
             edited = validated(lambda: Epic.model_validate({**e.model_dump(), **wanted}))
             changes = _changes(e, edited, ("title", "description"))
@@ -894,6 +887,15 @@ class Orchestrator(TicketCommands):
 
 
 # -- rules shared by several commands -------------------------------------------------------------------------
+
+def _epic_of(c: Change, ident: str) -> Epic:
+    """The epic `ident` names. (inputs.epic_of, once it is there, looks up titles too: this becomes that.)"""
+    b = c.backlog
+    found = b.epic((ident or "").strip())
+    if found is None:
+        raise InvalidInput("epic", f"there is no epic {ident!r} in {c.name}.", known_ids("Epics", [e.id for e in b.epics]))
+    return found
+
 
 def _changes(old: Story | Epic, new: Story | Epic, names: tuple[str, ...]) -> list[FieldChange]:
     """The fields that differ, with their values as a person reads them."""

@@ -137,7 +137,7 @@ async def run_commands(world, orch, repo: Path) -> list[str]:
     assert channel is not None, reply(registered).embeds[0].to_dict()
     answers = [said(registered)]
     for command, options in [
-        ("epic", {"title": "Checkout"}),
+        ("epic create", {"title": "Checkout"}),
         ("backlog add_story", {"epic": "E-1", "title": "Card form", "points": 3}),
         ("backlog add_story", {"epic": "E-1", "title": "Receipt", "points": 2}),
         ("sprint plan", {"goal": "First payment"}),
