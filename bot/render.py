@@ -708,12 +708,13 @@ def epic_list(result: EpicList) -> discord.Embed:
         return fit(_footer(_embed(f"Epics of {result.project}", "No epics yet: `/epic create` makes one."), result))
     lines = []
     for e in result.epics:
-        counts = " ".join(f"{STATUS_ICON[st]} {e.by_status[st.value]}" for st in StoryStatus if e.by_status.get(st.value))
+        counts = " ".join(f"{STATUS_ICON[st]} {e.by_status[st.value]}" for st in StoryStatus
+                          if e.by_status.get(st.value))
         lines.append(f"**{e.epic.id}** {one_line(e.epic.title, 90)} · {e.stories} "
                      f"{'story' if e.stories == 1 else 'stories'}{' · ' + counts if counts else ''} · "
                      f"{e.done_points}/{e.points} pt done")
-    return fit(_footer(_embed(f"Epics of {result.project} ({len(result.epics)})", _listed(lines, limit=DESCRIPTION_MAX)),
-                       result))
+    embed = _embed(f"Epics of {result.project} ({len(result.epics)})", _listed(lines, limit=DESCRIPTION_MAX))
+    return fit(_footer(embed, result))
 
 
 def project_history(result: ProjectHistory) -> discord.Embed:

@@ -713,11 +713,14 @@ def _field_changes(changes: list[FieldChange]) -> list[str]:
     lines = []
     for c in changes:
         if "\n" in c.before + c.after or len(c.before + c.after) > 100:
-            lines += [f"  {c.field.replace('_', ' ')}: was", *(f"    {x}" for x in (c.before or "(empty)").splitlines()),
-                      "  now", *(f"    {x}" for x in (c.after or "(empty)").splitlines())]
+            lines += [f"  {c.field.replace('_', ' ')}: was", *_indented(c.before), "  now", *_indented(c.after)]
         else:
             lines.append(f"  {c.field.replace('_', ' ')}: {c.before or '(empty)'} -> {c.after or '(empty)'}")
     return lines
+
+
+def _indented(text: str) -> list[str]:
+    return [f"    {line}" for line in (text or "(empty)").splitlines()]
 
 
 def _story_edited(r: StoryEdited) -> list[str]:
@@ -978,7 +981,8 @@ _RENDERERS: list[tuple[type, Callable[[Any], list[str]]]] = [
     (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
     (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list), (StoryLog, _story_log_view),
     (RunReport, _run_report), (PlanView, _plan_view), (StoryDetail, _story_detail), (StoryEdited, _story_edited),
-    (EpicEdited, _epic_edited), (EpicList, _epic_list_view), (ProjectHistory, _project_history_view), (Restored, _restored),
+    (EpicEdited, _epic_edited), (EpicList, _epic_list_view), (ProjectHistory, _project_history_view),
+    (Restored, _restored),
 ]
 
 

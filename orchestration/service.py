@@ -893,7 +893,8 @@ def _epic_of(c: Change, ident: str) -> Epic:
     b = c.backlog
     found = b.epic((ident or "").strip())
     if found is None:
-        raise InvalidInput("epic", f"there is no epic {ident!r} in {c.name}.", known_ids("Epics", [e.id for e in b.epics]))
+        raise InvalidInput("epic", f"there is no epic {ident!r} in {c.name}.",
+                           known_ids("Epics", [e.id for e in b.epics]))
     return found
 
 

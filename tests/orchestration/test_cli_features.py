@@ -213,7 +213,8 @@ def test_restore_commits_a_hand_edit_first_so_nothing_is_lost(orch_cli, make_rep
     (repo / ".orch-state/architecture.md").write_text("# Notes made by hand\n")
     ok(orch_cli("project", "restore", target))
     assert "Notes made by hand" in git(repo, "show", "HEAD~1:.orch-state/architecture.md")  # kept in history
-    assert (repo / ".orch-state/architecture.md").read_text() == git(repo, "show", f"{target}:.orch-state/architecture.md")
+    assert (repo / ".orch-state/architecture.md").read_text() == git(repo, "show",
+                                                                     f"{target}:.orch-state/architecture.md")
 
 
 def test_restore_with_the_installed_script(cfg, make_repo, tmp_path):
