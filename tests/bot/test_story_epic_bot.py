@@ -170,3 +170,26 @@ async def test_restore_is_for_admins_and_refuses_a_bad_commit(world, shop, orch)
         assert reply(answer).ephemeral and said in embed_of(answer).description
     await orch.flush()
     assert git(repo, "rev-parse", "HEAD") == head
+
+
+async def test_the_largest_story_and_history_stay_within_discord_limits(world, demo, orch):
+    repo, channel = demo
+    await orch.create_epic("demo", "E" * 200, by="ada")
+    await orch.add_story("demo", "E-1", "T" * 200, description="d" * 4000, points=100,
+                         acceptance_criteria=[f"{n} " + "c" * 396 for n in range(20)], by="ada" * 30)
+    for n in range(12):
+        await orch.add_story("demo", "E-1", f"{n} " + "w" * 190, depends_on=["S-1"], by="ada")
+        await orch.edit_story("demo", "S-1", by="b" * 80, title=f"{n} " + "T" * 190)
+        await orch.flush()
+    shown = await world.alice.slash(channel, "story show", story="S-1")
+    assert_within_limits(reply(shown))
+    embed = embed_of(shown)
+    assert "… and" in field(embed, "Acceptance criteria (20)") and len(field(embed, "History").splitlines()) >= 3
+    form = await world.alice.slash(channel, "story edit", story="S-1")
+    assert len(inputs(form)["criteria"]["value"]) == 4000  # cut to Discord's limit: unchanged, it is not passed on
+    head = git(repo, "rev-parse", "HEAD")
+    assert embed_of(await world.alice.submit_modal(form, form_values(form))).author.name == "Nothing to change"
+    await orch.flush()
+    assert git(repo, "rev-parse", "HEAD") == head
+    for command in ("project history", "epic list"):
+        assert_within_limits(reply(await world.admin.slash(channel, command)))
