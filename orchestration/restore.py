@@ -51,7 +51,8 @@ def restore(project: Project, commit: str, by: str) -> tuple[Change, Restored]:
         _refuse_running_agents(before)
         after = _loaded(project, Path(scratch), files, sha)
         current = _state_files(root)
-        removed = sorted(set(current) - set(files))
+        # .gitignore keeps the lock and the commit queue out of git: kept, even if the commit had none.
+        removed = sorted(set(current) - set(files) - {".gitignore"})
         written = {rel: data for rel, data in files.items() if current.get(rel) != data}
         result = _compared(before, after, sha, subject).model_copy(update={"previous": previous})
         if not written and not removed:

@@ -60,3 +60,23 @@ async def test_a_restore_that_fails_half_way_is_finished_by_the_next_command(orc
     await orch.flush()
     assert git(repo, "rev-parse", "HEAD:.orch-state") == git(repo, "rev-parse", f"{target}:.orch-state")
     assert "notes.md" in git(repo, "log", "--format=", "--name-only", "HEAD~1")  # the hand edit, kept in history
+
+
+async def test_a_commit_without_the_state_gitignore_keeps_the_working_files_out_of_git(orch: Orchestrator,
+                                                                                       project: str):
+    repo = orch.project(project).entry.path
+    await orch.create_epic(project, "Shop", by="a")
+    await orch.flush()
+    git(repo, "rm", "-q", ".orch-state/.gitignore")
+    git(repo, "commit", "-q", "-m", "no gitignore")
+    bare = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "checkout", "-q", "HEAD~1", "--", ".orch-state/.gitignore")
+    git(repo, "commit", "-q", "-m", "gitignore back")
+    await orch.create_epic(project, "Search", by="a")
+
+    result = await orch.restore_project(project, bare, by="ada")
+    await orch.flush()
+    assert result.epics_removed == ["E-2"] and (repo / ".orch-state/.gitignore").exists()
+    tracked = git(repo, "ls-tree", "-r", "--name-only", "HEAD", "--", ".orch-state").split()
+    assert ".orch-state/.gitignore" in tracked
+    assert not {".orch-state/.lock", ".orch-state/.commit-queue"} & set(tracked)
