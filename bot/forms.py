@@ -57,10 +57,6 @@ class Form(discord.ui.Modal):
         await send(interaction, embed=render.crash_embed(), ephemeral=True)
 
 
-def criteria_text(criteria: list[str]) -> str:
-    return "\n".join(criteria)
-
-
 def criteria_of(text: str) -> list[str]:
     """Acceptance criteria typed one a line ("- " or "* " in front is fine)."""
     return [line.strip().removeprefix("- ").removeprefix("* ").strip() for line in text.splitlines() if line.strip()]

@@ -14,7 +14,7 @@ from orchestration.models import TITLE_MAX, Story
 from orchestration.service import Orchestrator
 
 from .. import render
-from ..forms import Form, criteria_of, criteria_text
+from ..forms import Form, criteria_of
 from ..handling import handled, send, send_modal
 from ..permissions import Access
 from ._shared import BaseCog
@@ -34,7 +34,7 @@ class StoryForm(Form):
         self.orch, self.story = orch, story.id
         self.field("title", "Title", story.title, required=True, max_length=TITLE_MAX)
         self.field("description", "Description", story.description, long=True)
-        self.field("criteria", "Acceptance criteria (one a line)", criteria_text(story.acceptance_criteria), long=True)
+        self.field("criteria", "Acceptance criteria (one a line)", "\n".join(story.acceptance_criteria), long=True)
         self.field("points", "Points (0 to 100; empty: not estimated)", "" if story.points is None
                    else str(story.points), max_length=3)
         self.field("epic", "Epic (its ID)", story.epic, required=True, max_length=12)
