@@ -20,8 +20,9 @@ from orchestration.models import Epic, State, Story, StoryStatus
 from orchestration.queue import QueueView
 from orchestration.commands import DISCORD, name as command_name, spelled
 from orchestration.results import (
-    BacklogPage, Cascade, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintPlanned,
-    SprintView, StateView, StoryChanged, StoryLog, Unregistered,
+    BacklogPage, Cascade, EpicCreated, EpicEdited, EpicList, FieldChange, Health, HistoryEntry, ProjectHealth,
+    ProjectHistory, ProjectInfo, Registered, Restored, Result, SprintPlanned, SprintView, StateView, StoryChanged,
+    StoryDetail, StoryEdited, StoryLog, Unregistered,
 )
 
 from .metrics import Snapshot
@@ -199,7 +200,7 @@ def welcome(result: Registered, by: str) -> discord.Embed:
     embed.add_field(name="State", value=state_text(result.state), inline=True)
     embed.add_field(name="Allowed now", value=allowed_text(result.allowed), inline=True)
     _next(embed, result)
-    embed.add_field(name="Start with", value="`/epic title:…` then `/backlog add_story`, `/sprint plan`, "
+    embed.add_field(name="Start with", value="`/epic create title:…` then `/backlog add_story`, `/sprint plan`, "
                     "`/sprint start`, `/story update`, `/feedback`. `/state` shows where things stand.", inline=False)
     return fit(embed)
 
@@ -646,3 +647,133 @@ def millis(value_ms: float) -> str:
 
 def choice_name(text: str) -> str:
     return one_line(text, CHOICE_NAME_MAX)
+
+
+# -- a story or an epic, seen and edited; a project's history and its restore -----------------------------------
+
+def _refs(refs) -> str:
+    return _listed([f"{STATUS_ICON.get(_status(r.status), '•')} **{r.id}** {one_line(r.title, 80)}" for r in refs])
+
+
+def _status(value: str) -> StoryStatus | None:
+    try:
+        return StoryStatus(value)
+    except ValueError:
+        return None
+
+
+def _history(entries: list[HistoryEntry], width: int = 140) -> str:
+    """One line a commit: its sha, when, who, and what (its first line, and how many more)."""
+    lines = []
+    for e in entries:
+        more = f" (+{len(e.lines) - 1} more)" if len(e.lines) > 1 else ""
+        lines.append(f"`{e.sha[:10]}` <t:{int(e.at.timestamp())}:R> {one_line(', '.join(e.who), 60)}: "
+                     f"{one_line(e.lines[0], width)}{more}")
+    return _listed(lines)
+
+
+def story_detail(result: StoryDetail) -> discord.Embed:
+    s = result.story
+    embed = _embed(f"{s.id} · {s.title}", cut(s.description, 1500) if s.description else "*No description.*")
+    embed.add_field(name="Status", value=f"{STATUS_ICON[s.status]} {s.status.value}", inline=True)
+    embed.add_field(name="Priority", value=f"{PRIORITY_ICON[s.priority.value]} {s.priority.value}", inline=True)
+    embed.add_field(name="Points", value=str(s.points) if s.points is not None else "–", inline=True)
+    epic = f"{s.epic} · {one_line(result.epic.title, 80)}" if result.epic else s.epic
+    embed.add_field(name="Epic", value=epic, inline=True)
+    embed.add_field(name="Sprint", value=f"{s.sprint} ({result.sprint_status or 'gone'})" if s.sprint else "none",
+                    inline=True)
+    embed.add_field(name=f"Acceptance criteria ({len(s.acceptance_criteria)})",
+                    value=_listed([f"☐ {one_line(c, 300)}" for c in s.acceptance_criteria]) or "none yet: "
+                    "`/story edit` adds them", inline=False)
+    if result.depends_on:
+        embed.add_field(name="Depends on", value=_refs(result.depends_on), inline=False)
+    if result.dependants:
+        embed.add_field(name="Waited for by", value=_refs(result.dependants), inline=False)
+    if result.tickets:
+        embed.add_field(name="Tickets", value=_listed([f"**{t.id}** ({t.status}) {one_line(t.question, 150)}"
+                                                       for t in result.tickets]), inline=False)
+    if result.last_attempt is not None:
+        a = result.last_attempt
+        embed.add_field(name="Agent attempts", value=f"{result.attempts} · the last: attempt {a.attempt}, "
+                        f"{a.outcome or 'running'} (`/story log` shows them)", inline=False)
+    if result.history:
+        embed.add_field(name="History", value=_history(result.history, 100), inline=False)
+    if result.warning:
+        embed.add_field(name="History unavailable", value=cut(result.warning, FIELD_VALUE_MAX), inline=False)
+    embed.set_footer(text=f"{result.project} · created by {s.created_by} · state {result.state.value}")
+    return fit(embed)
+
+
+def _changes(embed: discord.Embed, changes: list[FieldChange]) -> None:
+    for c in changes:
+        name = c.field.replace("_", " ").capitalize()
+        if "\n" in c.before + c.after or len(c.before) + len(c.after) > 120:
+            value = f"**was**\n{cut(c.before or '(empty)', 450)}\n**now**\n{cut(c.after or '(empty)', 450)}"
+        else:
+            value = f"{c.before or '(empty)'} → {c.after or '(empty)'}"
+        embed.add_field(name=name, value=value, inline=False)
+
+
+def _edited(title: str, changes: list[FieldChange], result: Result) -> discord.Embed:
+    embed = _embed(title, "" if changes else "Nothing changed: it has those values already.",
+                   COLOR_OK if changes else COLOR_INFO)
+    embed.set_author(name="Edited" if changes else "Nothing to change")
+    _changes(embed, changes)
+    return fit(_footer(embed, result))
+
+
+def story_edited(result: StoryEdited) -> discord.Embed:
+    return _edited(f"{result.story.id} · {result.story.title}", result.changes, result)
+
+
+def epic_edited(result: EpicEdited) -> discord.Embed:
+    return _edited(f"{result.epic.id} · {result.epic.title}", result.changes, result)
+
+
+def epic_list(result: EpicList) -> discord.Embed:
+    if not result.epics:
+        return fit(_footer(_embed(f"Epics of {result.project}", "No epics yet: `/epic create` makes one."), result))
+    lines = []
+    for e in result.epics:
+        counts = " ".join(f"{STATUS_ICON[st]} {e.by_status[st.value]}" for st in StoryStatus
+                          if e.by_status.get(st.value))
+        lines.append(f"**{e.epic.id}** {one_line(e.epic.title, 90)} · {e.stories} "
+                     f"{'story' if e.stories == 1 else 'stories'}{' · ' + counts if counts else ''} · "
+                     f"{e.done_points}/{e.points} pt done")
+    embed = _embed(f"Epics of {result.project} ({len(result.epics)})", _listed(lines, limit=DESCRIPTION_MAX))
+    return fit(_footer(embed, result))
+
+
+def project_history(result: ProjectHistory) -> discord.Embed:
+    if not result.entries:
+        return fit(_embed(f"History of {result.project}", "No changes on this page." if result.page > 1 else
+                          "No changes committed yet."))
+    embed = _embed(f"History of {result.project}" + (f" · page {result.page}" if result.page > 1 else ""),
+                   _history(result.entries))
+    more = f" · more: `/project history page:{result.page + 1}`" if result.has_more else ""
+    embed.set_footer(text=f"newest first{more} · /project restore commit:<ID> goes back to one")
+    return fit(embed)
+
+
+def restored(result: Restored) -> discord.Embed:
+    short = result.commit[:10]
+    if not result.restored:
+        return fit(_footer(_embed(f"{result.project} is at {short} already",
+                                  "The state holds that commit's content: nothing changed."), result))
+    embed = _embed(f"Restored {result.project} to {short}", f"`{short}` {one_line(result.subject, 300)}\n"
+                   "As a new commit: the history before it is kept.", COLOR_WARN)
+    for name, ids in (("Stories back", result.stories_added), ("Stories gone", result.stories_removed),
+                      ("Stories changed", result.stories_changed), ("Epics back", result.epics_added),
+                      ("Epics gone", result.epics_removed), ("Epics changed", result.epics_changed)):
+        if ids:
+            embed.add_field(name=name, value=_listed(ids, ", "), inline=False)
+    if result.sprint:
+        embed.add_field(name="Current sprint", value=f"{result.sprint[0] or 'none'} → {result.sprint[1] or 'none'}",
+                        inline=True)
+    if result.state_change:
+        embed.add_field(name="State", value=f"{result.state_change[0].value} → {result.state_change[1].value}",
+                        inline=True)
+    if result.previous:
+        embed.add_field(name="Undo", value=f"`/project restore commit:{result.previous[:10]}`", inline=False)
+    _next(embed, result)
+    return fit(_footer(embed, result))

@@ -35,8 +35,9 @@ from .inputs import id_list
 from .models import Sprint, SprintStatus, State, Story, StoryStatus, printable
 from .queue import QueueView
 from .results import (
-    BacklogPage, Cascade, EpicCreated, Health, ProjectInfo, Registered, Result, SprintPlanned, SprintView, StateView,
-    StoryChanged, StoryLog, Unregistered,
+    BacklogPage, Cascade, EpicCreated, EpicEdited, EpicList, FieldChange, Health, HistoryEntry, ProjectHistory,
+    ProjectInfo, Registered, Restored, Result, SprintPlanned, SprintView, StateView, StoryChanged, StoryDetail,
+    StoryEdited, StoryLog, Unregistered,
 )
 from .service import Orchestrator
 from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
@@ -72,6 +73,22 @@ async def _project_unregister(o: Orchestrator, a: argparse.Namespace) -> Unregis
 
 async def _epic(o: Orchestrator, a: argparse.Namespace) -> EpicCreated:
     return await o.create_epic(project_of(o, a), a.title, a.description, by=a.by)
+
+
+async def _epic_list(o: Orchestrator, a: argparse.Namespace) -> EpicList:
+    return await o.list_epics(project_of(o, a))
+
+
+async def _epic_edit(o: Orchestrator, a: argparse.Namespace) -> EpicEdited:
+    return await o.edit_epic(project_of(o, a), a.epic, title=a.title, description=a.description, by=a.by)
+
+
+async def _project_history(o: Orchestrator, a: argparse.Namespace) -> ProjectHistory:
+    return await o.project_history(project_of(o, a), page=a.page)
+
+
+async def _project_restore(o: Orchestrator, a: argparse.Namespace) -> Restored:
+    return await o.restore_project(project_of(o, a), a.commit, by=a.by)
 
 
 async def _plan_start(o: Orchestrator, a: argparse.Namespace) -> PlanView:
@@ -127,6 +144,22 @@ async def _queue(o: Orchestrator, a: argparse.Namespace) -> QueueView:
 
 async def _story_update(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
     return await o.update_story(project_of(o, a), a.story, a.new_status, by=a.by)
+
+
+async def _story_show(o: Orchestrator, a: argparse.Namespace) -> StoryDetail:
+    return await o.story_detail(project_of(o, a), a.story, history=a.history)
+
+
+async def _story_edit(o: Orchestrator, a: argparse.Namespace) -> StoryEdited:
+    fields: dict[str, Any] = {k: v for k in ("title", "description", "epic") if (v := getattr(a, k)) is not None}
+    if a.points is not None:
+        fields["points"] = None if a.points == "none" else a.points
+    if a.criteria or a.no_criteria:
+        fields["acceptance_criteria"] = a.criteria or []
+    if not fields:
+        raise InvalidInput("story edit", "nothing to change was given.",
+                           "Give --title, --description, --points, --epic or --criteria (see orch story edit -h).")
+    return await o.edit_story(project_of(o, a), a.story, by=a.by, **fields)
 
 
 async def _story_retry(o: Orchestrator, a: argparse.Namespace) -> StoryChanged:
@@ -293,10 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
     command(project_cmds, "list", _project_list, "list the registered projects")
     p = command(project_cmds, "unregister", _project_unregister, "forget a project (its files stay)")
     p.add_argument("name", metavar="NAME")
+    p = command(project_cmds, "history", _project_history, "the project's latest changes from git: who, what, when",
+                scoped)
+    p.add_argument("--page", metavar="N", type=_positive, default=1, help="page number (10 changes a page)")
+    p = command(project_cmds, "restore", _project_restore, "bring .orch-state back to a commit's content, as a new "
+                "commit (history is kept)", scoped)
+    p.add_argument("commit", metavar="SHA", help="a commit of the branch's history (`orch project history`)")
 
-    p = command(commands, "epic", _epic, "create an epic", scoped)
+    # `orch epic TITLE` (from before epics had actions) still creates one: see _epic_shorthand.
+    epic = commands.add_parser("epic", help="create, list and edit epics")
+    epic_cmds = epic.add_subparsers(dest="epic_command", metavar="ACTION", required=True)
+    p = command(epic_cmds, "add", _epic, "create an epic (`orch epic TITLE` does too)", scoped)
     p.add_argument("title", metavar="TITLE")
     p.add_argument("--description", "-d", default="")
+    command(epic_cmds, "list", _epic_list, "the epics, with their stories by status and their points", scoped)
+    p = command(epic_cmds, "edit", _epic_edit, "change an epic's title or description", scoped)
+    p.add_argument("epic", metavar="E-N")
+    p.add_argument("--title", metavar="TEXT")
+    p.add_argument("--description", "-d", metavar="TEXT")
 
     plan = commands.add_parser("plan", help="plan an epic with the planning agent, then approve its stories")
     plan_cmds = plan.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
@@ -349,6 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(story_cmds, "update", _story_update, "set a story's status", scoped)
     p.add_argument("story", metavar="S-N")
     p.add_argument("new_status", metavar="STATUS", help="todo, in_progress, done or blocked")
+    p = command(story_cmds, "show", _story_show, "a story with its criteria, dependencies, tickets, attempts and "
+                "history", scoped)
+    p.add_argument("story", metavar="S-N")
+    p.add_argument("--history", metavar="N", type=int, default=10, help="commits of its history to show (default 10)")
+    p = command(story_cmds, "edit", _story_edit, "change a story's title, description, points, epic or acceptance "
+                "criteria (only the options given)", scoped)
+    p.add_argument("story", metavar="S-N")
+    p.add_argument("--title", metavar="TEXT")
+    p.add_argument("--description", "-d", metavar="TEXT")
+    p.add_argument("--points", metavar="N|none", type=_points_arg, help="estimate in points (0 to 100), or none")
+    p.add_argument("--epic", metavar="E-N", help="move it to another epic")
+    p.add_argument("--criteria", metavar="TEXT", action="append",
+                   help="an acceptance criterion; repeat for several (they replace the story's criteria)")
+    p.add_argument("--no-criteria", action="store_true", help="remove every acceptance criterion")
     p = command(story_cmds, "retry", _story_retry,
                 "give a blocked or failed story back to the agents with a fresh count of attempts", scoped)
     p.add_argument("story", metavar="S-N")
@@ -407,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="return once no story is left for an agent (default: run until Ctrl-C or SIGTERM)")
     _add_worker_command(commands)
     return parser
+
+
+def _points_arg(text: str) -> int | str:
+    if text.strip().lower() in ("none", "-", ""):
+        return "none"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of points (or none)") from None
 
 
 def _positive(text: str) -> int:
@@ -647,6 +717,107 @@ def _attempt_text(a: AttemptRecord) -> str:
     return f"attempt {a.attempt}: {a.outcome}{tests}{took}"
 
 
+def _story_detail(r: StoryDetail) -> list[str]:
+    s = r.story
+    epic = f' in {s.epic} "{r.epic.title}"' if r.epic else f" in {s.epic}"
+    lines = [f'{s.id} "{s.title}" ({s.status.value}, {s.priority.value}, {_points(s)}){epic}',
+             f"Sprint: {s.sprint} ({r.sprint_status or 'gone'})" if s.sprint else "Sprint: none"]
+    if s.description:
+        lines += ["Description:", *(f"  {line}" for line in s.description.splitlines())]
+    if s.acceptance_criteria:
+        lines += ["Acceptance criteria:", *(f"  - {one_line(c)}" for c in s.acceptance_criteria)]
+    else:
+        lines.append("Acceptance criteria: none")
+    lines.append("Depends on: " + (", ".join(f'{d.id} "{_cut(one_line(d.title), 60)}" [{d.status}]'
+                                              for d in r.depends_on) or "nothing"))
+    if r.dependants:
+        lines.append("Waited for by: " + ", ".join(f'{d.id} "{_cut(one_line(d.title), 60)}" [{d.status}]'
+                                                   for d in r.dependants))
+    lines += [f"Ticket {t.id} ({t.status}): {_cut(one_line(t.question), 120)}" for t in r.tickets]
+    if r.last_attempt is not None:
+        lines.append(f"Agent attempts: {r.attempts}; the last, {_attempt_text(r.last_attempt)} (`orch story log "
+                     f"{s.id}`)")
+    lines.append(f"Created by {s.created_by} at {s.created_at:%Y-%m-%d %H:%M}, updated {s.updated_at:%Y-%m-%d %H:%M}.")
+    if r.history:
+        lines.append("History (newest first):")
+        lines += _history_lines(r.history)
+    return lines
+
+
+def _history_lines(entries: list[HistoryEntry]) -> list[str]:
+    lines = []
+    for e in entries:
+        lines.append(f"  {e.sha[:10]} {e.at:%Y-%m-%d %H:%M} {', '.join(e.who)}: {_cut(one_line(e.lines[0]), 160)}")
+        lines += [f"{'':>30}{_cut(one_line(line), 160)}" for line in e.lines[1:]]
+    return lines
+
+
+def _field_changes(changes: list[FieldChange]) -> list[str]:
+    lines = []
+    for c in changes:
+        if "\n" in c.before + c.after or len(c.before + c.after) > 100:
+            lines += [f"  {c.field.replace('_', ' ')}: was", *_indented(c.before), "  now", *_indented(c.after)]
+        else:
+            lines.append(f"  {c.field.replace('_', ' ')}: {c.before or '(empty)'} -> {c.after or '(empty)'}")
+    return lines
+
+
+def _indented(text: str) -> list[str]:
+    return [f"    {line}" for line in (text or "(empty)").splitlines()]
+
+
+def _story_edited(r: StoryEdited) -> list[str]:
+    if not r.changes:
+        return [f'Nothing changed: {r.story.id} "{r.story.title}" has those values already.']
+    return [f'Edited {r.story.id} "{r.story.title}":', *_field_changes(r.changes)]
+
+
+def _epic_edited(r: EpicEdited) -> list[str]:
+    if not r.changes:
+        return [f'Nothing changed: {r.epic.id} "{r.epic.title}" has those values already.']
+    return [f'Edited {r.epic.id} "{r.epic.title}":', *_field_changes(r.changes)]
+
+
+def _epic_list_view(r: EpicList) -> list[str]:
+    if not r.epics:
+        return [f'No epics in {r.project} yet. Create one: orch epic "title"']
+    rows = [("ID", "STORIES", "DONE", "POINTS", "TITLE")] + [
+        (e.epic.id, str(e.stories), str(e.by_status.get("done", 0)), f"{e.done_points}/{e.points}", e.epic.title)
+        for e in r.epics]
+    return [f"Epics of {r.project}: {len(r.epics)}", _table(rows)]
+
+
+def _project_history_view(r: ProjectHistory) -> list[str]:
+    if not r.entries:
+        return [f"No changes of {r.project} in git" + (" on this page." if r.page > 1 else " yet.")]
+    lines = [f"Changes of {r.project}, newest first" + (f" (page {r.page})" if r.page > 1 else "") + ":"]
+    lines += _history_lines(r.entries)
+    if r.has_more:
+        lines.append(f"More: orch project history --page {r.page + 1}")
+    lines.append("Go back to one: orch project restore SHA")
+    return lines
+
+
+def _restored(r: Restored) -> list[str]:
+    short = r.commit[:10]
+    if not r.restored:
+        return [f"Nothing changed: .orch-state of {r.project} holds the content of {short} already."]
+    lines = [f'Restored .orch-state of {r.project} to {short} "{_cut(one_line(r.subject), 80)}", as a new commit '
+             f"({plural(r.files_written, 'file')} written, {r.files_removed} removed)."]
+    for label, ids in (("Stories back", r.stories_added), ("Stories gone", r.stories_removed),
+                       ("Stories changed", r.stories_changed), ("Epics back", r.epics_added),
+                       ("Epics gone", r.epics_removed), ("Epics changed", r.epics_changed)):
+        if ids:
+            lines.append(f"{label}: {', '.join(ids)}.")
+    if r.sprint:
+        lines.append(f"Current sprint: {r.sprint[0] or 'none'} -> {r.sprint[1] or 'none'}.")
+    if r.state_change:
+        lines.append(f"The project moved from {r.state_change[0].value} to {r.state_change[1].value}.")
+    if r.previous:
+        lines.append(f"Undo: orch project restore {r.previous[:10]}")
+    return lines
+
+
 def _story_log_view(r: StoryLog) -> list[str]:
     if not r.attempts:
         return [f"{r.story} of {r.project}: no agent attempt yet."]
@@ -850,7 +1021,9 @@ _RENDERERS: dict[str, Callable[[Any], list[str]]] = {kind.__name__: fn for kind,
     (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintPlanned, _sprint_planned), (SprintView, _sprint), (StateView, _state_view),
     (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
     (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list), (StoryLog, _story_log_view),
-    (RunReport, _run_report),
+    (RunReport, _run_report), (StoryDetail, _story_detail), (StoryEdited, _story_edited),
+    (EpicEdited, _epic_edited), (EpicList, _epic_list_view), (ProjectHistory, _project_history_view),
+    (Restored, _restored),
 ]} | {"PlanView": _plan_view}
 
 
@@ -900,12 +1073,33 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+# What the top level's options that take a value are (to find the command among the arguments).
+_VALUED = {"--config", "--by", "-p", "--project"}
+_EPIC_ACTIONS = {"add", "list", "edit", "-h", "--help"}
+
+
+def _epic_shorthand(argv: Sequence[str]) -> list[str]:
+    """`orch epic TITLE [-d TEXT]`, the command from before epics had actions, is `orch epic add TITLE`: argparse
+    cannot offer a positional beside subcommands, so the action is put in before parsing."""
+    argv, i = list(argv), 0
+    while i < len(argv):
+        if argv[i] in _VALUED:
+            i += 2
+        elif argv[i].startswith("-"):
+            i += 1
+        else:
+            if argv[i] == "epic" and (i + 1 == len(argv) or argv[i + 1] not in _EPIC_ACTIONS):
+                argv.insert(i + 1, "add")
+            break
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     _Parser.json_errors = "--json" in argv
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_epic_shorthand(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help (0) or bad usage (2): argparse has printed why
         return int(exc.code or 0)
     for key, value in LATE_DEFAULTS.items():

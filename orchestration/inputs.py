@@ -27,8 +27,10 @@ def id_list(*texts: str | None) -> list[str]:
 
 def criteria_list(text: str | None, semicolons: bool = True) -> list[str]:
     """Acceptance criteria as typed: one a line, and (a slash option has no line breaks) separated by semicolons,
-    unless `semicolons` is False (a form's paragraph field, where a criterion may hold one)."""
-    return [part.strip() for part in re.split(r"[\n;]" if semicolons else r"\n", text or "") if part.strip()]
+    unless `semicolons` is False (a form's paragraph field, where a criterion may hold one). A "- " or "* " in
+    front (a typed list) is not part of the criterion."""
+    parts = (p.strip() for p in re.split(r"[\n;]" if semicolons else r"\n", text or ""))
+    return [p.removeprefix("- ").removeprefix("* ").strip() for p in parts if p]
 
 
 def holds_words(text: str, typed: str) -> bool:

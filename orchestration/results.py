@@ -152,3 +152,94 @@ class Health(_Data):
     ok: bool
     projects: list[ProjectHealth]
     runner: str = ""  # where agent attempts run and how that is now (local: running/limit; celery: broker, workers)
+
+
+# -- seeing and editing stories and epics; a project's history and its restore -------------------------------
+
+class StoryRef(BaseModel):
+    """Another story, as a story's detail names it."""
+    id: str
+    title: str
+    status: str
+
+
+class TicketRef(BaseModel):
+    id: str
+    status: str
+    question: str
+
+
+class HistoryEntry(BaseModel):
+    """One commit of .orch-state: who (the names its lines record), what (its lines), when."""
+    sha: str
+    at: datetime
+    who: list[str] = Field(default_factory=list)
+    subject: str
+    lines: list[str] = Field(default_factory=list, description="what it did, one line per change (the subject "
+                             "alone for a one-change commit)")
+
+
+class StoryDetail(Result):
+    story: Story
+    epic: Epic | None = None
+    depends_on: list[StoryRef] = Field(default_factory=list)
+    dependants: list[StoryRef] = Field(default_factory=list, description="the stories that wait for this one")
+    tickets: list[TicketRef] = Field(default_factory=list)
+    sprint_status: str | None = None
+    attempts: int = 0
+    last_attempt: AttemptRecord | None = None
+    history: list[HistoryEntry] = Field(default_factory=list, description="the latest commits naming the story")
+
+
+class FieldChange(BaseModel):
+    field: str
+    before: str
+    after: str
+
+
+class StoryEdited(Result):
+    story: Story
+    changes: list[FieldChange] = Field(default_factory=list, description="empty: nothing changed, nothing saved")
+
+
+class EpicSummary(BaseModel):
+    epic: Epic
+    stories: int
+    by_status: dict[str, int]
+    points: int
+    done_points: int
+
+
+class EpicList(Result):
+    epics: list[EpicSummary]
+
+
+class EpicEdited(Result):
+    epic: Epic
+    changes: list[FieldChange] = Field(default_factory=list, description="empty: nothing changed, nothing saved")
+
+
+class ProjectHistory(BaseModel):
+    project: str
+    entries: list[HistoryEntry]
+    page: int
+    has_more: bool
+
+
+class Restored(Result):
+    commit: str = Field(description="the commit whose .orch-state was brought back (full sha)")
+    subject: str = ""
+    previous: str | None = Field(None, description="the commit that holds the state as it was before: restoring "
+                                 "it undoes this restore")
+    restored: bool = Field(True, description="False: .orch-state held that content already; nothing changed")
+    stories_added: list[str] = Field(default_factory=list)
+    stories_removed: list[str] = Field(default_factory=list)
+    stories_changed: list[str] = Field(default_factory=list)
+    epics_added: list[str] = Field(default_factory=list)
+    epics_removed: list[str] = Field(default_factory=list)
+    epics_changed: list[str] = Field(default_factory=list)
+    sprint: tuple[str | None, str | None] | None = Field(None, description="the current sprint before and after, "
+                                                         "if it changed")
+    state_change: tuple[State, State] | None = None
+    files_written: int = 0
+    files_removed: int = 0

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 from pydantic import ValidationError
 
-from . import consistency, state_machine as sm
+from . import consistency, history as git_history, restore, state_machine as sm
 from .commands import CLI, DISCORD, origin
 from .config import Config
 from .wording import plural
@@ -37,8 +37,9 @@ from .inputs import (
 from .queue import checked_dependencies, queue_order, unmet_dependencies
 from .registry import ProjectEntry, Registry, RegistryFile
 from .results import (
-    AgentRun, BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintPlanned,
-    SprintView, StateView, StoryChanged, StoryLog, Unregistered,
+    AgentRun, BacklogPage, EpicCreated, EpicEdited, EpicList, EpicSummary, FieldChange, Health, ProjectHealth,
+    ProjectHistory, ProjectInfo, Registered, Restored, Result, SprintPlanned, SprintView, StateView, StoryChanged,
+    StoryDetail, StoryEdited, StoryLog, StoryRef, TicketRef, Unregistered,
 )
 from .sprint_rules import (
     DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, set_story_status, settle_sprint, sprint_view,
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PAGE_SIZE = 10
+STORY_HISTORY = 10  # commits shown with a story
+HISTORY_PAGE = 10  # commits a page of a project's history
+STORY_EDITABLE = ("title", "description", "points", "epic", "acceptance_criteria")
 READ_TRIES = 3  # a read that a write overlapped is done again; after this many, under the file lock
 TRANSITION_WINDOW = timedelta(days=7)  # health counts the state changes of this window (transitions_last_7_days)
 REGISTER_GIT_TIMEOUT_S = 10  # registration's git checks: a git that hangs (a .gitignore that is a named pipe) is killed
@@ -485,6 +489,135 @@ class Orchestrator(TicketCommands):
 
         return await self._read(project, work)
 
+    # -- seeing and editing a story or an epic ---------------------------------------------------------------
+    async def story_detail(self, project: str, story: str, history: int = STORY_HISTORY) -> StoryDetail:
+        """A story with its epic, criteria, dependencies both ways, tickets, sprint, agent attempts and the latest
+        `history` commits that name it."""
+        from .agents.records import runs_of
+
+        def work(c: Change) -> StoryDetail:
+            b = c.backlog
+            s = story_of(c, story)
+            ref = lambda o: StoryRef(id=o.id, title=o.title, status=o.status.value)  # noqa: E731
+            runs = runs_of(c, s.id)
+            sprint = c.store.sprint(s.sprint) if s.sprint else None
+            return StoryDetail(
+                **c.result_fields(), story=s, epic=b.epic(s.epic),
+                depends_on=[ref(d) if d else StoryRef(id=i, title="(not in the backlog)", status="?")
+                            for i in s.depends_on for d in [b.story(i)]],
+                dependants=[ref(o) for o in b.stories if s.id in o.depends_on],
+                tickets=[TicketRef(id=t.id, status=t.status.value, question=t.question)
+                         for t in tickets_of(c).tickets if t.story == s.id],
+                sprint_status=sprint.status.value if sprint else None,
+                attempts=len(runs.attempts), last_attempt=runs.last)
+
+        detail = await self._read(project, work)
+        if history > 0:
+            entry = await self.entry(project)
+            try:
+                found = await asyncio.to_thread(git_history.entries, entry.path, history, 0, detail.story.id)
+            except OrchError as exc:  # the story is shown all the same; its history is what failed
+                detail.warning = exc.message
+            else:
+                detail.history = found
+        return detail
+
+    async def edit_story(self, project: str, story: str, by: str = "unknown", **fields: object) -> StoryEdited:
+        """Change a story's title, description, points, epic or acceptance_criteria: only the fields given (points
+        None: unpointed). An edit that changes nothing saves nothing and says so (no `changes`)."""
+        if unknown := set(fields) - set(STORY_EDITABLE):
+            raise TypeError(f"not editable: {', '.join(sorted(unknown))}")
+
+        def work(c: Change) -> StoryEdited:
+            s = story_of(c, story)
+            wanted = dict(fields)
+            if "epic" in wanted:
+                wanted["epic"] = epic_of(c, str(wanted["epic"] or "")).id
+            if "acceptance_criteria" in wanted:
+                wanted["acceptance_criteria"] = [a.strip() for a in wanted["acceptance_criteria"] or [] if a.strip()]
+            edited = validated(lambda: Story.model_validate({**s.model_dump(), **wanted}))
+            changes = _changes(s, edited, STORY_EDITABLE)
+            if changes:
+                for change in changes:
+                    setattr(s, change.field, getattr(edited, change.field))
+                s.updated_at = utcnow()
+                c.touch_backlog()
+                ids = ", ".join(dict.fromkeys([s.id, *([edited.epic] if "epic" in wanted else [])]))
+                c.note(ids, "edit " + "; ".join(_change_text(x) for x in changes))
+            return StoryEdited(**c.result_fields(), story=s, changes=changes)
+
+        return await self._change(project, "edit_story", by, work)
+
+    async def list_epics(self, project: str, epic: str | None = None) -> EpicList:
+        """Every epic (or the one `epic` names) with its stories counted by status, and its points (all, and done)."""
+        def work(c: Change) -> EpicList:
+            b = c.backlog
+            epics = [epic_of(c, epic)] if epic is not None else b.epics
+            summaries = {e.id: EpicSummary(epic=e, stories=0, by_status={}, points=0, done_points=0) for e in epics}
+            for s in b.stories:
+                if (e := summaries.get(s.epic)) is not None:
+                    e.stories += 1
+                    e.by_status[s.status.value] = e.by_status.get(s.status.value, 0) + 1
+                    e.points += s.points or 0
+                    e.done_points += (s.points or 0) if s.status is StoryStatus.done else 0
+            return EpicList(**c.result_fields(), epics=list(summaries.values()))
+
+        return await self._read(project, work)
+
+    async def edit_epic(self, project: str, epic: str, title: str | None = None, description: str | None = None,
+                        by: str = "unknown") -> EpicEdited:
+        """Change an epic's title or description (only those given). Nothing changed: nothing saved, and said."""
+        def work(c: Change) -> EpicEdited:
+            e = epic_of(c, epic)
+            wanted = {k: v for k, v in (("title", title), ("description", description)) if v is not None}
+            edited = validated(lambda: Epic.model_validate({**e.model_dump(), **wanted}))
+            changes = _changes(e, edited, ("title", "description"))
+            if changes:
+                for change in changes:
+                    setattr(e, change.field, getattr(edited, change.field))
+                c.touch_backlog()
+                c.note(e.id, "edit epic " + "; ".join(_change_text(x) for x in changes))
+            return EpicEdited(**c.result_fields(), epic=e, changes=changes)
+
+        return await self._change(project, "edit_epic", by, work)
+
+    # -- a project's history, and going back in it ---------------------------------------------------------
+    async def project_history(self, project: str, page: int = 1, per_page: int = HISTORY_PAGE) -> ProjectHistory:
+        """The project's latest changes (who, what, when) from git, newest first, `per_page` a page."""
+        if page < 1 or not 1 <= per_page <= 100:
+            raise InvalidInput("page", "must be 1 or more (and per_page 1 to 100).")
+        entry = await self.entry(project)
+        _check_repo_present(entry)
+        found = await asyncio.to_thread(git_history.entries, entry.path, per_page + 1, (page - 1) * per_page)
+        return ProjectHistory(project=project, entries=found[:per_page], page=page, has_more=len(found) > per_page)
+
+    async def restore_project(self, project: str, commit: str, by: str = "unknown") -> Restored:
+        """Bring .orch-state back to `commit`'s content as a new commit (history is never rewritten); the project's
+        state machine takes the restored state. What is on disk is committed first, so nothing is lost. Refused
+        while one of the project's stories is worked by an agent (pause the sprint first)."""
+        line_of("by", by)
+        p = await asyncio.to_thread(self.project, project)
+        if running := self.agents.running(project):
+            raise Busy(f"an agent is working on {', '.join(a.story for a in running)}; nothing was restored.",
+                       "Pause the sprint (`sprint pause` stops the agents), then restore.")
+        async with p.lock:
+            await self.git.recover(p.entry.path)  # what waits for a commit (a hand edit too) goes in first
+            if waiting := await asyncio.to_thread(self.git.pending_lines, p.entry.path):
+                raise Busy(f"{waiting} change(s) of {project} are not committed yet "
+                           f"({self.git.last_outcome.get(p.entry.path)}); nothing was restored.",
+                           "Once they are committed (`health` says why they wait), restore again.")
+            change, result = await _while_locked_elsewhere(self._restore, p, commit, by)
+        self.git.commit_soon(p.entry.path)
+        self.agents.kick()
+        log.info("project=%s command=restore by=%s commit=%s restored=%s state=%s", project, by, result.commit,
+                 result.restored, result.state.value)
+        return result
+
+    def _restore(self, p: Project, commit: str, by: str) -> tuple[Change, Restored]:
+        change, result = restore.restore(p, commit, by)
+        self.git.record(p.entry.path, change.lines)  # under the file lock, like every change (see _run)
+        return change, result
+
     # -- stories in a sprint ---------------------------------------------------------------------------
     async def update_story(self, project: str, story: str, status: str | StoryStatus,
                            by: str = "unknown") -> StoryChanged:
@@ -848,6 +981,26 @@ def backlog_stamp(epics: list[Epic], stories: list[Story]) -> str:
     shown = [(e.id, e.title) for e in epics] + [(s.id, s.title, s.status.value, s.priority.value, s.points, s.sprint)
                                                  for s in stories]
     return hashlib.blake2b(repr(shown).encode(), digest_size=3).hexdigest()
+
+
+def _changes(old: Story | Epic, new: Story | Epic, names: tuple[str, ...]) -> list[FieldChange]:
+    """The fields that differ, with their values as a person reads them."""
+    def shown(value: object) -> str:
+        if isinstance(value, list):
+            return "\n".join(f"- {v}" for v in value)
+        return "none" if value is None else str(value)
+
+    return [FieldChange(field=n, before=shown(getattr(old, n)), after=shown(getattr(new, n)))
+            for n in names if getattr(old, n) != getattr(new, n)]
+
+
+def _change_text(c: FieldChange) -> str:
+    """One change in a commit line: short values in full, long texts by name."""
+    if c.field in ("description", "acceptance_criteria"):
+        return c.field.replace("_", " ")
+    if c.field == "title":
+        return f"title {quote(c.before, 40)} -> {quote(c.after, 40)}"
+    return f"{c.field} {c.before} -> {c.after}"
 
 
 async def _while_locked_elsewhere(fn: Callable[..., T], *args: object) -> T:

@@ -1,4 +1,6 @@
-"""/project register | list | unregister. Registering creates the project's channel; the two succeed together."""
+"""/project register | list | unregister | history | restore. Registering creates the project's channel; the two
+succeed together. History and restore act on the channel's project: its latest changes from git, and going back to
+one of them (admins) as a new commit."""
 import asyncio
 import logging
 
@@ -12,7 +14,7 @@ from .. import render
 from ..handling import defer, handled, send
 from ..permissions import Access
 from ..routing import guild_of
-from ._shared import BaseCog
+from ._shared import BaseCog, matching_choices
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,33 @@ class ProjectCog(BaseCog, commands.GroupCog, group_name="project",
         interaction.extras["project"] = name
         result = await self.orch.unregister_project(name, by=interaction.user.name, guild_id=guild_of(interaction))
         await send(interaction, embed=render.unregistered(result))
+
+    @app_commands.command(name="history", description="This project's latest changes: who, what, when (from git)")
+    @app_commands.describe(page="Page number (10 changes a page)")
+    @handled
+    async def history(self, interaction: discord.Interaction, page: app_commands.Range[int, 1, 1000] = 1) -> None:
+        project = await self.project(interaction, Access.everyone)
+        await send(interaction, embed=render.project_history(await self.orch.project_history(project, page)))
+
+    @app_commands.command(name="restore", description="Bring this project's state back to a commit's, as a new "
+                          "commit (admins)")
+    @app_commands.describe(commit="The commit (its ID; `/project history` lists them)")
+    @handled
+    async def restore(self, interaction: discord.Interaction, commit: str) -> None:
+        project = await self.project(interaction, Access.admin)
+        await defer(interaction)  # it commits what waits first, then reads the commit's files: it may take a while
+        result = await self.orch.restore_project(project, commit, by=interaction.user.name)
+        await send(interaction, embed=render.restored(result))
+
+    @restore.autocomplete("commit")
+    async def _commits(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        name = await self._channel_project(interaction)
+        try:
+            found = (await self.orch.project_history(name, per_page=render.CHOICES_MAX)).entries if name else []
+        except OrchError:
+            return []
+        return matching_choices([(e.sha, f"{e.sha[:10]} · {e.at:%Y-%m-%d %H:%M} · {e.lines[0]}") for e in found],
+                                current)
 
     @unregister.autocomplete("name")
     async def _project_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -1,13 +1,21 @@
-"""/story update: move a story through todo, in_progress, done, blocked. /story retry gives a blocked or failed
-story back to the agents; /story log shows its agent attempts and the end of the latest one's output."""
+"""/story show: a story whole (criteria, dependencies, tickets, attempts, history); /story edit: its title,
+description, acceptance criteria, points and epic in a form; /story update: move a story through todo, in_progress,
+done, blocked. /story retry gives a blocked or failed story back to the agents; /story log shows its agent attempts
+and the end of the latest one's output."""
+from typing import Any
+
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from orchestration.inputs import SETTABLE_STATUSES
+from orchestration.errors import InvalidInput
+from orchestration.inputs import SETTABLE_STATUSES, criteria_list
+from orchestration.models import TITLE_MAX, Story
+from orchestration.service import Orchestrator
 
 from .. import render
-from ..handling import handled, send
+from ..forms import Form
+from ..handling import handled, send, send_modal
 from ..permissions import Access
 from ._shared import BaseCog
 from .tickets import close_threads
@@ -16,8 +24,58 @@ from .tickets import close_threads
 STATUSES = [app_commands.Choice(name=s.value, value=s.value) for s in SETTABLE_STATUSES]
 
 
+class StoryForm(Form):
+    """/story edit's form: the story's title, description, criteria (one a line), points and epic."""
+
+    command = "story edit"
+
+    def __init__(self, orch: Orchestrator, project: str, story: Story) -> None:
+        super().__init__(f"Edit {story.id}", project)
+        self.orch, self.story = orch, story.id
+        self.field("title", "Title", story.title, required=True, max_length=TITLE_MAX)
+        self.field("description", "Description", story.description, long=True)
+        self.field("criteria", "Acceptance criteria (one a line)", "\n".join(story.acceptance_criteria), long=True)
+        self.field("points", "Points (0 to 100; empty: not estimated)", "" if story.points is None
+                   else str(story.points), max_length=3)
+        self.field("epic", "Epic (its ID)", story.epic, required=True, max_length=12)
+
+    async def submitted(self, interaction: discord.Interaction, changed: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {k: v for k, v in changed.items() if k in ("title", "description", "epic")}
+        if "criteria" in changed:
+            fields["acceptance_criteria"] = criteria_list(changed["criteria"], semicolons=False)
+        if "points" in changed:
+            fields["points"] = points_of(changed["points"])
+        result = await self.orch.edit_story(self.project, self.story, by=interaction.user.name, **fields)
+        await send(interaction, embed=render.story_edited(result))
+
+
+def points_of(text: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise InvalidInput("points", f"{text!r} is not a number of points.", "Give 0 to 100, or leave it empty.")
+    return int(text)
+
+
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
 class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description="Work on a story"):
+    @app_commands.command(name="show", description="A story whole: criteria, dependencies, tickets, attempts, history")
+    @app_commands.describe(story="The story (type its ID or words of its title)")
+    @handled
+    async def show(self, interaction: discord.Interaction, story: str) -> None:
+        project = await self.project(interaction, Access.everyone)
+        result = await self.orch.story_detail(project, story)
+        await send(interaction, embed=render.story_detail(result))
+
+    @app_commands.command(name="edit", description="Edit a story's title, description, criteria, points or epic")
+    @app_commands.describe(story="The story (type its ID or words of its title)")
+    @handled
+    async def edit(self, interaction: discord.Interaction, story: str) -> None:
+        project = await self.project(interaction, Access.member)
+        current = (await self.orch.story_detail(project, story, history=0)).story
+        await send_modal(interaction, StoryForm(self.orch, project, current))
+
     @app_commands.command(name="update", description="Set a story's status")
     @app_commands.describe(story="The story (type its ID or words of its title)", status="Its new status")
     @app_commands.choices(status=STATUSES)
@@ -51,6 +109,8 @@ class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description
         result = await self.orch.story_log(project, story)
         await send(interaction, embed=render.story_log(result, self.server_paths(interaction)), ephemeral=True)
 
+    @show.autocomplete("story")
+    @edit.autocomplete("story")
     @update.autocomplete("story")
     @retry.autocomplete("story")
     @log.autocomplete("story")

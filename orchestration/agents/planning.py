@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import InvalidInput, NotFound
 from ..gitlog import quote
-from ..inputs import epic_of, id_list, known_ids, validated
+from ..inputs import epic_of, id_list, validated
 from ..wording import plural
 from ..models import (
     CRITERIA_MAX, CRITERION_MAX, TEXT_MAX, Line, Model, Priority, Story, Text, VersionedFile, next_number, utcnow,

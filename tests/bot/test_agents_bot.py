@@ -37,7 +37,7 @@ def agent_does(config: Config, *mode: str) -> None:
 
 
 async def start_sprint(world, channel, titles: list[str]) -> None:
-    await world.alice.slash(channel, "epic", title="Shop")
+    await world.alice.slash(channel, "epic create", title="Shop")
     for title in titles:
         await world.alice.slash(channel, "backlog add_story", epic="E-1", title=title, points=2)
     await world.alice.slash(channel, "sprint plan")

@@ -12,7 +12,7 @@ from tests.conftest import git
 
 async def test_epic_changes_backlog_json_and_lands_in_git_log(world, demo, orch):
     repo, channel = demo
-    result = await world.alice.slash(channel, "epic", title="Checkout flow", description="Pay by card")
+    result = await world.alice.slash(channel, "epic create", title="Checkout flow", description="Pay by card")
 
     assert not reply(result).ephemeral
     assert embed_of(result).title == "E-1 · Checkout flow"
@@ -24,7 +24,7 @@ async def test_epic_changes_backlog_json_and_lands_in_git_log(world, demo, orch)
 
 async def test_sprint_plan_writes_the_sprint_file(world, demo, orch):
     repo, channel = demo
-    await world.alice.slash(channel, "epic", title="Checkout")
+    await world.alice.slash(channel, "epic create", title="Checkout")
     await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Card form", points=3, priority="high")
     await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Receipt", points=2)
 
@@ -41,7 +41,7 @@ async def test_a_change_made_despite_a_write_error_says_saved_but(world, demo):
     """The sprint file's place is taken by a folder: once the journal is durable the plan is made (the next
     command finishes it), so the reply is a success that says what went wrong, not an error that invites a retry."""
     repo, channel = demo
-    await world.alice.slash(channel, "epic", title="Checkout")
+    await world.alice.slash(channel, "epic create", title="Checkout")
     await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Card form", points=3)
     (repo / ".orch-state" / "sprints" / "sprint-001.json").mkdir()
 
@@ -62,8 +62,8 @@ async def test_a_command_in_the_wrong_state_answers_with_the_allowed_commands(wo
     assert embed.title == "Not possible now" and "`/sprint start`" in embed.description
     assert field(embed, "Current state") == "`IDLE`"
     allowed = field(embed, "Allowed now")
-    assert "`/epic`" in allowed and "`/sprint plan`" in allowed and "/sprint start" not in allowed
-    assert "`/epic`" in field(embed, "Hint")  # the core's hint, with slash commands
+    assert "`/epic create`" in allowed and "`/sprint plan`" in allowed and "/sprint start" not in allowed
+    assert "`/epic create`" in field(embed, "Hint")  # the core's hint, with slash commands
     assert (repo / ".orch-state" / "status.json").read_bytes() == before
 
 
@@ -71,7 +71,7 @@ async def test_a_command_in_an_unregistered_channel_changes_nothing_and_lists_pr
     repo, channel = demo
     before = (repo / ".orch-state" / "backlog.json").read_bytes()
 
-    result = await world.alice.slash(world.general, "epic", title="Lost")
+    result = await world.alice.slash(world.general, "epic create", title="Lost")
 
     assert reply(result).ephemeral
     embed = embed_of(result)
@@ -86,7 +86,7 @@ async def test_a_command_in_a_thread_goes_to_the_parent_channels_project(world, 
     await world.env.settle()
     thread = channel.threads[0]
 
-    result = await world.alice.slash(thread, "epic", title="From a thread")
+    result = await world.alice.slash(thread, "epic create", title="From a thread")
 
     assert embed_of(result).title == "E-1 · From a thread"
     assert load(repo, "backlog.json")["epics"][0]["title"] == "From a thread"
@@ -98,15 +98,15 @@ async def test_a_non_member_is_refused(world, demo):
     role = world.guild.create_role("scrum")
     bob = world.guild.add_member(world.env.create_user("bob"), roles=[role])
 
-    refused = await world.alice.slash(channel, "epic", title="Nope")
+    refused = await world.alice.slash(channel, "epic create", title="Nope")
     assert reply(refused).ephemeral and "Only the `scrum` role and admins" in embed_of(refused).description
     assert load(repo, "backlog.json")["epics"] == []
 
     looked = await world.alice.slash(channel, "state")  # reading is for everyone
     assert embed_of(looked).title == "demo · IDLE"
-    allowed = await bob.slash(channel, "epic", title="Yes")
+    allowed = await bob.slash(channel, "epic create", title="Yes")
     assert embed_of(allowed).title == "E-1 · Yes"
-    by_admin = await world.admin.slash(channel, "epic", title="Admins are members")
+    by_admin = await world.admin.slash(channel, "epic create", title="Admins are members")
     assert embed_of(by_admin).title.startswith("E-2")
 
 
@@ -114,12 +114,12 @@ async def test_2000_character_inputs_get_a_clear_answer_and_stay_within_limits(w
     repo, channel = demo
     long = "x" * 1999 + "!"
 
-    too_long = await world.alice.slash(channel, "epic", title=long)
+    too_long = await world.alice.slash(channel, "epic create", title=long)
     assert reply(too_long).ephemeral
     assert "title must be at most 200 characters (got 2000)" in embed_of(too_long).description
     assert load(repo, "backlog.json")["epics"] == []
 
-    epic = await world.alice.slash(channel, "epic", title="Big", description=long)
+    epic = await world.alice.slash(channel, "epic create", title="Big", description=long)
     assert_within_limits(reply(epic))
     assert load(repo, "backlog.json")["epics"][0]["description"] == long  # stored whole, shown cut
     story = await world.alice.slash(channel, "backlog add_story", epic="E-1", title="y" * 200, description=long * 2)
@@ -137,7 +137,7 @@ async def test_2000_character_inputs_get_a_clear_answer_and_stay_within_limits(w
 
 async def test_everyone_in_a_title_pings_nobody(world, demo):
     repo, channel = demo
-    await world.alice.slash(channel, "epic", title="Hello @everyone and @here")
+    await world.alice.slash(channel, "epic create", title="Hello @everyone and @here")
     await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Ping <@&123> @everyone")
     await world.alice.slash(channel, "backlog view")
 
@@ -251,7 +251,7 @@ async def test_an_unexpected_failure_is_a_friendly_message_and_a_logged_tracebac
     world.env.inject_error("POST", "/interactions/*/callback", status=500, times=1)
 
     with caplog.at_level(logging.INFO):
-        result = await world.alice.slash(channel, "epic", title="Anyone there?")
+        result = await world.alice.slash(channel, "epic create", title="Anyone there?")
 
     embed = embed_of(result)
     assert reply(result).ephemeral and embed.title == "Something went wrong"
@@ -260,19 +260,19 @@ async def test_an_unexpected_failure_is_a_friendly_message_and_a_logged_tracebac
     assert isinstance(error.original, discord.HTTPException)
     failed = [r for r in caplog.records if r.name == "bot" and r.levelno == logging.ERROR]
     assert failed and failed[0].exc_info  # the traceback is in the log, for the admins
-    assert "project=demo command=epic user=alice outcome=error" in caplog.text
+    assert "project=demo command=\"epic create\" user=alice outcome=error" in caplog.text
     assert load(repo, "backlog.json")["epics"][0]["title"] == "Anyone there?"  # the change itself was made
 
 
 async def test_one_structured_log_line_per_command(world, demo, caplog):
     repo, channel = demo
     with caplog.at_level(logging.INFO, logger="bot.commands"):
-        await world.alice.slash(channel, "epic", title="Logged")
+        await world.alice.slash(channel, "epic create", title="Logged")
         await world.alice.slash(channel, "sprint start")
         await world.alice.slash(world.general, "state")
     lines = [r.getMessage() for r in caplog.records if r.name == "bot.commands"]
     assert len(lines) == 3
-    assert re.fullmatch(r"project=demo command=epic user=alice outcome=ok latency_ms=\d+", lines[0])
+    assert re.fullmatch(r"project=demo command=\"epic create\" user=alice outcome=ok latency_ms=\d+", lines[0])
     assert "command=\"sprint start\"" in lines[1] and "outcome=refused:CommandNotAllowed" in lines[1]
     assert lines[2].startswith("project=- command=state") and "outcome=refused:WrongChannel" in lines[2]
 
@@ -311,7 +311,7 @@ async def test_a_message_that_mentions_the_bot_logs_no_error(world, demo, simcor
 async def test_without_an_agent_configured_the_bot_runs_none_and_people_move_the_stories(world, demo, orch):
     repo, channel = demo
     assert not orch.agents.running_here
-    for command, options in [("epic", {"title": "Shop"}), ("backlog add_story", {"epic": "E-1", "title": "Cart"}),
+    for command, options in [("epic create", {"title": "Shop"}), ("backlog add_story", {"epic": "E-1", "title": "Cart"}),
                              ("sprint plan", {}), ("sprint start", {})]:
         await world.alice.slash(channel, command, **options)
     await world.alice.slash(channel, "story update", story="S-1", status="done")

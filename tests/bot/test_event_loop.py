@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bot.cogs.tickets import HANDOFF_EVERY_S
 from tests.bot.conftest import register, reply
+from tests.conftest import git
 
 SLOW_CALLBACK_S = 0.1
 SLOW_IO_S = 0.15  # above SLOW_CALLBACK_S: one disk access on the loop is enough to be caught
@@ -137,7 +138,7 @@ async def run_commands(world, orch, repo: Path) -> list[str]:
     assert channel is not None, reply(registered).embeds[0].to_dict()
     answers = [said(registered)]
     for command, options in [
-        ("epic", {"title": "Checkout"}),
+        ("epic create", {"title": "Checkout"}),
         ("backlog add_story", {"epic": "E-1", "title": "Card form", "points": 3}),
         ("backlog add_story", {"epic": "E-1", "title": "Receipt", "points": 2}),
         ("sprint plan", {"goal": "First payment"}),
@@ -158,6 +159,12 @@ async def run_commands(world, orch, repo: Path) -> list[str]:
     choices = await alice.autocomplete(channel, "story update", "story", "card")
     answers.append(choices[0]["name"])
     answers.append((await world.admin.autocomplete(world.general, "project unregister", "name", ""))[0]["name"])
+    answers.append(said(await alice.slash(channel, "story show", story="S-2")))  # reads git too
+    answers.append(said(await alice.slash(channel, "epic list")))
+    answers.append(said(await world.admin.slash(channel, "project history")))
+    await orch.flush()
+    first = (await orch.project_history(repo.name, per_page=100)).entries[-1].sha  # the registration's commit
+    answers.append(said(await world.admin.slash(channel, "project restore", commit=first)))  # git, files, the machine
     return answers
 
 
@@ -174,7 +181,8 @@ async def test_no_callback_blocks_the_event_loop(world, orch, make_repo, tmp_pat
         "sprint-001 · planned · First payment", "sprint-001 · active · First payment",
         "sprint-001 · active · First payment", "TK-1 opened: answer in #thread. S-2 waits for the answer.",
         "Backlog of shop", "shop · SPRINT_ACTIVE", "TK-2: Which currency first?", "Projects (2)", "Healthy",
-        "S-1 · Card form [todo]", "warm-up"]
+        "S-1 · Card form [todo]", "warm-up", "S-2 · Receipt", "Epics of shop (1)", "History of shop",
+        f"Restored shop to {git(repo, 'log', '--reverse', '--format=%H', '--', '.orch-state').split()[0][:10]}"]
 
 
 async def test_the_watch_tells_our_slow_callbacks_from_a_busy_machine(tmp_path):

@@ -12,7 +12,7 @@ async def test_stuck_commits_are_told_once_in_the_projects_channel_and_health_is
     (repo / ".git" / "index").write_bytes(b"this is not an index")
     before = len(channel.history())
 
-    await world.alice.slash(channel, "epic", title="Broken index")
+    await world.alice.slash(channel, "epic create", title="Broken index")
     for _ in range(3):  # the first commit fails, and then each retry
         await world.env.advance_time(61)
 

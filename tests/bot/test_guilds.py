@@ -74,7 +74,7 @@ async def test_a_channel_of_another_server_never_routes_to_the_project(world, de
     """Routing checks the server as well as the channel: even a registry entry pointing at a channel of
     server B (hand-edited, or stale) does not let B act on A's project."""
     await orch.set_channel("demo", world.guild.id, b.general.id)
-    refused = await b.admin.slash(b.general, "epic", title="Hijack")
+    refused = await b.admin.slash(b.general, "epic create", title="Hijack")
     assert reply(refused).ephemeral and "belongs to no project" in embed_of(refused).description
     assert "demo" not in text_of(refused)
     state = await b.member.slash(b.general, "state")

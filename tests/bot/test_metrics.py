@@ -21,12 +21,12 @@ def _latencies(line: str) -> tuple[float, float]:
 
 async def test_health_shows_counts_error_rate_and_latencies(world, demo):
     repo, channel = demo  # /project register: 1 command, ok
-    await world.alice.slash(channel, "epic", title="Checkout")  # ok; IDLE -> BACKLOG_READY
-    await world.alice.slash(channel, "epic", title="Refunds")  # ok
+    await world.alice.slash(channel, "epic create", title="Checkout")  # ok; IDLE -> BACKLOG_READY
+    await world.alice.slash(channel, "epic create", title="Refunds")  # ok
     refused = await world.alice.slash(channel, "sprint start")  # refused: nothing is planned
     assert embed_of(refused).title == "Not possible now"
     world.env.inject_error("POST", "/interactions/*/callback", status=500, times=1)
-    crashed = await world.alice.slash(channel, "epic", title="Anyone there?")  # the reply fails: an error
+    crashed = await world.alice.slash(channel, "epic create", title="Anyone there?")  # the reply fails: an error
     assert embed_of(crashed).title == "Something went wrong"
     assert len(world.env.errors) == 1  # the tree's on_error logged it (acknowledged here)
 
@@ -41,7 +41,7 @@ async def test_health_shows_counts_error_rate_and_latencies(world, demo):
     assert "Agents:" not in embed.description  # where agents run is for admins
     assert re.search(r"Bot up \d+ s", embed.description)
     lines = field(embed, "Commands (most used)").splitlines()
-    assert lines[0].startswith("`/epic` ×3 ·") and "errors 33%" in lines[0]  # most used first
+    assert lines[0].startswith("`/epic create` ×3 ·") and "errors 33%" in lines[0]  # most used first
     epic_p50, epic_p95 = _latencies(lines[0])
     assert 0 < epic_p50 <= epic_p95 < 5000
     [start] = [line for line in lines if line.startswith("`/sprint start`")]

@@ -48,7 +48,7 @@ def stories(repo) -> dict[str, dict]:
 
 async def test_epic_with_plan_posts_proposals_and_approve_all_fills_the_backlog(world, demo, orch):
     repo, channel = demo
-    made = await world.alice.slash(channel, "epic", title="Shop", plan=True)
+    made = await world.alice.slash(channel, "epic create", title="Shop", plan=True)
     assert "The planner is at work" in embed_of(made).fields[-1].value
     await posted(world, orch)
 
@@ -77,7 +77,7 @@ async def test_epic_with_plan_posts_proposals_and_approve_all_fills_the_backlog(
 
 async def test_select_some_rejects_the_rest_and_the_menu_works_after_a_restart(world, demo, orch, config):
     repo, channel = demo
-    await world.alice.slash(channel, "epic", title="Shop")
+    await world.alice.slash(channel, "epic create", title="Shop")
     planned = await world.alice.slash(channel, "plan", epic="E-1")
     assert "planner is at work" in embed_of(planned).description
     await posted(world, orch)
@@ -96,7 +96,7 @@ async def test_select_some_rejects_the_rest_and_the_menu_works_after_a_restart(w
 
 async def test_request_changes_supersedes_the_plan_and_its_old_buttons_are_refused(world, demo, orch):
     repo, channel = demo
-    await world.alice.slash(channel, "epic", title="Shop", plan=True)
+    await world.alice.slash(channel, "epic create", title="Shop", plan=True)
     await posted(world, orch)
     [old] = plan_messages(channel)
 
@@ -123,7 +123,7 @@ async def test_request_changes_supersedes_the_plan_and_its_old_buttons_are_refus
 async def test_a_planners_question_is_a_ticket_thread_and_the_answer_resumes_planning(world, demo, orch, config):
     repo, channel = demo
     config.agents.planner_command = [*PLANNER, "ask"]
-    await world.alice.slash(channel, "epic", title="Shop", plan=True)
+    await world.alice.slash(channel, "epic create", title="Shop", plan=True)
     view = await posted(world, orch)
     assert view.plan.status.value == "waiting"
     assert "asked a question (TK-1)" in plan_messages(channel)[-1].embeds[0].description
@@ -141,7 +141,7 @@ async def test_a_planners_question_is_a_ticket_thread_and_the_answer_resumes_pla
 async def test_a_planner_that_changes_files_is_refused_and_the_channel_is_told(world, demo, orch, config):
     repo, channel = demo
     config.agents.planner_command = [*PLANNER, "write"]
-    await world.alice.slash(channel, "epic", title="Shop", plan=True)
+    await world.alice.slash(channel, "epic create", title="Shop", plan=True)
     await posted(world, orch)
     text = plan_messages(channel)[-1].embeds[0].description
     assert text.startswith("Planning failed: policy: it changed files in its read-only checkout (PLAN.md)")
@@ -151,7 +151,7 @@ async def test_a_planner_that_changes_files_is_refused_and_the_channel_is_told(w
 async def test_a_long_plan_is_paged_within_discords_limits(world, demo, orch, config):
     _, channel = demo
     config.agents.planner_command = [*PLANNER, "many", "30"]
-    await world.alice.slash(channel, "epic", title="Shop", plan=True)
+    await world.alice.slash(channel, "epic create", title="Shop", plan=True)
     await posted(world, orch)
     pages = plan_messages(channel)
     assert len(pages) == 4 and [p.embeds[0].footer.text.split(" · ")[0] for p in pages] == [
@@ -169,7 +169,7 @@ async def test_only_members_may_decide(world, demo, orch, config):
     config.discord.member_role = "devs"
     devs = world.guild.create_role("devs")
     bob = world.guild.add_member(world.env.create_user("bob"), roles=[devs])  # alice has no role: no member now
-    await bob.slash(channel, "epic", title="Shop", plan=True)
+    await bob.slash(channel, "epic create", title="Shop", plan=True)
     await posted(world, orch)
     [message] = plan_messages(channel)
     refused = await world.alice.click(message, label="Approve all")

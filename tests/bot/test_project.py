@@ -22,7 +22,7 @@ async def test_register_creates_the_channel_and_the_registry_entry(world, make_r
     assert "Registered demo" in embed_of(result).title and channel.mention in embed_of(result).description
     welcome = channel.last_message.embeds[0]  # the welcome message in the new channel: state + next command
     assert welcome.title == "Welcome to demo"
-    assert field(welcome, "State") == "`IDLE`" and "`/epic`" in field(welcome, "Allowed now")
+    assert field(welcome, "State") == "`IDLE`" and "`/epic create`" in field(welcome, "Allowed now")
     await orch.flush()
     assert "orch(demo)" in git(repo, "log", "-1", "--format=%s")
 

@@ -37,7 +37,7 @@ async def test_a_slow_command_is_deferred_then_answered(world, demo, monkeypatch
     holder = hold_project_lock(repo, HOLD_S)
     started = time.perf_counter()
 
-    result = await world.alice.slash(channel, "epic", title="Patience")
+    result = await world.alice.slash(channel, "epic create", title="Patience")
 
     holder.join()
     assert time.perf_counter() - started >= HOLD_S - 0.1

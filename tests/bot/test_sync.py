@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from bot.client import TREE_HASH_FILE, create_bot
 
-EXPECTED = {"project register", "project list", "project unregister", "epic", "backlog view", "backlog add_story",
+EXPECTED = {"project register", "project list", "project unregister", "epic create", "backlog view", "backlog add_story",
             "backlog prioritize", "backlog remove", "backlog depend", "backlog next", "story update", "sprint plan",
             "sprint start", "sprint status", "sprint pause", "sprint resume", "sprint review", "feedback", "state",
             "health", "story retry", "story log"}

@@ -14,7 +14,7 @@ CLEAR = "PostgreSQL, because we already run it in production."
 
 
 async def sprint_with_stories(world, channel, count: int = 1) -> None:
-    await world.alice.slash(channel, "epic", title="Accounts")
+    await world.alice.slash(channel, "epic create", title="Accounts")
     for i in range(count):
         await world.alice.slash(channel, "backlog add_story", epic="E-1", title=f"Story {i + 1}", points=2)
     await world.alice.slash(channel, "sprint plan", stories=", ".join(f"S-{i + 1}" for i in range(count)))
@@ -141,7 +141,7 @@ async def ticket_in_each_of_two_projects(world, demo, make_repo):
     _, channel = demo
     other_repo = make_repo("other")
     _, other_channel = await register(world, other_repo)
-    await world.alice.slash(channel, "epic", title="Demo work")
+    await world.alice.slash(channel, "epic create", title="Demo work")
     await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Demo story")
     await open_ticket(world, channel, story="S-1")
     _, other_thread = await open_ticket(world, other_channel, question="Should the logo be blue or green?")

@@ -15,7 +15,7 @@ async def test_walkthrough_from_register_to_feedback(world, make_repo, orch):
     assert channel is not None and "Registered shop" in embed_of(registered).title
 
     steps = [
-        (alice, "epic", {"title": "Checkout", "description": "Customers pay online"}, "E-1 · Checkout"),
+        (alice, "epic create", {"title": "Checkout", "description": "Customers pay online"}, "E-1 · Checkout"),
         (alice, "backlog add_story", {"epic": "E-1", "title": "Card form", "points": 3, "priority": "high"},
          "S-1 · Card form"),
         (alice, "backlog add_story", {"epic": "E-1", "title": "Receipt email", "points": 2}, "S-2 · Receipt email"),
@@ -68,7 +68,7 @@ async def test_walkthrough_from_register_to_feedback(world, make_repo, orch):
 
 async def test_changes_requested_returns_to_the_backlog(world, demo):
     repo, channel = demo
-    await world.alice.slash(channel, "epic", title="Search")
+    await world.alice.slash(channel, "epic create", title="Search")
     await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Index", points=5)
     await world.alice.slash(channel, "sprint plan")
     await world.alice.slash(channel, "sprint start")
