@@ -52,7 +52,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("unregister", ("project", "unregister")),
     Command("history", ("project", "history")),
     Command("restore", ("project", "restore")),
-    Command("epic", ("epic",), slash="/epic create", cli="epic add"),
+    Command("epic", ("epic",), slash="/epic create"),
     Command("list_epics", ("epic", "list")),
     Command("edit_epic", ("epic", "edit")),
     Command("plan_epic", ("plan", "start"), slash="/plan"),

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from . import state_machine as sm
-from .agents import sprint_work
+from .agents.records import runs_of
 from .errors import Busy, InvalidInput, OrchError, StateCorrupt
 from .gitlog import GIT_OPTIONS, QUEUE, GitFailed, fix_for, run_git, why_commit_waits, writes_blocked
 from .models import StoryStatus
@@ -164,7 +164,7 @@ def _loaded(project: Project, scratch: Path, files: dict[str, bytes], sha: str) 
 
 def _refuse_running_agents(c: Change) -> None:
     working = [s.id for s in c.backlog.stories if s.status is StoryStatus.in_progress
-               and (last := sprint_work.runs_of(c, s.id).last) is not None and last.outcome is None]
+               and (last := runs_of(c, s.id).last) is not None and last.outcome is None]
     if working:
         raise Busy(f"an agent is working on {', '.join(working)}; nothing was restored.",
                    "Pause the sprint (`sprint pause` stops the agents), then restore.")

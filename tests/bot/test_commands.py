@@ -19,7 +19,7 @@ async def test_epic_changes_backlog_json_and_lands_in_git_log(world, demo, orch)
     backlog = load(repo, "backlog.json")
     assert [(e["id"], e["title"], e["created_by"]) for e in backlog["epics"]] == [("E-1", "Checkout flow", "alice")]
     await orch.flush()
-    assert 'orch(E-1): create epic "Checkout flow" (/epic by alice)' in git(repo, "log", "--format=%B", "-1")
+    assert 'orch(E-1): create epic "Checkout flow" (/epic create by alice)' in git(repo, "log", "--format=%B", "-1")
 
 
 async def test_sprint_plan_writes_the_sprint_file(world, demo, orch):

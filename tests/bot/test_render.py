@@ -13,6 +13,8 @@ from orchestration.agents.scheduler import StoryProgress
 from orchestration.errors import CommandNotAllowed
 from orchestration.results import StoryLog
 
+from tests.bot.conftest import open_project_commands
+
 
 def test_cut_keeps_the_limit_and_says_what_was_cut():
     assert render.cut("short", 10) == "short"
@@ -54,6 +56,7 @@ async def test_every_slash_name_of_the_command_table_is_a_command_of_the_synced_
     """orchestration/commands.py names the slash commands; the bot must really have them."""
     from orchestration.commands import COMMANDS, DISCORD
 
+    await open_project_commands(world, world.alice)  # /project is shown to admins alone by default
     synced = set(world.alice.available_commands(world.general))
     named = {c.name(DISCORD) for c in COMMANDS} - {None, "reply", "the plan's Reject button"}
     assert {n.removeprefix("/").split(" changes_requested:")[0] for n in named} <= synced

@@ -8,7 +8,7 @@ from tests.conftest import git
 
 
 async def _three_stories(world, channel) -> None:
-    await world.alice.slash(channel, "epic", title="Checkout")
+    await world.alice.slash(channel, "epic create", title="Checkout")
     for title, points in (("Cart", 3), ("Pay", 5), ("Receipt", 8)):
         await world.alice.slash(channel, "backlog add_story", epic="E-1", title=title, points=points)
 
@@ -38,7 +38,7 @@ async def test_a_replan_keeps_the_goal_names_who_left_and_joined_and_an_idle_one
 
 async def test_discord_hints_name_slash_commands_and_a_waiting_story_names_its_ticket(world, demo):
     repo, channel = demo
-    embed = embed_of(await world.alice.slash(channel, "epic", title="Checkout"))
+    embed = embed_of(await world.alice.slash(channel, "epic create", title="Checkout"))
     assert field(embed, "Next") == "Shape the backlog, then `/sprint plan`."
     await world.alice.slash(channel, "backlog add_story", epic="E-1", title="Cart", points=3)
     await world.alice.slash(channel, "sprint plan")

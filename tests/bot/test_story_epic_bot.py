@@ -131,7 +131,7 @@ async def test_project_history_and_restore_by_an_admin(world, shop, orch):
     history = embed_of(await world.admin.slash(channel, "project history"))
     lines = history.description.splitlines()
     assert lines[0].endswith("(+2 more)") and "ada: orch(S-1, E-1): add story" in lines[0]  # one commit, 3 changes
-    assert 'ada: orch(E-1): create epic "Checkout" (/epic by ada) (+1 more)' in lines[1]
+    assert 'ada: orch(E-1): create epic "Checkout" (/epic create by ada) (+1 more)' in lines[1]
     assert lines[-1].endswith("(/project register by ada)") and "restore commit:" in history.footer.text
     target = git(repo, "log", "-1", "--format=%H", "--grep", "create epic").strip()
     choices = await world.admin.autocomplete(channel, "project restore", "commit", target[:7])

@@ -72,7 +72,7 @@ def test_a_story_history_names_that_story_only(orch_cli, make_repo):
     ok(orch_cli("story", "edit", "S-11", "--points", "2"))
     history = as_json(orch_cli("story", "show", "S-1", "--json"))["history"]
     assert [line for e in history for line in e["lines"]] == [
-        f'orch(S-1, E-1): add story "Story 1" [medium] (/backlog add_story by {getpass.getuser()})']
+        f'orch(S-1, E-1): add story "Story 1" [medium] (orch backlog add-story by {getpass.getuser()})']
     assert len(as_json(orch_cli("story", "show", "S-11", "--json", "--history", "1"))["history"]) == 1
 
 
@@ -83,7 +83,7 @@ def test_story_edit_changes_only_the_given_fields_in_one_commit(orch_cli, make_r
     assert 'Edited S-1 "Cart page":' in out and "points: 3 -> none" in out and "epic: E-1 -> E-2" in out
     assert git(repo, "log", "-1", "--format=%B").strip() == (
         'orch(S-1, E-2): edit title "Cart" -> "Cart page"; points 3 -> none; epic E-1 -> E-2; acceptance criteria '
-        "(/story edit by bob)")
+        "(orch story edit by bob)")
     story = as_json(orch_cli("story", "show", "S-1", "--json"))["story"]
     assert (story["title"], story["points"], story["epic"], story["acceptance_criteria"]) == (
         "Cart page", None, "E-2", ["lists items"])
@@ -129,7 +129,7 @@ def test_project_history_pages_newest_first(orch_cli, make_repo):
     out = ok(orch_cli("project", "history"))
     lines = out.splitlines()
     assert lines[0] == "Changes of shop, newest first:"
-    assert "carol: orch(S-2): priority high -> low (/backlog prioritize by carol)" in lines[1]
+    assert "carol: orch(S-2): priority high -> low (orch backlog prioritize by carol)" in lines[1]
     assert "More: orch project history --page 2" in out
     page2 = as_json(orch_cli("project", "history", "--page", "2", "--json"))
     assert page2["has_more"] is False and page2["page"] == 2

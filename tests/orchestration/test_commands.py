@@ -36,7 +36,7 @@ def test_every_cli_name_of_the_table_is_a_command_of_orch():
 
 def test_names_origins_and_hints_per_front_end():
     assert (name("add_story", DISCORD), name("add_story", CLI)) == ("/backlog add_story", "backlog add-story")
-    assert (origin("epic", DISCORD), origin("epic", CLI)) == ("/epic", "orch epic")
+    assert (origin("epic", DISCORD), origin("epic", CLI)) == ("/epic create", "orch epic")
     assert origin("agent_run", CLI) == origin("agent_run", DISCORD) == "agent"
     hint = "Add stories with `backlog add_story`, then `sprint plan S-1`; `git log` is not ours."
     assert spelled(hint, CLI) == ("Add stories with `orch backlog add-story`, then `orch sprint plan S-1`; "

@@ -118,7 +118,7 @@ async def test_one_change_one_commit_whose_message_is_the_line_by_the_bot(orch, 
     repo = repo_of(orch)
     await orch.create_epic(project, "New feature", by="alice")
     await orch.flush()
-    assert git(repo, "log", "-1", "--format=%B").strip() == 'orch(E-1): create epic "New feature" (/epic by alice)'
+    assert git(repo, "log", "-1", "--format=%B").strip() == 'orch(E-1): create epic "New feature" (/epic create by alice)'
     assert git(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>").strip() == f"{BOT}|{BOT}"
 
 
@@ -138,8 +138,8 @@ async def test_changes_within_the_batch_window_make_one_commit_listing_each(conf
         assert int(git(repo, "rev-list", "--count", "HEAD")) == int(commits_before) + 1
         assert git(repo, "log", "-1", "--format=%B").strip() == (
             "orch(E-1, E-2, S-1): 3 changes\n\n"
-            '- orch(E-1): create epic "One" (/epic by alice)\n'
-            '- orch(E-2): create epic "Two" (/epic by bob)\n'
+            '- orch(E-1): create epic "One" (/epic create by alice)\n'
+            '- orch(E-2): create epic "Two" (/epic create by bob)\n'
             '- orch(S-1, E-2): add story "Three" [medium] (/backlog add_story by carol)'
         )
     finally:
@@ -204,7 +204,7 @@ async def test_index_lock_held_forever_defers_keeps_the_line_and_commits_on_a_la
     lock.unlink()
     await fast.flush()
     assert fast.git.last_outcome[repo] == "committed" and fast.git.pending_lines(repo) == 0
-    assert git(repo, "log", "-1", "--format=%B").strip() == 'orch(E-1): create epic "Waiting" (/epic by alice)'
+    assert git(repo, "log", "-1", "--format=%B").strip() == 'orch(E-1): create epic "Waiting" (/epic create by alice)'
 
 
 async def test_a_deferred_commit_is_retried_by_the_timer_without_a_new_command(fast, project):
@@ -337,7 +337,7 @@ async def test_start_commits_what_a_crash_left_uncommitted(config, orch, project
         assert git(repo, "status", "--porcelain") == ""
         # The crashed command's own message survived in the queue: the audit trail says who did what.
         assert git(repo, "log", "-1", "--format=%s").strip() == \
-            'orch(E-1): create epic "Written just before a crash" (/epic by carol)'
+            'orch(E-1): create epic "Written just before a crash" (/epic create by carol)'
         assert "Written just before a crash" in git(repo, "show", "HEAD:.orch-state/backlog.json")
         assert await restarted.start() == {"demo": "nothing"}
     finally:
@@ -368,8 +368,8 @@ async def test_a_commit_by_another_process_carries_this_ones_lines_too(config, o
         await orch.create_epic(project, "From the CLI", by="bob")
         await orch.flush()  # the "CLI" commits first
         subject_and_body = git(repo, "log", "-1", "--format=%B")
-        assert '"From the bot" (/epic by alice)' in subject_and_body
-        assert '"From the CLI" (/epic by bob)' in subject_and_body
+        assert '"From the bot" (/epic create by alice)' in subject_and_body
+        assert '"From the CLI" (/epic create by bob)' in subject_and_body
         assert git(repo, "status", "--porcelain") == "" and bot.git.pending_lines(repo) == 0
     finally:
         await bot.close()
@@ -409,7 +409,7 @@ async def test_a_queued_line_git_cannot_take_is_escaped_and_odd_lines_never_bloc
     """A NUL, a lone surrogate or an escape in a line (queued by an older version, or by hand) is written out
     as text; a torn line, a line that is not a string and bytes that are not UTF-8 are passed over."""
     repo = repo_of(orch)
-    orch.git.record(repo, ['orch(E-9): create epic "a\x00b\ud800c\x1b]52;;x\x07" (/epic by mallory)'])
+    orch.git.record(repo, ['orch(E-9): create epic "a\x00b\ud800c\x1b]52;;x\x07" (/epic create by mallory)'])
     with open(repo / ".orch-state" / ".commit-queue", "ab") as fh:
         fh.write(b'"torn by a cra\n{"not": "a string"}\n\xff\xfe not utf-8\n')
 
@@ -418,6 +418,6 @@ async def test_a_queued_line_git_cannot_take_is_escaped_and_odd_lines_never_bloc
 
     assert orch.git.last_outcome[repo] == "committed" and orch.git.pending_lines(repo) == 0
     message = messages(repo)
-    assert 'create epic "a\\x00b\\ud800c\\x1b]52;;x\\x07" (/epic by mallory)' in message
+    assert 'create epic "a\\x00b\\ud800c\\x1b]52;;x\\x07" (/epic create by mallory)' in message
     assert 'create epic "After the odd lines"' in message
     assert git(repo, "status", "--porcelain") == ""

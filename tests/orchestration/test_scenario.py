@@ -40,7 +40,7 @@ async def test_scrum_cycle_is_committed_and_leaves_user_files_alone(orch: Orches
     log = git(repo, "log", "--format=%an <%ae>|%B", "--", ".orch-state")
     for ident in ["E-1", "E-2", "S-1", "S-2", "S-3", "S-4", "S-5", "sprint-001"]:
         assert ident in log, ident
-    assert 'create epic "Checkout" (/epic by alice)' in log
+    assert 'create epic "Checkout" (/epic create by alice)' in log
     assert "Orch Test <orch@test>" in log
     # Only .orch-state was committed; the user's files are exactly as they were.
     for commit in git(repo, "rev-list", "HEAD", "--", ".orch-state").split():

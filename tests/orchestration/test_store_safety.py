@@ -83,7 +83,7 @@ async def test_one_damaged_project_leaves_health_list_and_hand_off_to_the_others
 
 async def test_health_of_a_damaged_project_still_counts_its_waiting_commit_lines(orch: Orchestrator, project: str):
     folder = orch.project(project).store.dir
-    (folder / ".commit-queue").write_text('{"at": 1, "line": "orch(E-1): create epic \\"E\\" (/epic by a)"}\n')
+    (folder / ".commit-queue").write_text('{"at": 1, "line": "orch(E-1): create epic \\"E\\" (/epic create by a)"}\n')
     (folder / "backlog.json").write_text(HUGE)
     report = (await orch.health()).projects[0]
     assert not report.ok and "5000 digits" in report.problems[0] and report.pending_commit_lines == 1
