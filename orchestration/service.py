@@ -11,14 +11,13 @@ import logging
 import os
 import shutil
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from pydantic import ValidationError
 
-from . import consistency, state_machine as sm
+from . import consistency, filelocks, state_machine as sm
 from .config import Config
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
 from .agents import planning, sprint_work
@@ -47,7 +46,7 @@ from .sprint_rules import (
     DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, set_story_status, settle_sprint, sprint_view,
 )
 from .store import (
-    LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, check_no_symlinks, create_from_templates,
+    LOCK_NAME, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, check_no_symlinks, create_from_templates,
     state_dir_of, symlinks_in,
 )
 from .ticket_service import TicketCommands, tickets_of
@@ -287,7 +286,7 @@ class Orchestrator(TicketCommands):
         line_of("by", by)  # it goes into every commit line and history entry
         project = await asyncio.to_thread(self.project, name)
         async with project.lock:
-            change, result = await _while_locked_elsewhere(self._run, project, command, by, work)
+            change, result = await _under_file_lock(project, self._run, project, command, by, work)
         self.git.commit_soon(project.entry.path)  # the lines were recorded under the file lock, in _run
         if isinstance(result, Result) and result.warning:
             log.warning("project=%s command=%s by=%s saved, but %s", name, command, by, result.warning)
@@ -300,7 +299,7 @@ class Orchestrator(TicketCommands):
         if why := writes_blocked(project.entry.path):
             raise Busy(f"{project.entry.name}'s repository is in the middle of {why}; nothing was changed.",
                        "Finish it (or abort it) in the repository, then try again.")
-        with project.store.locked(timeout=LOCK_TRY_S):  # the waits between tries are on the loop
+        with project.store.locked():  # held already by _under_file_lock, which waited for it on the loop
             change = Change(project, by, command)
             before = project.model.state
             try:
@@ -340,7 +339,10 @@ class Orchestrator(TicketCommands):
         """Reads take no lock (autocomplete answers while a command waits for the project): they see the last
         saved state, which writers never change in place."""
         project = await asyncio.to_thread(self.project, name)
-        return await _while_locked_elsewhere(self._read_sync, project, work)
+        try:
+            return await asyncio.to_thread(self._read_sync, project, work)
+        except StateLocked:  # a write to finish first, or writes kept coming: wait for the lock, in turn
+            return await _under_file_lock(project, self._read_sync, project, work)
 
     @staticmethod
     def _read_sync(project: Project, work: Callable[[Change], T]) -> T:
@@ -757,18 +759,16 @@ class Orchestrator(TicketCommands):
 
 # -- rules shared by several commands -------------------------------------------------------------------------
 
-async def _while_locked_elsewhere(fn: Callable[..., T], *args: object) -> T:
-    """Run `fn` (which takes the project's file lock with one short try) in a worker thread; while another
-    process holds that lock, wait on the event loop and try again, up to LOCK_TIMEOUT_S. A held lock thus never
-    keeps one of the worker threads that every project's commands share."""
-    deadline = time.monotonic() + LOCK_TIMEOUT_S
-    while True:
-        try:
+async def _under_file_lock(project: Project, fn: Callable[..., T], *args: object) -> T:
+    """Take the project's file lock on the event loop (a blocking wait, in turn with this process's other
+    waiters, up to LOCK_TIMEOUT_S), then run `fn` in a worker thread, which holds it too (filelocks: the context
+    is the holder). A held lock thus never keeps one of the worker threads that every project's commands share."""
+    try:
+        async with filelocks.hold_async(state_dir_of(project.entry.path) / LOCK_NAME, LOCK_TIMEOUT_S):
             return await asyncio.to_thread(fn, *args)
-        except StateLocked:
-            if time.monotonic() >= deadline:
-                raise
-        await asyncio.sleep(LOCK_POLL_S)
+    except filelocks.Timeout:
+        raise StateLocked(f"Another process is changing {project.entry.name}'s state right now.",
+                          "Try again in a few seconds.") from None
 
 
 def _registration_git(root: Path, *args: str) -> tuple[int, str, str]:
