@@ -313,7 +313,7 @@ class Orchestrator(TicketCommands):
             # The change is made now. What fails from here is said beside the success, never as a failure: a
             # retry would make the change twice.
             try:
-                self.git.record(project.entry.path, change.lines)  # still under the file lock: see gitlog.record
+                self.git.record(project.entry.path, change.lines, paths=change.written)  # still under the lock
             except Exception as exc:
                 log.error("project=%s command=%s: its commit message could not be queued: %s", project.entry.name,
                           command, exc)
