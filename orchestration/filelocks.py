@@ -206,7 +206,7 @@ async def hold_async(path: Path, timeout: float) -> AsyncIterator[None]:
                 await asyncio.wait_for(asyncio.shield(turn), max(0.0, deadline - _now()))
             except asyncio.TimeoutError:
                 raise Timeout(str(path)) from None
-        fd, taken = _open_locked(lock.path)
+        fd, taken = await asyncio.to_thread(_open_locked, lock.path)  # the loop never touches the disk
         if not taken:
             flocked = loop.create_future()
             wait = _Wait(fd, lambda: loop.call_soon_threadsafe(lambda: flocked.done() or flocked.set_result(None)))

@@ -1,23 +1,33 @@
 """Commits .orch-state/ changes to the project repo: batched, path-limited, never touching the user's files.
 
 How a change reaches git:
-- A command writes its files durably and, still holding the project's file lock, calls `record(root, lines)`,
-  which appends its message lines to `.orch-state/.commit-queue` (fsynced; never committed itself); it replies
-  without waiting for git. A commit reads the queue under that same lock and empties it once committed, so a
-  commit's message always names exactly the changes it holds, whichever process (bot or CLI) makes it, and
-  the lines of a change whose process died before its commit are still there for the next start.
+- A command writes its files durably and, still holding the project's file lock, calls
+  `record(root, lines, paths)`, which appends its message lines and the paths it wrote (with the size, mtime and
+  inode each write left) to `.orch-state/.commit-queue` (fsynced; never committed itself); it replies without
+  waiting for git. A commit takes the queue under that same lock and empties it once committed, so a commit's
+  message always names exactly the changes it holds, whichever process (bot or CLI) makes it, and the lines of
+  a change whose process died before its commit are still there for the next start.
 - Lines recorded for one repo within `batch_ms` go into one commit. One line: the message is that line
-  (`orch(E-3): create epic "X" (/epic by alice)`); several: a subject with the IDs, then one bullet per line.
-- `commit_now` stages and commits .orch-state only (`git add --all -- .orch-state`, then
-  `git commit --only -- .orch-state`), so the user's files elsewhere stay exactly as they were: staged stays
-  staged, modified stays modified, untracked stays untracked. This also holds on an unborn branch (the first
-  commit then holds .orch-state alone).
-- The bot owns .orch-state: a hand edit there, staged or not, is committed as it is in the working tree with
-  the next change (the working tree is what the bot reads and acts on).
-- Every git call runs with the bot's identity as author and committer, with no hooks (`core.hooksPath=/dev/null`
-  plus `--no-verify`) and no signing, whatever the user's git config says; a hung git is killed after a minute.
-- While it stages and commits, it holds the project's file lock (the one commands hold), so a commit never
-  captures half of a command's writes and two processes (bot and CLI) never commit at once.
+  (`orch(E-3): create epic "X" (/epic by alice)`); several: a subject with the IDs and what happened
+  (`orch(S-4, sprint-002): S-4 done; review sprint-002`), then one bullet per line.
+- No command waits for git. Under the file lock a commit only reads the queue and the bytes of the files it
+  commits (a snapshot); then, outside it, git builds the commit in a private index (`GIT_INDEX_FILE`:
+  read-tree HEAD, update-index, write-tree, commit-tree) and moves the branch with a compare-and-swap
+  (`update-ref HEAD <new> <old>`; when another commit landed in between, it is built again on top of that).
+  Only .orch-state paths are in it: the user's files elsewhere stay exactly as they were (staged stays staged,
+  modified stays modified, untracked stays untracked), also on an unborn branch (the first commit then holds
+  .orch-state alone). Afterwards the user's index gets the committed entries of those paths, so their
+  `git status` shows no committed .orch-state change. One commit runs at a time per repository, across
+  processes (a lock in the git folder), and never while another git holds index.lock.
+- Hand edits: a changed .orch-state file that no queued change wrote is a change made outside the bot (or by a
+  process that died before it recorded its lines). With the next change it is committed first, in a commit of
+  its own (HAND_EDIT_LINE, naming the files); `hand_edits()` lists those waiting, for health. A file the bot
+  wrote and someone edited afterwards is committed as it is, with the bot's change, whose message names it. A
+  hand edit of a file that a command then rewrote cannot be told apart: the command read it and changed it, so
+  it is part of that command's commit (the working tree is what the bot reads and acts on).
+- Every git call runs with the bot's identity as author and committer, with no hooks (`core.hooksPath=/dev/null`;
+  plumbing runs none anyway) and no signing, whatever the user's git config says; a hung git is killed after a
+  minute.
 
 When git cannot commit now, the outcome says why ("deferred: ..." or "failed: ..."), the lines stay queued, and
 the commit is retried every `retry_s` seconds while anything is waiting (and on every `flush()`). Meanwhile
@@ -30,7 +40,7 @@ once per episode through `on_event` ("commits_stuck", then "commits_resumed"). A
 `stale_lock_s` while no git process works in the repo is what a git killed mid-commit leaves: it is removed.
 
 Git runs in a small pool of its own, so a slow or hung git never takes the threads every command shares, and
-the waits between tries (index.lock held, the state files locked) happen on the event loop, not in a thread.
+the waits between tries (index.lock held) happen on the event loop, not in a thread.
 A queued line is never a blocker: one that does not parse is passed over, and characters git cannot take in a
 message (NUL, lone surrogates) and terminal controls are written out as escapes (`\x00`).
 """
@@ -256,7 +266,7 @@ def _last_signatures(entries: list[_Entry]) -> dict[str, Signature | None]:
     return written
 
 
-def _listed(paths: list[str], limit: int = 20) -> str:
+def listed(paths: list[str], limit: int = 20) -> str:
     return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
@@ -507,13 +517,13 @@ class GitLog:
                 entries = _entries(repo_root)
                 snap = _Snapshot.take(repo_root, entries, changed)
             outcome = self._commit_snapshot(repo_root, snap, entries)
-            with ProjectStore(repo_root).locked():
-                _drop_queued(repo_root, len(entries))
             if outcome == "committed":
                 now = time.time()
                 self.lag_samples.extend(now - e.at for e in entries if e.at is not None for _ in e.lines)
                 self._index_debt.setdefault(repo_root, set()).update(snap.files)
-                self._pay_index_debt(repo_root)
+                self._pay_index_debt(repo_root)  # before the queue empties: nothing waiting = all done
+            with ProjectStore(repo_root).locked():
+                _drop_queued(repo_root, len(entries))
             return outcome
 
     def _commit_snapshot(self, root: Path, snap: "_Snapshot", entries: list[_Entry]) -> str:
@@ -526,8 +536,8 @@ class GitLog:
         message = commit_message(lines)
         if snap.edited_after:
             message += ("\n\nEdited outside the bot after this change was written (committed as they are now): "
-                        + _listed(snap.edited_after))
-        steps = [(snap.hand_edits(), f"{HAND_EDIT_LINE}\n\nFiles: {_listed(sorted(snap.hand))}"),
+                        + listed(snap.edited_after))
+        steps = [(snap.hand_edits(), f"{HAND_EDIT_LINE}\n\nFiles: {listed(sorted(snap.hand))}"),
                  (snap.bot_changes(), message)]
         with tempfile.TemporaryDirectory(prefix="orch-commit-") as tmp:
             env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
@@ -599,7 +609,7 @@ class GitLog:
         if not paths:
             return True
         try:
-            _, out, _ = self._git(root, "ls-tree", "-r", "-z", "HEAD", *_STATE_PATHS)
+            _, out, _ = self._git(root, "--literal-pathspecs", "ls-tree", "-r", "-z", "HEAD", "--", *sorted(paths))
             in_head = {}
             for record in out.split("\0"):
                 meta, _, path = record.partition("\t")
@@ -608,7 +618,8 @@ class GitLog:
             info = "".join(f"{in_head[p][0]} {in_head[p][2]}\t{p}\0" if p in in_head else f"0 {ZERO_OID}\t{p}\0"
                            for p in sorted(paths))
             self._git(root, "update-index", "-z", "--index-info", input=info.encode())
-            self._git(root, "update-index", "-q", "--refresh", check=False)  # their stat cache: no re-hashing
+            if in_head:  # their stat information too, so that git does not read those files again to compare
+                self._git(root, "--literal-pathspecs", "add", "--refresh", "--", *sorted(in_head), check=False)
         except _IndexLocked:
             log.info("the index of %s is locked by another git; it is brought up to date later", root)
             return False

@@ -28,7 +28,7 @@ from .agents.runner import attempt_log_path
 from .agents.scheduler import AgentScheduler
 from .agents.worktree import sprint_log
 from .events import Event, Events
-from .gitlog import GitFailed, GitLog, fix_for, quote, run_git, why_commit_waits, writes_blocked
+from .gitlog import GitFailed, GitLog, fix_for, listed, quote, run_git, why_commit_waits, writes_blocked
 from .models import (
     SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, next_number, printable,
     sprint_id, utcnow,
@@ -729,6 +729,7 @@ class Orchestrator(TicketCommands):
 
     def _project_health(self, entry: ProjectEntry) -> ProjectHealth:
         problems: list[str] = []
+        warnings: list[str] = []
         state = None
         transitions = pending = 0
         try:
@@ -747,13 +748,17 @@ class Orchestrator(TicketCommands):
                 problems.append(trouble)
             elif why := why_commit_waits(entry.path):
                 problems.append(f"commits wait: {why}. Fix: {fix_for(entry.path, why)}")
+            if edits := self.git.hand_edits(entry.path):
+                warnings.append(f"uncommitted hand edits: {listed(edits, 10)}. The next change commits them "
+                                f"first, in a commit of their own (`git -C {entry.path} status {STATE_DIR}` shows "
+                                "them)")
         except (OrchError, GitFailed, OSError) as exc:
             problems.append(str(exc))
         except Exception as exc:  # whatever it is, it is this project's problem: the others are still reported
             log.exception("project=%s: unexpected error in its health check", entry.name)
             problems.append(f"unexpected {type(exc).__name__} while reading it: {exc}")
         return ProjectHealth(name=entry.name, path=entry.path, ok=not problems, state=state, problems=problems,
-                             pending_commit_lines=pending,
+                             warnings=warnings, pending_commit_lines=pending,
                              last_commit=self.git.last_outcome.get(entry.path), transitions_last_7_days=transitions)
 
 
@@ -764,7 +769,7 @@ async def _under_file_lock(project: Project, fn: Callable[..., T], *args: object
     waiters, up to LOCK_TIMEOUT_S), then run `fn` in a worker thread, which holds it too (filelocks: the context
     is the holder). A held lock thus never keeps one of the worker threads that every project's commands share."""
     try:
-        async with filelocks.hold_async(state_dir_of(project.entry.path) / LOCK_NAME, LOCK_TIMEOUT_S):
+        async with filelocks.hold_async(project.store.root / STATE_DIR / LOCK_NAME, LOCK_TIMEOUT_S):
             return await asyncio.to_thread(fn, *args)
     except filelocks.Timeout:
         raise StateLocked(f"Another process is changing {project.entry.name}'s state right now.",
