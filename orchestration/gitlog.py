@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -72,6 +73,7 @@ log = logging.getLogger(__name__)
 # index.lock held by another git: wait this long before each new try (about 5 s in all), then defer.
 LOCK_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 1.6)
 RETRY_S = 5.0  # while a commit is deferred or failed, try again this often
+MIN_COMMIT_GAP_S = 0.5  # under sustained load, at most one commit this often (each holding what waited)
 GIT_TIMEOUT_S = 60  # a git process that hangs longer is killed
 GIT_THREADS = 2  # git's own pool: commits of all projects, never the threads commands use
 STUCK_AFTER_S = 60.0  # changes waiting longer than this are a problem health reports
@@ -104,6 +106,7 @@ class _IndexLocked(Exception):
 class _Pending:
     timer: asyncio.TimerHandle | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_commit: float = -math.inf  # time.monotonic() when this process's last commit here landed
 
 
 def _queue_path(repo_root: Path) -> Path:
@@ -346,8 +349,12 @@ class GitLog:
             _append_queue(repo_root, lines, paths)
 
     def commit_soon(self, repo_root: Path) -> None:
-        """Commit what is queued for this repo once the batch window ends (event loop only)."""
-        self._schedule(repo_root, self.batch_s)
+        """Commit what is queued for this repo once the batch window ends (event loop only). Under sustained
+        load, commits come at most every MIN_COMMIT_GAP_S (or batch window, if longer), so that slow commands
+        too share a commit by several (the lag stays under a second)."""
+        last = self._pending.setdefault(repo_root, _Pending()).last_commit
+        gap = max(self.batch_s, MIN_COMMIT_GAP_S)
+        self._schedule(repo_root, max(self.batch_s, last + gap - time.monotonic()))
 
     def pending_lines(self, repo_root: Path) -> int:
         return len(queued_lines(repo_root))
@@ -383,6 +390,8 @@ class GitLog:
                 self._schedule(root, self.retry_s)
             if await self._in_pool(self.pending_lines, root):
                 outcome = await self._commit_with_backoff(root)
+                if outcome == "committed":
+                    pending.last_commit = time.monotonic()
             elif self.last_outcome.get(root, "nothing") in DONE:
                 return
             else:  # what waited here was committed by another process
@@ -537,7 +546,9 @@ class GitLog:
         if snap.edited_after:
             message += ("\n\nEdited outside the bot after this change was written (committed as they are now): "
                         + listed(snap.edited_after))
-        steps = [(snap.hand_edits(), f"{HAND_EDIT_LINE}\n\nFiles: {listed(sorted(snap.hand))}"),
+        steps = [(snap.hand_edits(), f"{HAND_EDIT_LINE}\n\nFiles: {listed(snap.hand_edits())}\n\nChanged by hand, by "
+                  "a git command, or by a command whose process stopped before it queued its commit line; "
+                  "committed before the changes queued since."),
                  (snap.bot_changes(), message)]
         with tempfile.TemporaryDirectory(prefix="orch-commit-") as tmp:
             env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
