@@ -47,6 +47,7 @@ message (NUL, lone surrogates) and terminal controls are written out as escapes 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import math
@@ -58,14 +59,15 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from . import filelocks
 from .errors import StateLocked, UnsafePath
 from .store import (
-    LOCK_TIMEOUT_S, STATE_DIR, ProjectStore, append_state_file, atomic_write,
-    read_state_file,
+    LOCK_NAME, LOCK_TIMEOUT_S, STATE_DIR, ProjectStore, append_state_file, atomic_write,
+    read_state_file, state_dir_of,
 )
 
 log = logging.getLogger(__name__)
@@ -370,10 +372,12 @@ class GitLog:
         task.add_done_callback(self._tasks.discard)
 
     async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:
-        """Run git work in git's own threads, never in the pool every command shares."""
+        """Run git work in git's own threads, never in the pool every command shares (in a copy of the caller's
+        context, as asyncio.to_thread does: a file lock the caller holds is held there too)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(GIT_THREADS, thread_name_prefix="orch-git")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(context.run, fn, *args))
 
     async def flush(self, repo_root: Path | None = None) -> None:
         """Try to commit what is queued now (for one repo, or all). Never raises for a git problem."""
@@ -403,11 +407,11 @@ class GitLog:
                 self._report(root, outcome, await self._in_pool(self.trouble, root))
 
     async def _commit_with_backoff(self, root: Path) -> str:
-        """Try `commit_now`; while index.lock or the state files are held, wait on the event loop between tries."""
+        """Try `commit_now`; while another git holds index.lock, wait on the event loop between tries."""
         backoff = iter(self.lock_backoff_s)
         while True:
             try:
-                return await self._in_pool(self.commit_now, root)
+                return await self.commit_now(root)
             except _IndexLocked:
                 delay = next(backoff, None)
                 if delay is None:
@@ -505,7 +509,7 @@ class GitLog:
                 f"Fix: {fix_for(repo_root, why)}")
 
     # -- git work (git's threads) ------------------------------------------------------------------------------
-    def commit_now(self, repo_root: Path) -> str:
+    async def commit_now(self, repo_root: Path) -> str:
         """One try at committing .orch-state of one repo with the lines queued for it. Returns what happened:
         "committed", "nothing" (no change left: another process committed it, with its own message) or
         "deferred: <why>" (the lines stay queued). Raises _IndexLocked when the caller should wait and try again,
@@ -513,27 +517,48 @@ class GitLog:
 
         Under the project's file lock it only takes the queue and the bytes of the files it commits; everything
         git does runs outside it, so no command waits for git. One commit at a time per repository, across
-        processes (_COMMIT_LOCK), so the queue's head is always what the commit took."""
-        self._clear_stale_lock(repo_root)
-        why = why_commit_waits(repo_root)
+        processes (_COMMIT_LOCK), so the queue's head is always what the commit took. Both locks are waited for
+        on the event loop, so a lock another process holds never keeps git's threads from other projects."""
+        why, commit_lock, state_lock = await self._in_pool(self._why_not_now, repo_root)
         if why:
             return f"deferred: {why}"
-        with filelocks.hold(_git_dir(repo_root) / _COMMIT_LOCK, LOCK_TIMEOUT_S):
-            if not _entries(repo_root):
+        async with filelocks.hold_async(commit_lock, LOCK_TIMEOUT_S):
+            if not await self._in_pool(_entries, repo_root):
                 return "nothing"  # an earlier try took them; a hand edit alone waits for the next change
-            changed = self._changed_paths(repo_root)  # git, before the lock: the candidates for hand edits
-            with ProjectStore(repo_root).locked():
-                entries = _entries(repo_root)
-                snap = _Snapshot.take(repo_root, entries, changed)
-            outcome = self._commit_snapshot(repo_root, snap, entries)
+            changed = await self._in_pool(self._changed_paths, repo_root)  # git, before the file lock
+            entries, snap = await self._holding(state_lock, self._take_snapshot, repo_root, changed)
+            outcome = await self._in_pool(self._commit_snapshot, repo_root, snap, entries)
             if outcome == "committed":
                 now = time.time()
                 self.lag_samples.extend(now - e.at for e in entries if e.at is not None for _ in e.lines)
                 self._index_debt.setdefault(repo_root, set()).update(snap.files)
-                self._pay_index_debt(repo_root)  # before the queue empties: nothing waiting = all done
-            with ProjectStore(repo_root).locked():
-                _drop_queued(repo_root, len(entries))
+                await self._in_pool(self._pay_index_debt, repo_root)  # before the queue empties: all done then
+            await self._holding(state_lock, self._drop, repo_root, len(entries))
             return outcome
+
+    async def _holding(self, state_lock: Path, fn: Callable[..., T], *args: object) -> T:
+        """`fn` in git's threads, holding the project's file lock (waited for on the event loop)."""
+        try:
+            async with filelocks.hold_async(state_lock, LOCK_TIMEOUT_S):
+                return await self._in_pool(fn, *args)
+        except filelocks.Timeout:
+            raise StateLocked("the state files stayed locked by another process") from None
+
+    def _why_not_now(self, root: Path) -> tuple[str | None, Path, Path]:
+        """(why committing now would be wrong, or None; the commit lock; the project's file lock)."""
+        self._clear_stale_lock(root)
+        return why_commit_waits(root), _git_dir(root) / _COMMIT_LOCK, state_dir_of(root) / LOCK_NAME
+
+    @staticmethod
+    def _take_snapshot(root: Path, changed: set[str]) -> tuple[list[_Entry], "_Snapshot"]:
+        with ProjectStore(root).locked():  # held by the caller's context: refuses symlinks, ends a torn write
+            entries = _entries(root)
+            return entries, _Snapshot.take(root, entries, changed)
+
+    @staticmethod
+    def _drop(root: Path, count: int) -> None:
+        with ProjectStore(root).locked():
+            _drop_queued(root, count)
 
     def _commit_snapshot(self, root: Path, snap: "_Snapshot", entries: list[_Entry]) -> str:
         """Commit the snapshot on the current branch: the hand edits first (their own commit), then the queued
