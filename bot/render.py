@@ -572,7 +572,7 @@ def health(result: Health, metrics: Snapshot | None = None, gateway_latency_s: f
     for p in projects:
         text = "\n".join(_project_health_lines(p, metrics))
         value = cut(without_paths(text, [] if show_paths else [p.path]), FIELD_VALUE_MAX)
-        name = ("✅ " if p.ok else "⚠️ ") + p.name
+        name = ("✅ " if p.ok and not p.warnings else "⚠️ ") + p.name
         rest = len(projects) - shown - 1
         room = EMBED_TOTAL_MAX - _embed_size(embed) - (_OVERFLOW_ROOM if rest else 0)
         if len(embed.fields) >= FIELDS_MAX - 1 or len(name) + len(value) > room:
@@ -611,7 +611,7 @@ def _project_health_lines(p: ProjectHealth, metrics: Snapshot | None) -> list[st
         lines.append(f"{plural(p.pending_commit_lines, 'change')} waiting for a commit")
     if p.last_commit:
         lines.append(f"last commit: {one_line(p.last_commit, 200)}")
-    lines += [f"⚠️ {one_line(problem, 300)}" for problem in p.problems]
+    lines += [f"⚠️ {one_line(problem, 300)}" for problem in p.problems + p.warnings]
     return lines
 
 

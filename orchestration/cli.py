@@ -896,8 +896,9 @@ def _render_health(r: Health) -> list[str]:
     for p in r.projects:
         state = p.state.value if p.state else "?"
         pending = f", {plural(p.pending_commit_lines, 'change')} waiting to be committed" if p.pending_commit_lines else ""
-        lines.append(f"{'OK  ' if p.ok else 'FAIL'} {p.name} ({state}) {p.path}{pending}")
-        lines += [f"     - {problem}" for problem in p.problems]
+        verdict = "FAIL" if not p.ok else "WARN" if p.warnings else "OK  "
+        lines.append(f"{verdict} {p.name} ({state}) {p.path}{pending}")
+        lines += [f"     - {problem}" for problem in p.problems + p.warnings]
     return lines + agents
 
 

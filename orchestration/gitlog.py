@@ -1,23 +1,33 @@
 """Commits .orch-state/ changes to the project repo: batched, path-limited, never touching the user's files.
 
 How a change reaches git:
-- A command writes its files durably and, still holding the project's file lock, calls `record(root, lines)`,
-  which appends its message lines to `.orch-state/.commit-queue` (fsynced; never committed itself); it replies
-  without waiting for git. A commit reads the queue under that same lock and empties it once committed, so a
-  commit's message always names exactly the changes it holds, whichever process (bot or CLI) makes it, and
-  the lines of a change whose process died before its commit are still there for the next start.
+- A command writes its files durably and, still holding the project's file lock, calls
+  `record(root, lines, paths)`, which appends its message lines and the paths it wrote (with the size, mtime and
+  inode each write left) to `.orch-state/.commit-queue` (fsynced; never committed itself); it replies without
+  waiting for git. A commit takes the queue under that same lock and empties it once committed, so a commit's
+  message always names exactly the changes it holds, whichever process (bot or CLI) makes it, and the lines of
+  a change whose process died before its commit are still there for the next start.
 - Lines recorded for one repo within `batch_ms` go into one commit. One line: the message is that line
-  (`orch(E-3): create epic "X" (/epic by alice)`); several: a subject with the IDs, then one bullet per line.
-- `commit_now` stages and commits .orch-state only (`git add --all -- .orch-state`, then
-  `git commit --only -- .orch-state`), so the user's files elsewhere stay exactly as they were: staged stays
-  staged, modified stays modified, untracked stays untracked. This also holds on an unborn branch (the first
-  commit then holds .orch-state alone).
-- The bot owns .orch-state: a hand edit there, staged or not, is committed as it is in the working tree with
-  the next change (the working tree is what the bot reads and acts on).
-- Every git call runs with the bot's identity as author and committer, with no hooks (`core.hooksPath=/dev/null`
-  plus `--no-verify`) and no signing, whatever the user's git config says; a hung git is killed after a minute.
-- While it stages and commits, it holds the project's file lock (the one commands hold), so a commit never
-  captures half of a command's writes and two processes (bot and CLI) never commit at once.
+  (`orch(E-3): create epic "X" (/epic by alice)`); several: a subject with the IDs and what happened
+  (`orch(S-4, sprint-002): S-4 done; review sprint-002`), then one bullet per line.
+- No command waits for git. Under the file lock a commit only reads the queue and the bytes of the files it
+  commits (a snapshot); then, outside it, git builds the commit in a private index (`GIT_INDEX_FILE`:
+  read-tree HEAD, update-index, write-tree, commit-tree) and moves the branch with a compare-and-swap
+  (`update-ref HEAD <new> <old>`; when another commit landed in between, it is built again on top of that).
+  Only .orch-state paths are in it: the user's files elsewhere stay exactly as they were (staged stays staged,
+  modified stays modified, untracked stays untracked), also on an unborn branch (the first commit then holds
+  .orch-state alone). Afterwards the user's index gets the committed entries of those paths, so their
+  `git status` shows no committed .orch-state change. One commit runs at a time per repository, across
+  processes (a lock in the git folder), and never while another git holds index.lock.
+- Hand edits: a changed .orch-state file that no queued change wrote is a change made outside the bot (or by a
+  process that died before it recorded its lines). With the next change it is committed first, in a commit of
+  its own (HAND_EDIT_LINE, naming the files); `hand_edits()` lists those waiting, for health. A file the bot
+  wrote and someone edited afterwards is committed as it is, with the bot's change, whose message names it. A
+  hand edit of a file that a command then rewrote cannot be told apart: the command read it and changed it, so
+  it is part of that command's commit (the working tree is what the bot reads and acts on).
+- Every git call runs with the bot's identity as author and committer, with no hooks (`core.hooksPath=/dev/null`;
+  plumbing runs none anyway) and no signing, whatever the user's git config says; a hung git is killed after a
+  minute.
 
 When git cannot commit now, the outcome says why ("deferred: ..." or "failed: ..."), the lines stay queued, and
 the commit is retried every `retry_s` seconds while anything is waiting (and on every `flush()`). Meanwhile
@@ -30,28 +40,34 @@ once per episode through `on_event` ("commits_stuck", then "commits_resumed"). A
 `stale_lock_s` while no git process works in the repo is what a git killed mid-commit leaves: it is removed.
 
 Git runs in a small pool of its own, so a slow or hung git never takes the threads every command shares, and
-the waits between tries (index.lock held, the state files locked) happen on the event loop, not in a thread.
+the waits between tries (index.lock held) happen on the event loop, not in a thread.
 A queued line is never a blocker: one that does not parse is passed over, and characters git cannot take in a
 message (NUL, lone surrogates) and terminal controls are written out as escapes (`\x00`).
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
+import math
 import os
 import re
 import subprocess
+import tempfile
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from . import filelocks
 from .errors import StateLocked, UnsafePath
 from .store import (
-    LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, append_state_file, atomic_write,
-    read_state_file,
+    LOCK_NAME, LOCK_TIMEOUT_S, STATE_DIR, ProjectStore, append_state_file, atomic_write,
+    read_state_file, state_dir_of,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +75,7 @@ log = logging.getLogger(__name__)
 # index.lock held by another git: wait this long before each new try (about 5 s in all), then defer.
 LOCK_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 1.6)
 RETRY_S = 5.0  # while a commit is deferred or failed, try again this often
+MIN_COMMIT_GAP_S = 0.5  # under sustained load, at most one commit this often (each holding what waited)
 GIT_TIMEOUT_S = 60  # a git process that hangs longer is killed
 GIT_THREADS = 2  # git's own pool: commits of all projects, never the threads commands use
 STUCK_AFTER_S = 60.0  # changes waiting longer than this are a problem health reports
@@ -66,10 +83,17 @@ STALE_LOCK_S = 600.0  # an index.lock this old, with no git running in the repo,
 GIT_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "core.quotepath=off")
 DONE = ("committed", "nothing")
 RECOVER_LINE = "orch: commit .orch-state changes made outside the bot (or before an interrupted run recorded them)"
+HAND_EDIT_LINE = "orch: commit .orch-state changes made outside the bot"  # committed before the next change's own
+CAS_TRIES = 5  # the branch moved between reading HEAD and updating it: build again on top, this often
+ZERO_OID = "0" * 40
+_COMMIT_LOCK = "orch-commit.lock"  # in the git folder: one commit at a time per repository, across processes
 # In .orch-state: the message lines waiting for their commit, one JSON object a line: {"at": when, "line": text}.
 QUEUE = ".commit-queue"
 _STATE_PATHS = ("--", STATE_DIR)  # .orch-state/.gitignore (from the templates) keeps .lock, *.tmp and the queue out
 _IDS = re.compile(r"^orch\(([^)]*)\)")
+_ORIGIN = re.compile(r"\s*\([^()]* by [^()]*\)$")  # `(/epic by alice)` at the end of a line
+_VALUE_CHANGE = re.compile(r"^(status|priority) \S+ -> (\S+)$")
+SUBJECT_MAX = 100
 # What a commit message must not hold: NUL (git's argv cannot), lone surrogates (not UTF-8), controls.
 _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
@@ -84,15 +108,28 @@ class _IndexLocked(Exception):
 class _Pending:
     timer: asyncio.TimerHandle | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_commit: float = -math.inf  # time.monotonic() when this process's last commit here landed
 
 
 def _queue_path(repo_root: Path) -> Path:
     return repo_root / STATE_DIR / QUEUE
 
 
-def _entries(repo_root: Path) -> list[tuple[float | None, str]]:
-    """The queue as (time recorded or None, line), oldest first. A line that does not parse (torn by a crash
-    mid-append, not UTF-8, not ours) is passed over: the change itself is in the files."""
+Signature = tuple[int, int, int]  # (size, mtime_ns, inode) of a file as the bot wrote it
+
+
+@dataclass
+class _Entry:
+    """One `record` call: when, its message lines, and the files it wrote or removed (.orch-state-relative, each
+    with the signature it left, None for removed), or None when anything may have changed."""
+    at: float | None
+    lines: list[str]
+    paths: dict[str, Signature | None] | None
+
+
+def _entries(repo_root: Path) -> list[_Entry]:
+    """The queue, oldest first. A line that does not parse (torn by a crash mid-append, not UTF-8, not ours)
+    is passed over: the change itself is in the files, and is then committed as one made outside the bot."""
     try:
         raw = read_state_file(repo_root, QUEUE)
     except (FileNotFoundError, UnsafePath):  # a symlink is not our queue: never read (commands and health say so)
@@ -104,20 +141,34 @@ def _entries(repo_root: Path) -> list[tuple[float | None, str]]:
         except (ValueError, RecursionError):
             continue
         if isinstance(value, str):  # queued by a version that kept no time
-            entries.append((None, escaped(value)))
-        elif isinstance(value, dict) and isinstance(value.get("line"), str):
+            entries.append(_Entry(None, [escaped(value)], None))
+        elif isinstance(value, dict):
             at = value.get("at")
-            entries.append((at if isinstance(at, (int, float)) else None, escaped(value["line"])))
+            at = at if isinstance(at, (int, float)) and not isinstance(at, bool) else None
+            lines = value["lines"] if isinstance(value.get("lines"), list) else [value.get("line")]
+            lines = [escaped(text) for text in lines if isinstance(text, str)]
+            if lines:
+                entries.append(_Entry(at, lines, _paths_of(value.get("paths"))))
     return entries
 
 
-def _encode(entries: list[tuple[float | None, str]]) -> bytes:
-    return "".join(json.dumps({"at": at, "line": line}) + "\n" for at, line in entries).encode()
+def _paths_of(value: object) -> dict[str, Signature | None] | None:
+    if not isinstance(value, dict):
+        return None  # an older version's entry, or one without paths: anything may have changed
+    paths: dict[str, Signature | None] = {}
+    for rel, sig in value.items():
+        ok = isinstance(sig, list) and len(sig) == 3 and all(isinstance(n, int) for n in sig)
+        paths[rel] = tuple(sig) if ok else None  # type: ignore[assignment]
+    return paths
+
+
+def _encode(entries: list[_Entry]) -> bytes:
+    return "".join(json.dumps({"at": e.at, "lines": e.lines, "paths": e.paths}) + "\n" for e in entries).encode()
 
 
 def queued_lines(repo_root: Path) -> list[str]:
     """The message lines waiting for a commit in this repo (from every process)."""
-    return [line for _, line in _entries(repo_root)]
+    return [line for entry in _entries(repo_root) for line in entry.lines]
 
 
 def waited_s(repo_root: Path) -> float | None:
@@ -125,7 +176,7 @@ def waited_s(repo_root: Path) -> float | None:
     entries = _entries(repo_root)
     if not entries:
         return None
-    times = [at for at, _ in entries if at is not None]
+    times = [e.at for e in entries if e.at is not None]
     if len(times) < len(entries):
         try:
             times.append(_queue_path(repo_root).lstat().st_mtime)
@@ -134,12 +185,22 @@ def waited_s(repo_root: Path) -> float | None:
     return max(0.0, time.time() - min(times)) if times else None
 
 
-def _append_queue(repo_root: Path, lines: list[str]) -> None:
-    append_state_file(repo_root, QUEUE, _encode([(time.time(), line) for line in lines]))
+def _signature(repo_root: Path, rel: str) -> Signature | None:
+    try:
+        st = (repo_root / STATE_DIR / rel).lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _append_queue(repo_root: Path, lines: list[str], paths: list[str] | None) -> None:
+    sigs = None if paths is None else {rel: _signature(repo_root, rel) for rel in paths}
+    append_state_file(repo_root, QUEUE, _encode([_Entry(time.time(), lines, sigs)]))
 
 
 def _drop_queued(repo_root: Path, count: int) -> None:
-    """Remove the first `count` lines (those just committed); later ones stay for the next commit."""
+    """Remove the first `count` entries (those just committed); later ones stay for the next commit. (Only one
+    commit runs at a time per repository, across processes: see _COMMIT_LOCK.)"""
     rest = _entries(repo_root)[count:]
     if rest:
         atomic_write(_queue_path(repo_root), _encode(rest))
@@ -161,7 +222,9 @@ def quote(text: str, limit: int = 72) -> str:
 
 
 def commit_message(lines: list[str]) -> str:
-    """One line: used as is. Several: a subject with the IDs they touch, then each line."""
+    """One line: used as is. Several: a subject with the IDs they touch and what happened to them, in order
+    (`orch(S-4, sprint-002): S-4 done; review sprint-002`), cut to about SUBJECT_MAX characters with the count
+    of what did not fit, then each line in full."""
     if len(lines) == 1:
         return lines[0]
     ids: list[str] = []
@@ -170,7 +233,84 @@ def commit_message(lines: list[str]) -> str:
         if m:
             ids.extend(i.strip() for i in m.group(1).split(",") if i.strip() and i.strip() not in ids)
     head = f"orch({', '.join(ids[:8])}{', ...' if len(ids) > 8 else ''})" if ids else "orch"
-    return f"{head}: {len(lines)} changes\n\n" + "\n".join(f"- {line}" for line in lines)
+    gists = [_gist(line) for line in lines]
+    subject = f"{head}: {gists[0]}"
+    for shown, gist in enumerate(gists[1:], start=1):
+        rest = len(gists) - shown - 1
+        tail = f"; and {rest} more" if rest else ""
+        if len(subject) + 2 + len(gist) + len(tail) > SUBJECT_MAX:
+            subject += f"; and {len(gists) - shown} more"
+            break
+        subject += f"; {gist}"
+    return subject + "\n\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def _gist(line: str) -> str:
+    """What one line says happened, short: without its `orch(...)` head and its `(/command by who)` origin;
+    a status or priority change as the ID and its new value (`S-4 done`, `S-2 priority high`)."""
+    m = _IDS.match(line)
+    ids = [i.strip() for i in m.group(1).split(",")] if m else []
+    text = _ORIGIN.sub("", line[m.end():] if m else line).removeprefix(":").strip()
+    if ids and (change := _VALUE_CHANGE.match(text)):
+        what, new = change.groups()
+        return f"{ids[0]} {new}" if what == "status" else f"{ids[0]} {what} {new}"
+    return text
+
+
+def _rel(path: str) -> str:
+    """A repository-relative path under .orch-state, relative to .orch-state."""
+    return path.removeprefix(STATE_DIR + "/")
+
+
+def _last_signatures(entries: list[_Entry]) -> dict[str, Signature | None]:
+    """Repository-relative path -> the signature the bot's last queued write of it left."""
+    written: dict[str, Signature | None] = {}
+    for entry in entries:
+        for rel, sig in (entry.paths or {}).items():
+            written[f"{STATE_DIR}/{rel}"] = sig
+    return written
+
+
+def listed(paths: list[str], limit: int = 20) -> str:
+    return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+@dataclass
+class _Snapshot:
+    """What one commit holds, taken under the project's file lock: the bytes of every file it commits
+    (repository-relative path -> bytes, None for a removed file), and which of them are hand edits.
+
+    A file changed but written by no queued change is a hand edit (or the change of a process that died before
+    it recorded its lines): it goes into a commit of its own, first. A file the bot wrote that no longer has
+    the signature the bot's write left was edited outside the bot since: it is committed as it is now, with the
+    bot's change, and the message names it. A hand edit made BEFORE a command rewrote the same file cannot be
+    told apart: the command read it and wrote it back changed, so it is part of that command's commit."""
+
+    files: dict[str, bytes | None]
+    hand: set[str]
+    edited_after: list[str]
+
+    @classmethod
+    def take(cls, root: Path, entries: list[_Entry], changed: set[str]) -> "_Snapshot":
+        written = _last_signatures(entries)
+        files: dict[str, bytes | None] = {}
+        for path in sorted(changed | set(written)):
+            try:
+                files[path] = read_state_file(root, _rel(path))
+            except FileNotFoundError:
+                files[path] = None
+            except (UnsafePath, OSError) as exc:  # not a file the bot could have written: left as it is
+                log.warning("not committing %s of %s: %s", path, root, exc)
+        if any(e.paths is None for e in entries):  # anything may be the bot's: all of it is the batch's
+            return cls(files, set(), [])
+        return cls(files, {p for p in files if p not in written},
+                   sorted(p for p in files if p in written and _signature(root, _rel(p)) != written[p]))
+
+    def hand_edits(self) -> list[str]:
+        return sorted(self.hand)
+
+    def bot_changes(self) -> list[str]:
+        return sorted(set(self.files) - self.hand)
 
 
 class GitLog:
@@ -194,18 +334,29 @@ class GitLog:
         self._stuck: set[Path] = set()  # repos whose trouble was reported and has not ended yet
         self._pool: ThreadPoolExecutor | None = None
         self.last_outcome: dict[Path, str] = {}
+        self._index_debt: dict[Path, set[str]] = {}  # committed paths the user's index does not show yet
+        # For the benchmark: commits made, and each committed line's lag (recorded -> its commit on the branch).
+        self.commits_made = 0
+        self.lag_samples: deque[float] = deque(maxlen=100_000)
 
     # -- queueing --------------------------------------------------------------------------------------------
-    def record(self, repo_root: Path, lines: list[str]) -> None:
-        """Queue message lines for the next commit of this repo. The caller holds the project's file lock
-        (commands do, in their worker thread, right after writing; a commit reads the queue under that same lock,
-        so its message always matches its content), and calls `commit_soon` on the event loop afterwards."""
+    def record(self, repo_root: Path, lines: list[str], paths: list[str] | None = None) -> None:
+        """Queue message lines for the next commit of this repo, with the .orch-state-relative `paths` the change
+        wrote or removed (None: anything under .orch-state may have changed). The caller holds the project's file
+        lock (commands do, in their worker thread, right after writing; a commit takes the queue and the files'
+        bytes under that same lock, so its message always matches its content), and calls `commit_soon` on the
+        event loop afterwards. Each path's signature (size, mtime, inode) is kept: a file that no longer has it
+        when the commit takes it was edited outside the bot since."""
         if lines:
-            _append_queue(repo_root, lines)
+            _append_queue(repo_root, lines, paths)
 
     def commit_soon(self, repo_root: Path) -> None:
-        """Commit what is queued for this repo once the batch window ends (event loop only)."""
-        self._schedule(repo_root, self.batch_s)
+        """Commit what is queued for this repo once the batch window ends (event loop only). Under sustained
+        load, commits come at most every MIN_COMMIT_GAP_S (or batch window, if longer), so that slow commands
+        too share a commit by several (the lag stays under a second)."""
+        last = self._pending.setdefault(repo_root, _Pending()).last_commit
+        gap = max(self.batch_s, MIN_COMMIT_GAP_S)
+        self._schedule(repo_root, max(self.batch_s, last + gap - time.monotonic()))
 
     def pending_lines(self, repo_root: Path) -> int:
         return len(queued_lines(repo_root))
@@ -221,10 +372,12 @@ class GitLog:
         task.add_done_callback(self._tasks.discard)
 
     async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:
-        """Run git work in git's own threads, never in the pool every command shares."""
+        """Run git work in git's own threads, never in the pool every command shares (in a copy of the caller's
+        context, as asyncio.to_thread does: a file lock the caller holds is held there too)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(GIT_THREADS, thread_name_prefix="orch-git")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(context.run, fn, *args))
 
     async def flush(self, repo_root: Path | None = None) -> None:
         """Try to commit what is queued now (for one repo, or all). Never raises for a git problem."""
@@ -237,8 +390,12 @@ class GitLog:
             if pending.timer is not None:  # this flush does what the timer was waiting to do
                 pending.timer.cancel()
                 pending.timer = None
+            if root in self._index_debt and not await self._in_pool(self._pay_index_debt, root):
+                self._schedule(root, self.retry_s)
             if await self._in_pool(self.pending_lines, root):
                 outcome = await self._commit_with_backoff(root)
+                if outcome == "committed":
+                    pending.last_commit = time.monotonic()
             elif self.last_outcome.get(root, "nothing") in DONE:
                 return
             else:  # what waited here was committed by another process
@@ -250,20 +407,19 @@ class GitLog:
                 self._report(root, outcome, await self._in_pool(self.trouble, root))
 
     async def _commit_with_backoff(self, root: Path) -> str:
-        """Try `commit_now`; while index.lock or the state files are held, wait on the event loop between tries."""
+        """Try `commit_now`; while another git holds index.lock, wait on the event loop between tries."""
         backoff = iter(self.lock_backoff_s)
-        lock_deadline = time.monotonic() + LOCK_TIMEOUT_S
         while True:
             try:
-                return await self._in_pool(self.commit_now, root)
+                return await self.commit_now(root)
             except _IndexLocked:
                 delay = next(backoff, None)
                 if delay is None:
                     return "deferred: another git process holds index.lock"
-            except StateLocked:
-                if time.monotonic() >= lock_deadline:
-                    return "deferred: the state files stayed locked by another process"
-                delay = LOCK_POLL_S
+            except StateLocked:  # after a blocking wait of LOCK_TIMEOUT_S
+                return "deferred: the state files stayed locked by another process"
+            except filelocks.Timeout:
+                return "deferred: another process's commit did not end"
             except Exception as exc:  # logged by _note; the lines are kept and retried
                 return f"failed: {_describe(exc)}"
             await asyncio.sleep(delay)
@@ -353,31 +509,171 @@ class GitLog:
                 f"Fix: {fix_for(repo_root, why)}")
 
     # -- git work (git's threads) ------------------------------------------------------------------------------
-    def commit_now(self, repo_root: Path) -> str:
+    async def commit_now(self, repo_root: Path) -> str:
         """One try at committing .orch-state of one repo with the lines queued for it. Returns what happened:
         "committed", "nothing" (no change left: another process committed it, with its own message) or
-        "deferred: <why>" (the lines stay queued). Raises _IndexLocked or StateLocked when the caller should
-        wait and try again, and anything unexpected (the lines stay queued too)."""
-        self._clear_stale_lock(repo_root)
-        why = why_commit_waits(repo_root)
+        "deferred: <why>" (the lines stay queued). Raises _IndexLocked when the caller should wait and try again,
+        and anything unexpected (the lines stay queued too).
+
+        Under the project's file lock it only takes the queue and the bytes of the files it commits; everything
+        git does runs outside it, so no command waits for git. One commit at a time per repository, across
+        processes (_COMMIT_LOCK), so the queue's head is always what the commit took. Both locks are waited for
+        on the event loop, so a lock another process holds never keeps git's threads from other projects."""
+        why, commit_lock, state_lock = await self._in_pool(self._why_not_now, repo_root)
         if why:
             return f"deferred: {why}"
-        with ProjectStore(repo_root).locked(timeout=LOCK_TRY_S):
-            lines = queued_lines(repo_root)  # under the file lock: exactly the changes on disk
-            outcome = self._commit(repo_root, lines)
-            _drop_queued(repo_root, len(lines))  # only now: a failure above keeps them queued
+        async with filelocks.hold_async(commit_lock, LOCK_TIMEOUT_S):
+            if not await self._in_pool(_entries, repo_root):
+                return "nothing"  # an earlier try took them; a hand edit alone waits for the next change
+            changed = await self._in_pool(self._changed_paths, repo_root)  # git, before the file lock
+            entries, snap = await self._holding(state_lock, self._take_snapshot, repo_root, changed)
+            outcome = await self._in_pool(self._commit_snapshot, repo_root, snap, entries)
+            if outcome == "committed":
+                now = time.time()
+                self.lag_samples.extend(now - e.at for e in entries if e.at is not None for _ in e.lines)
+                self._index_debt.setdefault(repo_root, set()).update(snap.files)
+                await self._in_pool(self._pay_index_debt, repo_root)  # before the queue empties: all done then
+            await self._holding(state_lock, self._drop, repo_root, len(entries))
             return outcome
 
-    def _commit(self, root: Path, lines: list[str]) -> str:
-        if not lines:
-            return "nothing"  # an earlier try took them; a hand edit alone waits for the next change
-        self._git(root, "add", "--all", *_STATE_PATHS)
-        status, _, _ = self._git(root, "diff", "--cached", "--quiet", *_STATE_PATHS, check=False)
-        if status == 0:
+    async def _holding(self, state_lock: Path, fn: Callable[..., T], *args: object) -> T:
+        """`fn` in git's threads, holding the project's file lock (waited for on the event loop)."""
+        try:
+            async with filelocks.hold_async(state_lock, LOCK_TIMEOUT_S):
+                return await self._in_pool(fn, *args)
+        except filelocks.Timeout:
+            raise StateLocked("the state files stayed locked by another process") from None
+
+    def _why_not_now(self, root: Path) -> tuple[str | None, Path, Path]:
+        """(why committing now would be wrong, or None; the commit lock; the project's file lock)."""
+        self._clear_stale_lock(root)
+        return why_commit_waits(root), _git_dir(root) / _COMMIT_LOCK, state_dir_of(root) / LOCK_NAME
+
+    @staticmethod
+    def _take_snapshot(root: Path, changed: set[str]) -> tuple[list[_Entry], "_Snapshot"]:
+        with ProjectStore(root).locked():  # held by the caller's context: refuses symlinks, ends a torn write
+            entries = _entries(root)
+            return entries, _Snapshot.take(root, entries, changed)
+
+    @staticmethod
+    def _drop(root: Path, count: int) -> None:
+        with ProjectStore(root).locked():
+            _drop_queued(root, count)
+
+    def _commit_snapshot(self, root: Path, snap: "_Snapshot", entries: list[_Entry]) -> str:
+        """Commit the snapshot on the current branch: the hand edits first (their own commit), then the queued
+        changes, built in a private index and put on the branch with a compare-and-swap of HEAD (retried from the
+        new HEAD when another commit, the user's say, lands in between)."""
+        if not snap.files:
             return "nothing"
-        self._git(root, "commit", "--only", "--no-verify", "--no-gpg-sign", "--quiet", "-m", commit_message(lines),
-                  *_STATE_PATHS)
-        return "committed"
+        lines = [line for e in entries for line in e.lines]
+        message = commit_message(lines)
+        if snap.edited_after:
+            message += ("\n\nEdited outside the bot after this change was written (committed as they are now): "
+                        + listed(snap.edited_after))
+        steps = [(snap.hand_edits(), f"{HAND_EDIT_LINE}\n\nFiles: {listed(snap.hand_edits())}\n\nChanged by hand, by "
+                  "a git command, or by a command whose process stopped before it queued its commit line; "
+                  "committed before the changes queued since."),
+                 (snap.bot_changes(), message)]
+        with tempfile.TemporaryDirectory(prefix="orch-commit-") as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            blobs = self._write_blobs(root, tmp, snap.files)
+            for _ in range(CAS_TRIES):
+                old = self._head(root)
+                self._git(root, "read-tree", *([old] if old else ["--empty"]), env=env)
+                tip, tree = old, self._tree_of(root, old)
+                for paths, text in steps:
+                    if not paths:
+                        continue
+                    info = "".join(f"100644 {blobs[p]}\t{p}\0" if blobs.get(p) else f"0 {ZERO_OID}\t{p}\0"
+                                   for p in paths)
+                    self._git(root, "update-index", "-z", "--index-info", env=env, input=info.encode())
+                    new_tree = self._git(root, "write-tree", env=env)[1].strip()
+                    if new_tree == tree:
+                        continue  # nothing of it differs from what the branch has (another process committed it)
+                    tip = self._git(root, "commit-tree", new_tree, *(["-p", tip] if tip else []), "-F", "-",
+                                    input=text.encode())[1].strip()
+                    tree = new_tree
+                    self.commits_made += 1
+                if tip == old:
+                    return "nothing"
+                if (_git_dir(root) / "index.lock").exists():
+                    raise _IndexLocked()  # a git of the user's is at work (a commit, say): never cut in
+                status, _, err = self._git(root, "update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD",
+                                           tip, old or "", check=False)
+                if status == 0:
+                    return "committed"
+                if "but expected" not in err and "cannot lock ref" not in err:
+                    raise GitFailed(f"git update-ref exited with {status}: {err.strip()[:300]}")
+                log.info("the branch of %s moved while committing; trying again on top of it", root)
+        return "deferred: the branch kept moving while committing"
+
+    def _head(self, root: Path) -> str | None:
+        status, out, _ = self._git(root, "rev-parse", "-q", "--verify", "HEAD^{commit}", check=False)
+        return out.strip() if status == 0 else None  # None: an unborn branch
+
+    def _tree_of(self, root: Path, commit: str | None) -> str | None:
+        return self._git(root, "rev-parse", f"{commit}^{{tree}}")[1].strip() if commit else None
+
+    def _write_blobs(self, root: Path, tmp: str, files: dict[str, bytes | None]) -> dict[str, str]:
+        """Store the snapshot's bytes as git objects (one git for all of them); returns path -> object ID."""
+        present = [(path, data) for path, data in files.items() if data is not None]
+        if not present:
+            return {}
+        names = []
+        for n, (_, data) in enumerate(present):
+            name = os.path.join(tmp, f"blob{n}")
+            with open(name, "wb") as fh:
+                fh.write(data)
+            names.append(name)
+        out = self._git(root, "hash-object", "-w", "--no-filters", "--stdin-paths",
+                        input="".join(f"{n}\n" for n in names).encode())[1].split()
+        return {path: oid for (path, _), oid in zip(present, out)}
+
+    def _changed_paths(self, root: Path) -> set[str]:
+        """The .orch-state paths whose working-tree file differs from the branch (modified, added, removed,
+        untracked and not ignored), as repository-relative paths. Reads the user's index without writing it."""
+        _, out, _ = self._git(root, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--no-renames",
+                              "--untracked-files=all", *_STATE_PATHS)
+        return {record[3:] for record in out.split("\0") if len(record) > 3}
+
+    def _pay_index_debt(self, root: Path) -> bool:
+        """Make the user's index show the committed content of the paths we committed, so their `git status`
+        shows no .orch-state change that is committed (their own staged changes elsewhere stay staged). Returns
+        whether it is done; while their git holds index.lock it is kept for the next try."""
+        paths = self._index_debt.get(root)
+        if not paths:
+            return True
+        try:
+            _, out, _ = self._git(root, "--literal-pathspecs", "ls-tree", "-r", "-z", "HEAD", "--", *sorted(paths))
+            in_head = {}
+            for record in out.split("\0"):
+                meta, _, path = record.partition("\t")
+                if path in paths:
+                    in_head[path] = meta.split()
+            info = "".join(f"{in_head[p][0]} {in_head[p][2]}\t{p}\0" if p in in_head else f"0 {ZERO_OID}\t{p}\0"
+                           for p in sorted(paths))
+            self._git(root, "update-index", "-z", "--index-info", input=info.encode())
+            if in_head:  # their stat information too, so that git does not read those files again to compare
+                self._git(root, "--literal-pathspecs", "add", "--refresh", "--", *sorted(in_head), check=False)
+        except _IndexLocked:
+            log.info("the index of %s is locked by another git; it is brought up to date later", root)
+            return False
+        except GitFailed as exc:
+            log.warning("could not bring the index of %s up to date with the last commit: %s", root, exc)
+            return False
+        del self._index_debt[root]
+        return True
+
+    def hand_edits(self, repo_root: Path) -> list[str]:
+        """The .orch-state files changed outside the bot and not committed yet (repository-relative). Empty
+        while a queued change may have touched anything (its commit takes every change as its own)."""
+        entries = _entries(repo_root)
+        if any(e.paths is None for e in entries):
+            return []
+        written = _last_signatures(entries)
+        return sorted(path for path in self._changed_paths(repo_root)
+                      if path not in written or _signature(repo_root, _rel(path)) != written[path])
 
     def _clear_stale_lock(self, root: Path) -> None:
         """Remove an index.lock older than stale_lock_s while no git process works in the repo: a git killed
@@ -399,20 +695,22 @@ class GitLog:
                     lock, age, root)
 
     def _queue_leftovers(self, repo_root: Path) -> bool:
-        """Under the file lock: whether anything waits for a commit. Changed state files with no queued line
-        (a hand edit, or a process that died between writing and recording) get RECOVER_LINE."""
+        """Whether anything waits for a commit. Changed state files with no queued line (a hand edit, or a
+        process that died between writing and recording) get RECOVER_LINE, under the file lock."""
+        if queued_lines(repo_root):
+            return True
+        changed = self._changed_paths(repo_root)
         with ProjectStore(repo_root).locked():
             if queued_lines(repo_root):
                 return True
-            _, out, _ = self._git(repo_root, "status", "--porcelain", "--untracked-files=all", *_STATE_PATHS)
-            if not out.strip():
-                return False
-            self.record(repo_root, [RECOVER_LINE])
-            return True
+            if changed:
+                self.record(repo_root, [RECOVER_LINE])
+            return bool(changed)
 
-    def _git(self, root: Path, *args: str, check: bool = True) -> tuple[int, str, str]:
+    def _git(self, root: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
+             input: bytes | None = None) -> tuple[int, str, str]:
         """Run one git command in the repo with the bot's identity and options; returns (status, out, err)."""
-        status, out, err = run_git(root, *args, env=self._env, check=False)
+        status, out, err = run_git(root, *args, env={**self._env, **(env or {})}, check=False, input=input)
         if check and status != 0:
             if "index.lock" in err:
                 raise _IndexLocked()
@@ -425,12 +723,12 @@ class GitFailed(RuntimeError):
 
 
 def run_git(root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = GIT_TIMEOUT_S,
-            check: bool = True) -> tuple[int, str, str]:
+            check: bool = True, input: bytes | None = None) -> tuple[int, str, str]:
     """Run git in `root` with our options, no prompt, messages in English (we read some), and a time-out (a hung
     git, e.g. reading a named pipe, is killed). Returns (status, out, err); with `check`, a non-zero status
     raises GitFailed."""
     try:
-        done = subprocess.run(["git", *GIT_OPTIONS, *args], cwd=root, capture_output=True, timeout=timeout,
+        done = subprocess.run(["git", *GIT_OPTIONS, *args], cwd=root, capture_output=True, timeout=timeout, input=input,
                               env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})})
     except subprocess.TimeoutExpired:
         raise GitFailed(f"git {args[0]} did not answer within {timeout:.0f} s") from None

@@ -143,6 +143,8 @@ class ProjectHealth(_Data):
     ok: bool
     state: State | None = None
     problems: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list, description="not failures, but not as they should stay: "
+                                "uncommitted hand edits")
     pending_commit_lines: int = 0
     last_commit: str | None = None
     transitions_last_7_days: int = Field(0, description="state changes in status.json's history over the last 7 days")

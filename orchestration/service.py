@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import threading
-import time
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -20,13 +19,13 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 from pydantic import ValidationError
 
-from . import consistency, history as git_history, restore, state_machine as sm
+from . import consistency, filelocks, history as git_history, restore, state_machine as sm
 from .commands import CLI, DISCORD, origin
 from .config import Config
 from .wording import plural
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
 from .events import Event, Events
-from .gitlog import GitFailed, GitLog, fix_for, quote, run_git, why_commit_waits, writes_blocked
+from .gitlog import GitFailed, GitLog, fix_for, listed, quote, run_git, why_commit_waits, writes_blocked
 from .models import (
     SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, next_number, printable,
     sprint_id, utcnow,
@@ -45,7 +44,7 @@ from .sprint_rules import (
     DEFAULT_CAPACITY, auto_pick, explicit_pick, return_to_backlog, set_story_status, settle_sprint, sprint_view,
 )
 from .store import (
-    LOCK_POLL_S, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, check_no_symlinks, create_from_templates,
+    LOCK_NAME, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, check_no_symlinks, create_from_templates,
     state_dir_of, symlinks_in,
 )
 from .ticket_service import TicketCommands, tickets_of, touch_tickets
@@ -315,7 +314,7 @@ class Orchestrator(TicketCommands):
         line_of("by", by)  # it goes into every commit line and history entry
         project = await asyncio.to_thread(self.project, name)
         async with project.lock:
-            change, result = await _while_locked_elsewhere(self._run, project, command, by, work)
+            change, result = await _under_file_lock(project, self._run, project, command, by, work)
         self.git.commit_soon(project.entry.path)  # the lines were recorded under the file lock, in _run
         if isinstance(result, Result) and result.warning:
             log.warning("project=%s command=%s by=%s saved, but %s", name, command, by, result.warning)
@@ -329,7 +328,7 @@ class Orchestrator(TicketCommands):
         if why := writes_blocked(project.entry.path):
             raise Busy(f"{project.entry.name}'s repository is in the middle of {why}; nothing was changed.",
                        "Finish it (or abort it) in the repository, then try again.")
-        with project.store.locked(timeout=LOCK_TRY_S):  # the waits between tries are on the loop
+        with project.store.locked():  # held already by _under_file_lock, which waited for it on the loop
             change = Change(project, by, command, front_end=self.front_end)
             before = project.model.state
             try:
@@ -343,7 +342,7 @@ class Orchestrator(TicketCommands):
             # The change is made now. What fails from here is said beside the success, never as a failure: a
             # retry would make the change twice.
             try:
-                self.git.record(project.entry.path, change.lines)  # still under the file lock: see gitlog.record
+                self.git.record(project.entry.path, change.lines, paths=change.written)  # still under the lock
             except Exception as exc:
                 log.error("project=%s command=%s: its commit message could not be queued: %s", project.entry.name,
                           command, exc)
@@ -369,7 +368,10 @@ class Orchestrator(TicketCommands):
         """Reads take no lock (autocomplete answers while a command waits for the project): they see the last
         saved state, which writers never change in place."""
         project = await asyncio.to_thread(self.project, name)
-        return await _while_locked_elsewhere(self._read_sync, project, work)
+        try:
+            return await asyncio.to_thread(self._read_sync, project, work)
+        except StateLocked:  # a write to finish first, or writes kept coming: wait for the lock, in turn
+            return await _under_file_lock(project, self._read_sync, project, work)
 
     @staticmethod
     def _read_sync(project: Project, work: Callable[[Change], T]) -> T:
@@ -606,7 +608,7 @@ class Orchestrator(TicketCommands):
                 raise Busy(f"{waiting} change(s) of {project} are not committed yet "
                            f"({self.git.last_outcome.get(p.entry.path)}); nothing was restored.",
                            "Once they are committed (`health` says why they wait), restore again.")
-            change, result = await _while_locked_elsewhere(self._restore, p, commit, by)
+            change, result = await _under_file_lock(p, self._restore, p, commit, by)
         self.git.commit_soon(p.entry.path)
         self.agents.kick()
         log.info("project=%s command=restore by=%s commit=%s restored=%s state=%s", project, by, result.commit,
@@ -920,6 +922,7 @@ class Orchestrator(TicketCommands):
 
     def _project_health(self, entry: ProjectEntry) -> ProjectHealth:
         problems: list[str] = []
+        warnings: list[str] = []
         state = None
         transitions = pending = 0
         try:
@@ -942,13 +945,17 @@ class Orchestrator(TicketCommands):
                 problems.append(trouble)
             elif why := why_commit_waits(entry.path):
                 problems.append(f"commits wait: {why}. Fix: {fix_for(entry.path, why)}")
+            if edits := self.git.hand_edits(entry.path):
+                warnings.append(f"uncommitted hand edits: {listed(edits, 10)}. The next change commits them "
+                                f"first, in a commit of their own (`git -C {entry.path} status {STATE_DIR}` shows "
+                                "them)")
         except (OrchError, GitFailed, OSError) as exc:
             problems.append(str(exc))
         except Exception as exc:  # whatever it is, it is this project's problem: the others are still reported
             log.exception("project=%s: unexpected error in its health check", entry.name)
             problems.append(f"unexpected {type(exc).__name__} while reading it: {exc}")
         return ProjectHealth(name=entry.name, path=entry.path, ok=not problems, state=state, problems=problems,
-                             pending_commit_lines=pending,
+                             warnings=warnings, pending_commit_lines=pending,
                              last_commit=self.git.last_outcome.get(entry.path), transitions_last_7_days=transitions)
 
 
@@ -1003,18 +1010,16 @@ def _change_text(c: FieldChange) -> str:
     return f"{c.field} {c.before} -> {c.after}"
 
 
-async def _while_locked_elsewhere(fn: Callable[..., T], *args: object) -> T:
-    """Run `fn` (which takes the project's file lock with one short try) in a worker thread; while another
-    process holds that lock, wait on the event loop and try again, up to LOCK_TIMEOUT_S. A held lock thus never
-    keeps one of the worker threads that every project's commands share."""
-    deadline = time.monotonic() + LOCK_TIMEOUT_S
-    while True:
-        try:
+async def _under_file_lock(project: Project, fn: Callable[..., T], *args: object) -> T:
+    """Take the project's file lock on the event loop (a blocking wait, in turn with this process's other
+    waiters, up to LOCK_TIMEOUT_S), then run `fn` in a worker thread, which holds it too (filelocks: the context
+    is the holder). A held lock thus never keeps one of the worker threads that every project's commands share."""
+    try:
+        async with filelocks.hold_async(project.store.root / STATE_DIR / LOCK_NAME, LOCK_TIMEOUT_S):
             return await asyncio.to_thread(fn, *args)
-        except StateLocked:
-            if time.monotonic() >= deadline:
-                raise
-        await asyncio.sleep(LOCK_POLL_S)
+    except filelocks.Timeout:
+        raise StateLocked(f"Another process is changing {project.entry.name}'s state right now.",
+                          "Try again in a few seconds.") from None
 
 
 def _registration_git(root: Path, *args: str) -> tuple[int, str, str]:

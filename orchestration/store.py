@@ -30,9 +30,9 @@ from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, TypeVar
 
-from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
+from . import filelocks
 from .errors import OrchError, StateCorrupt, StateLocked, UnsafePath, WriteFailed
 from .models import SPRINT_ID, Backlog, Sprint, Status, VersionedFile
 from .tickets import TicketFile
@@ -224,10 +224,10 @@ class ProjectStore:
         lock_file = state_dir_of(self.root) / LOCK_NAME  # checked on every use, like `path`
         check_no_symlinks(self.root)
         try:
-            with FileLock(str(lock_file), timeout=timeout):
+            with filelocks.hold(lock_file, timeout):  # a blocking wait, in turn with this process's others
                 self._finish_interrupted_write()
                 yield
-        except Timeout:
+        except filelocks.Timeout:
             raise StateLocked(
                 f"Another process is changing {self.root.name}'s state right now.", "Try again in a few seconds."
             ) from None

@@ -52,6 +52,7 @@ class Change:
             project.model.state = self.status.state  # the file is the truth (it may have been checked out)
         self.dirty: dict[str, VersionedFile] = {}
         self.lines: list[str] = []
+        self.written: list[str] = []  # the .orch-state-relative paths write() wrote or removed
         self.cascade = Cascade()
 
     @property
@@ -131,6 +132,7 @@ class Change:
         files = dict(self.dirty)
         if status is not None:
             files["status.json"] = status  # written last: the state never runs ahead of its data
+        self.written = list(files)  # what the commit of this change holds (GitLog.record's paths)
         return self.store.save_many(files)
 
     def result_fields(self) -> dict:

@@ -17,6 +17,17 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *GIT_ID, *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
+def change_lines(repo: Path, *rev: str) -> list[str]:
+    """Each change the commits of the log hold, newest first: a batched commit's bullets (its subject only sums
+    them up), or a one-line commit's message."""
+    lines = []
+    for commit in git(repo, "log", "--format=%s%x1f%b%x1e", *rev).split("\x1e"):
+        subject, _, body = commit.strip("\n").partition("\x1f")
+        bullets = [line[2:] for line in body.splitlines() if line.startswith("- ")]
+        lines += bullets or ([subject] if subject else [])
+    return lines
+
+
 @pytest.fixture
 def projects_root(tmp_path: Path) -> Path:
     root = tmp_path / "projects"

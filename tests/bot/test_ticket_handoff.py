@@ -14,7 +14,7 @@ from bot.cogs.tickets import HANDOFF_EVERY_S
 from tests.bot.conftest import load
 from tests.bot.test_tickets_bot import CLEAR, QUESTION, archived, bot_messages, open_ticket, sprint_with_stories, \
     story, ticket
-from tests.conftest import git
+from tests.conftest import change_lines
 
 
 def cog(world):
@@ -32,8 +32,7 @@ def threads_started(world) -> int:
 
 
 def thread_commits(repo) -> list[str]:
-    return [line.removeprefix("- ") for line in git(repo, "log", "--format=%B").splitlines()
-            if "discussed in thread" in line]
+    return [line for line in change_lines(repo) if "discussed in thread" in line]
 
 
 async def test_an_agents_ticket_is_posted_by_the_loop_and_a_reply_in_its_thread_resolves_it(world, demo, orch):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.cli import main
-from tests.conftest import git
+from tests.conftest import change_lines, git
 from tests.orchestration.agents.conftest import AGENT, TESTS, alive
 
 ORCH = Path(sys.executable).with_name("orch")
@@ -159,7 +159,7 @@ def test_a_crash_mid_run_is_redone_once_by_the_next_run(make_cfg, make_repo, tmp
     attempts = runs(repo, "S-1")
     assert [a["outcome"] for a in attempts] == ["interrupted", "done"] and not attempts[0]["counted"]
     assert len(merges(repo)) == 1
-    log = git(repo, "log", "--format=%B", "main")
+    log = "\n".join(change_lines(repo, "main"))
     assert log.count("agent attempt 1 interrupted by a restart") == 1 and log.count("attempt 2: done") == 1
     assert git(repo, "status", "--porcelain", ".orch-state") == ""  # every change committed
 

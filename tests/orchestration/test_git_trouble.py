@@ -302,3 +302,26 @@ async def test_stuck_commits_count_as_resumed_once_another_process_committed_the
         await other.close()
     await wait_for(lambda: [e.kind for e in events] == ["commits_stuck", "commits_resumed"])
     assert fast.git.last_outcome[repo] == "nothing" and (await fast.health()).ok
+
+
+async def test_commits_waiting_for_a_state_lock_held_elsewhere_leave_gits_threads_to_other_projects(three):
+    """A commit waits for the project's file lock on the event loop: commits of projects whose lock another
+    process holds never take git's two threads from this project's commit."""
+    orch = three
+    for name in ("b", "c"):
+        await orch.create_epic(name, "Queued before the lock was taken", by="bob")
+    locks = [str(repo_of(orch, n) / ".orch-state" / ".lock") for n in ("b", "c")]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, *locks], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiting = [asyncio.create_task(orch.git.flush(repo_of(orch, n))) for n in ("b", "c")]
+        await asyncio.sleep(0.2)
+        await orch.create_epic("demo", "Not held up", by="alice")
+        await asyncio.wait_for(orch.git.flush(repo_of(orch)), 5)  # not the 10 s of a lock wait in each thread
+        assert orch.git.last_outcome[repo_of(orch)] == "committed"
+    finally:
+        holder.kill()
+        holder.wait()
+    await asyncio.gather(*waiting)
+    assert all(orch.git.last_outcome[repo_of(orch, n)] == "committed" for n in ("b", "c"))

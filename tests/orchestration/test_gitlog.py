@@ -137,7 +137,7 @@ async def test_changes_within_the_batch_window_make_one_commit_listing_each(conf
         await wait_for(committed(slow, repo))
         assert int(git(repo, "rev-list", "--count", "HEAD")) == int(commits_before) + 1
         assert git(repo, "log", "-1", "--format=%B").strip() == (
-            "orch(E-1, E-2, S-1): 3 changes\n\n"
+            'orch(E-1, E-2, S-1): create epic "One"; create epic "Two"; add story "Three" [medium]\n\n'
             '- orch(E-1): create epic "One" (/epic create by alice)\n'
             '- orch(E-2): create epic "Two" (/epic create by bob)\n'
             '- orch(S-1, E-2): add story "Three" [medium] (/backlog add_story by carol)'

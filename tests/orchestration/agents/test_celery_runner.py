@@ -20,7 +20,7 @@ from orchestration.agents.celery_runner import AgentQueueUnreachable
 from orchestration.config import Config, TicketSettings
 from orchestration.errors import NotFound
 from orchestration.service import Orchestrator
-from tests.conftest import git
+from tests.conftest import change_lines, git
 from tests.orchestration.test_tickets import QUESTION
 
 from .conftest import AGENT, PLANNER, TESTS, alive
@@ -206,7 +206,7 @@ async def test_a_sprint_of_six_stories_runs_on_two_workers_each_outcome_applied_
         assert [a["outcome"] for a in attempts] == ["done"] and attempts[0]["tests_failed"] == 0, attempts
     merges = git(repo, "log", "--merges", "--format=%s", "orch/sprint-001").splitlines()
     assert sorted(m.split()[1] for m in merges) == [f"S-{i}" for i in range(1, 7)]
-    assert git(repo, "log", "--format=%B", "main").count("agent attempt 1: done") == 6  # applied once each
+    assert "\n".join(change_lines(repo, "main")).count("agent attempt 1: done") == 6  # applied once each
     files = set(git(repo, "ls-tree", "-r", "--name-only", "orch/sprint-001").split())
     assert {f"s_{i}.py" for i in range(1, 7)} <= files
     clones = {p.parent.parent.name.split("@")[0] for p in (worker_pool[1] / "worker").glob("*/repos/celery-six")}
@@ -232,7 +232,7 @@ async def test_a_worker_killed_mid_attempt_its_attempt_runs_again_on_the_other_a
     assert [a["outcome"] for a in attempts] == ["done"]  # one attempt, run twice, applied once
     assert (await o.state(name)).state.value == "SPRINT_REVIEW"
     assert len(git(repo, "log", "--merges", "--format=%s", "orch/sprint-001").splitlines()) == 1
-    assert git(repo, "log", "--format=%B", "main").count("agent attempt 1: done") == 1
+    assert "\n".join(change_lines(repo, "main")).count("agent attempt 1: done") == 1
 
 
 async def test_pause_revokes_the_running_attempt_and_leaves_no_agent_process(make_orch, make_repo, workers):
