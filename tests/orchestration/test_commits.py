@@ -80,7 +80,7 @@ async def test_a_user_commit_between_reading_head_and_moving_it_is_kept_and_ours
 
     assert orch.git.last_outcome[repo] == "committed" and raced == [base]
     assert git(repo, "log", "--format=%s", f"{base}..HEAD").splitlines() == [
-        'orch(E-1): create epic "Raced" (/epic by alice)', "the user's own commit"]
+        'orch(E-1): create epic "Raced" (/epic create by alice)', "the user's own commit"]
     assert paths_committed_since(repo, base) == STATE | {"mine.txt"}
     assert git(repo, "status", "--porcelain") == ""
     assert "moved while committing" in caplog.text
@@ -96,7 +96,7 @@ async def test_a_hand_edit_then_a_command_gives_two_commits_the_hand_edit_first_
     await orch.flush()
 
     subjects = git(repo, "log", "--format=%s", f"{base}..HEAD").splitlines()
-    assert subjects == ['orch(E-1): create epic "After the edit" (/epic by alice)', HAND_EDIT_LINE]
+    assert subjects == ['orch(E-1): create epic "After the edit" (/epic create by alice)', HAND_EDIT_LINE]
     assert git(repo, "show", "--name-only", "--format=", "HEAD~1").split() == [".orch-state/architecture.md"]
     assert ".orch-state/architecture.md" in git(repo, "log", "-1", "--format=%b", "HEAD~1")
     assert set(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == STATE
@@ -132,7 +132,7 @@ async def test_a_file_edited_by_hand_after_the_bot_wrote_it_is_committed_as_it_i
         assert [w for p in (await slow.health()).projects for w in p.warnings]  # named while it waits
         await slow.flush()
         message = git(repo, "log", "-1", "--format=%B")
-        assert message.startswith('orch(E-1): create epic "Typo heer" (/epic by alice)')
+        assert message.startswith('orch(E-1): create epic "Typo heer" (/epic create by alice)')
         assert "Edited outside the bot after this change was written" in message and ".orch-state/backlog.json" in message
         assert "Typo here" in git(repo, "show", "HEAD:.orch-state/backlog.json")
     finally:
@@ -191,7 +191,7 @@ def test_batched_subject_says_what_happened_and_one_line_stays_the_line():
              "orch(sprint-002): review sprint-002 (/sprint review by bob)"]
     assert commit_message(lines).splitlines()[0] == "orch(S-4, sprint-002): S-4 done; review sprint-002"
     assert commit_message(lines[:1]) == lines[0]
-    many = [f'orch(E-{i}): create epic "A title long enough to fill {i}" (/epic by alice)' for i in range(1, 9)]
+    many = [f'orch(E-{i}): create epic "A title long enough to fill {i}" (/epic create by alice)' for i in range(1, 9)]
     subject = commit_message(many).splitlines()[0]
     assert subject.startswith('orch(E-1, E-2, E-3, E-4, E-5, E-6, E-7, E-8): create epic "A title long enough')
     assert subject.endswith("more") and len(subject) <= 110
