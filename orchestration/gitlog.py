@@ -196,7 +196,7 @@ class GitLog:
         self.last_outcome: dict[Path, str] = {}
 
     # -- queueing --------------------------------------------------------------------------------------------
-    def record(self, repo_root: Path, lines: list[str]) -> None:
+    def record(self, repo_root: Path, lines: list[str], paths: list[str] | None = None) -> None:
         """Queue message lines for the next commit of this repo. The caller holds the project's file lock
         (commands do, in their worker thread, right after writing; a commit reads the queue under that same lock,
         so its message always matches its content), and calls `commit_soon` on the event loop afterwards."""

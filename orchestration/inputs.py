@@ -23,7 +23,11 @@ def id_list(*texts: str | None) -> list[str]:
 
 
 def story_of(c: Change, ident: str) -> Story:
-    s = c.backlog.story((ident or "").strip())
+    """The story named, as a writer's private copy to change (a reader's: shared, never to change)."""
+    ident = (ident or "").strip()
+    if not c.writer:
+        c.refresh([ident.upper()])  # what is shown is what the file holds now
+    s = c.edit_story(ident) if c.writer else c.story(ident)
     if s is None:
         raise InvalidInput("story", f"there is no story {ident!r} in {c.name}.", "`backlog view` lists the stories.")
     return s

@@ -37,7 +37,7 @@ from .models import (
 from .inputs import (
     invalid_input, known_ids, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
 )
-from .queue import checked_dependencies, queue_order, unmet_dependencies
+from .queue import checked_dependencies, unmet_dependencies
 from .registry import ProjectEntry, Registry, RegistryFile
 from .results import (
     AgentRun, BacklogPage, EpicCreated, Health, ProjectHealth, ProjectInfo, Registered, Result, SprintView,
@@ -314,7 +314,7 @@ class Orchestrator(TicketCommands):
             # The change is made now. What fails from here is said beside the success, never as a failure: a
             # retry would make the change twice.
             try:
-                self.git.record(project.entry.path, change.lines)  # still under the file lock: see gitlog.record
+                self.git.record(project.entry.path, change.lines, paths=change.written)  # still under the file lock: see gitlog.record
             except Exception as exc:
                 log.error("project=%s command=%s: its commit message could not be queued: %s", project.entry.name,
                           command, exc)
@@ -357,13 +357,12 @@ class Orchestrator(TicketCommands):
     async def create_epic(self, project: str, title: str, description: str = "", by: str = "unknown") -> EpicCreated:
         def work(c: Change) -> EpicCreated:
             c.check()
-            b = c.backlog
+            b = c.edit_head()
             number = next_number(b.next_epic, (e.id for e in b.epics))
             epic = validated(lambda: Epic(id=f"E-{number}", title=title, description=description or "",
                                           created_by=by))
             b.epics.append(epic)
             b.next_epic = number + 1
-            c.touch_backlog()
             c.transition()
             c.note(epic.id, f"create epic {quote(epic.title)}")
             return EpicCreated(**c.result_fields(), epic=epic)
@@ -375,20 +374,17 @@ class Orchestrator(TicketCommands):
                         depends_on: list[str] | None = None, by: str = "unknown") -> StoryChanged:
         def work(c: Change) -> StoryChanged:
             c.check()
-            b = c.backlog
-            parent = b.epic(epic or "")
+            parent = c.epic(epic or "")
             if parent is None:
                 raise InvalidInput("epic", f"there is no epic {epic!r} in {c.name}.",
-                                   known_ids("Epics", [e.id for e in b.epics]))
-            number = next_number(b.next_story, (s.id for s in b.stories))
+                                   known_ids("Epics", [e.id for e in c.epics]))
+            number = c.new_story_number()
             deps = checked_dependencies(c, f"S-{number}", depends_on or [])
             story = validated(lambda: Story(
                 id=f"S-{number}", epic=parent.id, title=title, description=description or "",
                 points=points, priority=priority_of(priority), depends_on=deps,
                 acceptance_criteria=[a.strip() for a in acceptance_criteria or [] if a.strip()], created_by=by))
-            b.stories.append(story)
-            b.next_story = number + 1
-            c.touch_backlog()
+            story = c.add_story(story)
             c.transition()
             c.note(f"{story.id}, {parent.id}", f"add story {quote(story.title)} [{story.priority.value}]")
             return StoryChanged(**c.result_fields(), action="added", story=story)
@@ -403,7 +399,6 @@ class Orchestrator(TicketCommands):
             previous = s.priority.value
             s.priority = priority_of(priority)
             s.updated_at = utcnow()
-            c.touch_backlog()
             c.transition()
             c.note(s.id, f"priority {previous} -> {s.priority.value}")
             return StoryChanged(**c.result_fields(), action="reprioritized", story=s, previous=previous)
@@ -413,9 +408,8 @@ class Orchestrator(TicketCommands):
     async def remove_story(self, project: str, story: str, by: str = "unknown") -> StoryChanged:
         def work(c: Change) -> StoryChanged:
             c.check()
-            b = c.backlog
             s = story_of(c, story)
-            dependants = [o.id for o in b.stories if s.id in o.depends_on]
+            dependants = [o.id for o in c.dependants(s.id)]
             if dependants:
                 verb = "depends" if len(dependants) == 1 else "depend"
                 raise InvalidInput("story", f"{', '.join(dependants)} {verb} on {s.id}.",
@@ -430,8 +424,7 @@ class Orchestrator(TicketCommands):
                                        "Finish or review the sprint first; unfinished stories return to the backlog.")
                 sprint.stories.remove(s.id)
                 c.save_sprint(sprint)
-            b.stories.remove(s)
-            c.touch_backlog()
+            c.remove_story(s.id)
             c.transition()
             c.note(s.id, f"remove story {quote(s.title)}")
             return StoryChanged(**c.result_fields(), action="removed", story=s)
@@ -444,22 +437,30 @@ class Orchestrator(TicketCommands):
             raise InvalidInput("per_page", f"must be at least 1 (got {per_page}).")
 
         def work(c: Change) -> BacklogPage:
-            b = c.backlog
-            stories = b.stories
-            if epic:
-                if b.epic(epic) is None:
-                    raise InvalidInput("epic", f"there is no epic {epic!r}.", known_ids("Epics", [e.id for e in b.epics]))
-                stories = [s for s in stories if s.epic == epic.upper()]
-            if status:
-                wanted = status_of(status)
-                stories = [s for s in stories if s.status is wanted]
-            stories = sorted(stories, key=queue_order)
-            pages = max(1, -(-len(stories) // per_page))
+            page_ = page_of(c)
+            if c.refresh(s.id for s in page_.stories):  # a story shown was edited by hand: its order may change
+                page_ = page_of(c)
+            return page_
+
+        def page_of(c: Change) -> BacklogPage:
+            saved = c.saved()
+            if epic and c.epic(epic) is None:
+                raise InvalidInput("epic", f"there is no epic {epic!r}.", known_ids("Epics", [e.id for e in c.epics]))
+            wanted = status_of(status) if status else None
+            if epic or wanted:  # a filter: one pass over the stories, in the queue's order
+                matching = [s for s in saved.ordered() if (not epic or s.epic == epic.upper())
+                            and (wanted is None or s.status is wanted)]
+                total = len(matching)
+            else:  # the page alone, from the maintained order
+                matching, total = saved.order, len(saved.stories)
+            pages = max(1, -(-total // per_page))
             if page < 1 or page > pages:
                 raise InvalidInput("page", f"must be between 1 and {pages}.")
-            chunk = stories[(page - 1) * per_page: page * per_page]
-            return BacklogPage(**c.result_fields(), epics=b.epics, stories=chunk, page=page, pages=pages,
-                               total=len(stories), epic_filter=epic.upper() if epic else None, status_filter=status)
+            chunk = matching[(page - 1) * per_page: page * per_page]
+            if not (epic or wanted):
+                chunk = [saved.stories[f"S-{n}"] for _, n in chunk]
+            return BacklogPage(**c.result_fields(), epics=c.epics, stories=chunk, page=page, pages=pages,
+                               total=total, epic_filter=epic.upper() if epic else None, status_filter=status)
 
         return await self._read(project, work)
 
@@ -475,7 +476,7 @@ class Orchestrator(TicketCommands):
             if previous is StoryStatus.blocked_awaiting_feedback and new is not StoryStatus.done:
                 raise InvalidInput("status", f"{s.id} waits for an answer to its ticket.",
                                    "Answer or resolve the ticket; that unblocks the story.")
-            if new is StoryStatus.in_progress and (missing := unmet_dependencies(c.backlog, s)):
+            if new is StoryStatus.in_progress and (missing := unmet_dependencies(c, s)):
                 raise InvalidInput("status", f"{s.id} depends on {', '.join(missing)}, not done yet.")
             c.transition()
             c.note(s.id, f"status {previous.value} -> {new.value}")
@@ -538,12 +539,11 @@ class Orchestrator(TicketCommands):
         then age) up to `capacity` points."""
         def work(c: Change) -> SprintView:
             c.check()
-            b = c.backlog
             replanning = c.state is State.SPRINT_PLANNED
             released: list[Story] = []
             if replanning:
                 sprint = c.current_sprint()
-                released = [s for sid in sprint.stories if (s := b.story(sid)) is not None]
+                released = [s for sid in sprint.stories if (s := c.edit_story(sid)) is not None]
                 for s in released:
                     s.sprint = None
             else:
@@ -551,7 +551,7 @@ class Orchestrator(TicketCommands):
                                 length_days=self.config.orchestrator.sprint_days)
             if capacity is not None and capacity < 1:
                 raise InvalidInput("capacity", "must be at least 1 point.")
-            chosen = explicit_pick(b, stories, sprint.id) if stories else auto_pick(b, capacity or DEFAULT_CAPACITY)
+            chosen = explicit_pick(c, stories, sprint.id) if stories else auto_pick(c, capacity or DEFAULT_CAPACITY)
             if not chosen:
                 raise InvalidInput("stories", "there is no story ready to plan (todo or in progress, in no sprint, "
                                    "dependencies met).",
@@ -559,13 +559,13 @@ class Orchestrator(TicketCommands):
             sprint.goal = validated(lambda: Sprint(id=sprint.id, goal=" ".join((goal or "").split()))).goal
             sprint.stories = [s.id for s in chosen]
             sprint.capacity = capacity
+            chosen = [c.edit_story(s.id) for s in chosen]
             for s in chosen:
                 s.sprint = sprint.id
                 s.updated_at = utcnow()
             for s in released:
                 if s.sprint is None:  # left out of the new plan
                     return_to_backlog(s)
-            c.touch_backlog()
             c.save_sprint(sprint)
             c.set_current_sprint(sprint.id)
             c.transition()
@@ -644,11 +644,10 @@ class Orchestrator(TicketCommands):
             sprint.ended_at = sprint.ended_at or utcnow()
             returned = []
             for sid in sprint.stories:
-                s = c.backlog.story(sid)
+                s = c.story(sid)
                 if s is not None and s.status is not StoryStatus.done:
-                    return_to_backlog(s)
+                    return_to_backlog(c.edit_story(sid))
                     returned.append(s.id)
-            c.touch_backlog()
             c.save_sprint(sprint)
             c.set_current_sprint(None)
             c.transition()
