@@ -458,7 +458,7 @@ class Orchestrator(TicketCommands):
                 raise InvalidInput("page", f"must be between 1 and {pages}.")
             chunk = matching[(page - 1) * per_page: page * per_page]
             if not (epic or wanted):
-                chunk = [saved.stories[f"S-{n}"] for _, n in chunk]
+                chunk = [story for _, _, story in chunk]
             return BacklogPage(**c.result_fields(), epics=c.epics, stories=chunk, page=page, pages=pages,
                                total=total, epic_filter=epic.upper() if epic else None, status_filter=status)
 
@@ -540,18 +540,17 @@ class Orchestrator(TicketCommands):
         def work(c: Change) -> SprintView:
             c.check()
             replanning = c.state is State.SPRINT_PLANNED
-            released: list[Story] = []
+            released: list[str] = []
             if replanning:
                 sprint = c.current_sprint()
-                released = [s for sid in sprint.stories if (s := c.edit_story(sid)) is not None]
-                for s in released:
-                    s.sprint = None
+                released = list(sprint.stories)
             else:
                 sprint = Sprint(id=sprint_id(next_number(1, c.store.sprint_ids())),
                                 length_days=self.config.orchestrator.sprint_days)
             if capacity is not None and capacity < 1:
                 raise InvalidInput("capacity", "must be at least 1 point.")
-            chosen = explicit_pick(c, stories, sprint.id) if stories else auto_pick(c, capacity or DEFAULT_CAPACITY)
+            chosen = explicit_pick(c, stories, sprint.id) if stories else \
+                auto_pick(c, capacity or DEFAULT_CAPACITY, sprint.id if replanning else None)
             if not chosen:
                 raise InvalidInput("stories", "there is no story ready to plan (todo or in progress, in no sprint, "
                                    "dependencies met).",
@@ -563,8 +562,8 @@ class Orchestrator(TicketCommands):
             for s in chosen:
                 s.sprint = sprint.id
                 s.updated_at = utcnow()
-            for s in released:
-                if s.sprint is None:  # left out of the new plan
+            for sid in set(released) - set(sprint.stories):  # left out of the new plan
+                if (s := c.edit_story(sid)) is not None:
                     return_to_backlog(s)
             c.save_sprint(sprint)
             c.set_current_sprint(sprint.id)

@@ -97,33 +97,38 @@ def sprint_view(c: Change, sprint: Sprint) -> SprintView:
         elapsed_days=elapsed, cascade=c.cascade)
 
 
-def _plannable(s: Story) -> bool:
-    """Outside any sprint, and to be worked: todo, or already in progress."""
-    return s.sprint is None and s.status in (StoryStatus.todo, StoryStatus.in_progress)
+PLANNABLE = (StoryStatus.todo, StoryStatus.in_progress)  # outside any sprint, and to be worked
 
-
-def auto_pick(c: Change, capacity: int) -> list[Story]:
+def auto_pick(c: Change, capacity: int, replanned: str | None = None) -> list[Story]:
     """Stories for a sprint up to `capacity` points: each time the first one in the queue's order that fits and
-    whose dependencies are done or picked (read only: the caller edits them)."""
+    whose dependencies are done or picked (read only: the caller edits them). The stories of `replanned` (the
+    sprint being planned again) count as outside any sprint. One pass over the maintained order; the stories
+    passed over for their dependencies are looked at again after each pick (they come first: earlier in the
+    order), and a story passed over because it did not fit never fits later (`used` only grows)."""
     chosen: list[Story] = []
     used = 0
     picked: set[str] = set()
-    ordered = [s for s in c.ordered() if _plannable(s)]  # the maintained order: no sort
-    i, waiting = 0, None  # waiting: the first story passed over for its dependencies since the last pick
-    while i < len(ordered):
-        s = ordered[i]
-        cost = s.points if s.points is not None else UNPOINTED
-        if s.id in picked or used + cost > capacity:  # used only grows: it never fits later either
-            i += 1
-        elif unmet_dependencies(c, s, picked):
-            waiting = i if waiting is None else waiting
-            i += 1
-        else:
-            chosen.append(s)
-            picked.add(s.id)
-            used += cost
-            # a story passed over may wait for this one: look again from there (the first fit comes first)
-            i, waiting = (waiting, None) if waiting is not None else (i + 1, None)
+    waiting: list[Story] = []
+
+    def take(s: Story) -> None:
+        nonlocal used
+        chosen.append(s)
+        picked.add(s.id)
+        used += s.points if s.points is not None else UNPOINTED
+
+    for s in c.ordered():
+        if s.status not in PLANNABLE or (s.sprint is not None and s.sprint != replanned):
+            continue
+        if used + (s.points if s.points is not None else UNPOINTED) > capacity:
+            continue
+        if unmet_dependencies(c, s, picked):
+            waiting.append(s)
+            continue
+        take(s)
+        while ready := next((w for w in waiting if not unmet_dependencies(c, w, picked)
+                             and used + (w.points if w.points is not None else UNPOINTED) <= capacity), None):
+            waiting.remove(ready)
+            take(ready)
     return chosen
 
 

@@ -30,6 +30,7 @@ from datetime import date
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
+from operator import itemgetter
 from typing import Any, Iterable, Iterator, TypeVar
 
 from filelock import FileLock, Timeout
@@ -94,6 +95,10 @@ Sig = tuple[int, int, int]  # a file's (inode, size, mtime in ns): an atomic wri
 
 def _sig(st: os.stat_result) -> Sig:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _is_story_rel(rel: str) -> bool:
+    return rel.startswith(f"{STORIES}/") and bool(STORY_FILE.match(rel[len(STORIES) + 1:]))
 
 
 def _apply(path: Path, tmp: Path | None) -> None:
@@ -254,8 +259,8 @@ class SavedBacklog:
     the next one from it (copies of the maps and the order: about 0.1 ms at 10,000 stories), so a reader
     iterating one is never disturbed by a writer in another thread.
 
-    `head` is backlog.json (project, counters, epics); `stories` maps ID -> story; `order` is every story's
-    (priority rank, number) sorted (the queue's order); `dependants` maps ID -> the IDs that depend on it. The
+    `head` is backlog.json (project, counters, epics); `stories` maps ID -> story; `order` is every story as
+    (priority rank, number, story), sorted: the queue's order; `dependants` maps ID -> the IDs that depend on it. The
     order and dependants are built on first use and then carried from one SavedBacklog to the next."""
 
     def __init__(self, head: Backlog, stories: dict[str, Story], sigs: dict[str, Sig], head_raw: bytes,
@@ -263,7 +268,7 @@ class SavedBacklog:
         self.head, self.stories, self.sigs = head, stories, sigs
         self.head_raw, self.dir_sig = head_raw, dir_sig  # what it was read from: see ProjectStore.saved_backlog
         self.legacy = head.schema_version < 2  # every story still inside backlog.json: the next change migrates
-        self._order: list[tuple[int, int]] | None = None
+        self._order: list[tuple[int, int, Story]] | None = None
         self._dependants: dict[str, frozenset[str]] | None = None
         self._view: Backlog | None = None
         self._max: int | None = None
@@ -276,15 +281,14 @@ class SavedBacklog:
         return self.stories.get(ident)
 
     @property
-    def order(self) -> list[tuple[int, int]]:
+    def order(self) -> list[tuple[int, int, Story]]:
         if self._order is None:
-            self._order = sorted(story_key(s) for s in self.stories.values())
-        return self._order
+            self._order = sorted((*story_key(s), s) for s in self.stories.values())  # numbers are unique: a
+        return self._order  # story is never compared
 
     def ordered(self) -> Iterator[Story]:
         """Every story in the queue's order (priority, then age)."""
-        stories = self.stories
-        return (stories[f"S-{n}"] for _, n in self.order)
+        return map(itemgetter(2), self.order)
 
     @property
     def dependants(self) -> dict[str, frozenset[str]]:
@@ -327,9 +331,9 @@ class SavedBacklog:
                 all_sigs[ident] = sig
             if order is not None:
                 if old is not None:
-                    del order[bisect.bisect_left(order, story_key(old))]
+                    del order[bisect.bisect_left(order, story_key(old))]  # (rank, n) sorts just before its entry
                 if new is not None:
-                    bisect.insort(order, story_key(new))
+                    bisect.insort(order, (*story_key(new), new))
             if dependants is not None:
                 before = set(old.depends_on) if old is not None else set()
                 after = set(new.depends_on) if new is not None else set()
@@ -455,14 +459,19 @@ class ProjectStore:
         staged: list[tuple[str, Path, Path | None, bytes]] = []
         sigs: dict[str, Sig | None] = {}
         journal = folder / JOURNAL if len(files) > 1 else None
+        made: set[Path] = set()
         try:
             for rel, obj in files.items():
-                path = self.path(rel)
+                # A story's path needs no resolving (its name is checked; check_no_symlinks refused a linked
+                # stories/ under the lock, and a rename replaces a link itself, never its target).
+                path = folder / rel if _is_story_rel(rel) else self.path(rel)
                 if obj is None:
                     staged.append((rel, path, None, b""))
                     sigs[rel] = None
                     continue
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.parent not in made:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(path.parent)
                 data = dump(obj)
                 tmp, sigs[rel] = _durable_temp(path, data)
                 staged.append((rel, path, tmp, data))

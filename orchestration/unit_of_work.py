@@ -22,7 +22,6 @@ a write then fails if shared saved objects were changed in place."""
 from __future__ import annotations
 
 import asyncio
-import heapq
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -168,9 +167,21 @@ class Change:
             return sorted(self._whole.stories, key=story_key)
         if not self._copies:
             return self.saved().ordered()
-        base = (s for s in self.saved().ordered() if s.id not in self._copies)
-        mine = sorted((s for s in self._copies.values() if s is not None), key=story_key)
-        return heapq.merge(base, mine, key=story_key)
+        return self._ordered_with_copies()
+
+    def _ordered_with_copies(self) -> Iterator[Story]:
+        """The saved order with this change's few copies merged in where they now belong."""
+        copies = self._copies
+        mine = sorted((*story_key(s), s) for s in copies.values() if s is not None)
+        j = 0
+        for rank, number, story in self.saved().order:
+            while j < len(mine) and (mine[j][0], mine[j][1]) < (rank, number):
+                yield mine[j][2]
+                j += 1
+            if story.id not in copies:
+                yield story
+        for entry in mine[j:]:
+            yield entry[2]
 
     def dependants(self, ident: str) -> list[Story]:
         """The stories that depend on `ident`, oldest first."""
