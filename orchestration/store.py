@@ -5,15 +5,21 @@
   files writes a journal first, so a crash between two renames is finished by the next command: never half
   of a command either (`save_many`).
 - A file lock (.orch-state/.lock) keeps a second process (the CLI beside the bot) from interleaving.
-- Parsed files are cached by their bytes: each read compares the file's bytes (cheap) with those it parsed
-  (dear), so a hand edit or a `git checkout` is seen by the next read, whatever the clock or inode says.
+- The backlog is backlog.json (project, counters, epics) and one file per story (stories/S-<n>.json), so a
+  one-story change writes that story alone. The saved backlog is held with its indexes (SavedBacklog: by ID,
+  the queue's order, dependants), kept up to date by this store's own writes and checked per use cheaply:
+  backlog.json's bytes and the stories folder's signature; a changed folder costs a stat per story file and a
+  read of the changed ones (see saved_backlog for what a hand edit in place costs to see). Other files are
+  cached by their bytes: each read compares the file's bytes (cheap) with those it parsed (dear), so a hand
+  edit or a `git checkout` is seen by the next read, whatever the clock or inode says.
 - A file that does not parse or validate raises StateCorrupt and is never overwritten; so does one nested too
   deeply or holding an absurdly long number (a damaged file, never a RecursionError or ValueError).
 - No file under .orch-state is opened through a symlink: every open walks from the repository down with
   O_NOFOLLOW (the folders on the way too), and every lock (each command, each commit) first refuses a
-  .orch-state that holds one. A link could lead writes anywhere, or a file's contents into a commit message.
-- Writers work on private copies (parsed afresh from the file's bytes); the cache holds only what was saved,
-  so readers take no lock and what they return never changes afterwards.
+  .orch-state that holds one (the files in stories/: whenever that folder is listed). A link could lead writes anywhere, or a file's contents into a commit message.
+- Writers work on private copies (a story copied when it is edited, other files parsed afresh from their
+  bytes); the cache holds only what was saved, so readers take no lock and what they return never changes
+  afterwards.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from .errors import OrchError, StateCorrupt, StateLocked, UnsafePath, WriteFailed
-from .models import SPRINT_ID, Backlog, Sprint, Status, Story, StoryFile, VersionedFile
+from .models import SPRINT_ID, STORY_ID, Backlog, Sprint, Status, Story, StoryFile, VersionedFile
 from .tickets import TicketFile
 
 STATE_DIR = ".orch-state"
@@ -399,9 +405,8 @@ class ProjectStore:
     # -- generic typed files ---------------------------------------------------------------------------
     def load(self, rel: str, model: type[F], *, private: bool = False) -> F | None:
         """The parsed file, or None if it does not exist. Shared with other readers and cached until the file
-        changes on disk: never change it. A writer asks for a `private` copy, parsed afresh from the bytes (a
-        backlog of 1,000 stories in about 5 ms, 10,000 in 50-90 ms; a deep copy of the objects costs 2-3 times
-        as much)."""
+        changes on disk: never change it. A writer asks for a `private` copy, parsed afresh from the bytes (not
+        for the backlog: see saved_backlog and Change.edit_story)."""
         try:
             raw = read_state_file(self.root, rel)
         except FileNotFoundError:
@@ -598,9 +603,13 @@ class ProjectStore:
         (a small file) and the stories folder's signature (inode, mtime). Any file created, removed or renamed
         in the folder (every write of ours, a `git checkout`, an editor that saves by renaming) changes the
         folder's mtime; then each story file's signature (inode, size, mtime) is compared and only the changed
-        ones are read again. A story edited in place (same inode, the folder untouched) is seen by a writer that
-        edits that story (`story_now`), by `full` (the old way of working on the whole backlog) and once the
-        folder changes; readers may see its previous content until then."""
+        ones are read again. A story edited in place (same inode, the folder untouched) is seen at once where a
+        story is looked at by itself (a writer editing it: `story_now`; a reader showing it: `refreshed`, as
+        view_backlog's page and `story_of` do), by `full` (health, validate_all, the old whole-backlog way), and
+        by everything once anything in the folder changes; until then a whole-backlog reader (counts, the
+        queue) may see its previous content. Limit: a change by another process in the same clock tick as
+        this store's last write (1-4 ms), keeping the folder's mtime, is seen likewise (a new story's number
+        is checked against the files all the same: no ID is ever reused)."""
         try:
             raw = read_state_file(self.root, BACKLOG)
         except FileNotFoundError:
@@ -685,6 +694,8 @@ class ProjectStore:
             return saved
         changed: dict[str, Sig | None] = {}
         for ident in idents:
+            if not STORY_ID.match(ident):  # what a person typed: never a path
+                continue
             try:
                 st = os.stat(self.dir / STORIES / f"{ident}.json", follow_symlinks=False)
             except FileNotFoundError:
@@ -705,7 +716,7 @@ class ProjectStore:
         return saved
 
     def story_file_exists(self, ident: str) -> bool:
-        return os.path.lexists(self.dir / STORIES / f"{ident}.json")
+        return bool(STORY_ID.match(ident)) and os.path.lexists(self.dir / STORIES / f"{ident}.json")
 
     # -- the files of the design ---------------------------------------------------------------------
     def backlog(self) -> Backlog:

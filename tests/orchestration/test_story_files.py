@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestration.errors import InvalidInput
 from orchestration.service import Orchestrator
 from orchestration.unit_of_work import Change
 from tests.conftest import backlog_json, git, story_file
@@ -142,3 +143,12 @@ async def test_a_symlinked_story_file_is_refused(orch: Orchestrator, project: st
     with pytest.raises(Exception, match="symlink"):
         await orch.view_backlog(project)
     assert (await orch.health()).projects[0].ok is False
+
+
+async def test_a_story_id_is_never_a_path(orch: Orchestrator, project: str):
+    await ready(orch, project)
+    for wrong in ("../status", "S-1/../S-2", "../stories/S-2", "s-2/."):
+        with pytest.raises(InvalidInput, match="there is no story"):
+            await orch.prioritize_story(project, wrong, "high", by="mallory")
+        with pytest.raises(InvalidInput, match="there is no story"):
+            await orch.story_log(project, wrong)
