@@ -88,7 +88,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--dir", default=None, help="where the repositories go (default: the system's temp folder)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir, ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         print(f"{'stories':>8} {'command':<22} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'p50/W':>6}")
         for n in (int(s) for s in args.sizes.split(",")):
