@@ -418,6 +418,17 @@ class ProjectStore:
             ) from None
 
     # -- paths ---------------------------------------------------------------------------------------------
+    def _folder(self) -> Path:
+        """.orch-state, checked again on every use as `state_dir_of` does, for a write's hot path: one lstat (the
+        repository's path was resolved once; a real folder under it cannot lead outside)."""
+        try:
+            mode = os.lstat(self.dir).st_mode
+        except FileNotFoundError:
+            return state_dir_of(self.root)  # says what is wrong
+        if not stat.S_ISDIR(mode):
+            return state_dir_of(self.root)
+        return self.dir
+
     def path(self, rel: str) -> Path:
         """A path inside .orch-state; anything that would leave it is refused. The folder is checked again on
         every use: it may have been swapped for a symlink since this store was made (the bot runs for weeks)."""
@@ -488,7 +499,7 @@ class ProjectStore:
         A failure before the decision (the journal, or for one file its rename) raises WriteFailed and nothing
         has changed. A failure after it cannot undo the change: it is made (the journal finishes it), so the
         command succeeded, and what went wrong is returned for it to say beside its success."""
-        folder = state_dir_of(self.root)
+        folder = self._folder()
         staged: list[tuple[str, Path, Path | None, bytes]] = []
         sigs: dict[str, Sig | None] = {}
         journal = folder / JOURNAL if len(files) > 1 else None
@@ -572,7 +583,7 @@ class ProjectStore:
     def _finish_interrupted_write(self) -> None:
         """Under the lock, before anything is read: finish the renames of a write that a crash interrupted
         (its journal is there), and remove temp files that a crash left before any journal was made."""
-        folder = state_dir_of(self.root)
+        folder = self._folder()
         journal = folder / JOURNAL
         if journal.exists():
             finished = []
