@@ -25,15 +25,14 @@ SPRINT_STATUS_OF_STATE: dict[State, SprintStatus | None] = {
 
 def problems(store: ProjectStore) -> list[str]:
     """Every disagreement between the project's files (the files themselves must validate first)."""
-    backlog, status = store.backlog(), store.status()
+    backlog, status = store.saved_backlog(full=True).view(), store.status()  # every file as it is now
     found = dependency_problems(backlog)
 
     for kind, ids in (("epic", [e.id for e in backlog.epics]), ("story", [s.id for s in backlog.stories])):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         found += [f"{kind} ID {i} is used twice" for i in dupes]
-    highest_story = max((int(s.id[2:]) for s in backlog.stories), default=0)
-    if backlog.next_story <= highest_story:
-        found.append(f"next_story is {backlog.next_story}, but S-{highest_story} exists: a new story would reuse an ID")
+    # next_story may be lower than a story's number: a new story's number is above every story file anyway
+    # (the counter keeps the numbers of removed stories from being reused).
     highest_epic = max((int(e.id[2:]) for e in backlog.epics), default=0)
     if backlog.next_epic <= highest_epic:
         found.append(f"next_epic is {backlog.next_epic}, but E-{highest_epic} exists: a new epic would reuse an ID")

@@ -69,16 +69,24 @@ def _one_titled(kind: str, items: list[T], typed: str, name: str, hint: str) -> 
 
 
 def story_of(c: Change, ident: str, hint: str = "`backlog view` lists the stories.") -> Story:
-    """The story `ident` names: its ID (always first), else words of its title that match exactly one story."""
+    """The story `ident` names: its ID (always first), else words of its title that match exactly one story. A
+    writer gets its private copy to change; a reader the shared one (never to change), as its file holds it now."""
     typed = (ident or "").strip()
-    return c.backlog.story(typed) or _one_titled("story", c.backlog.stories, typed, c.name, hint)
+    if not c.writer:
+        c.refresh([typed.upper()])  # what is shown is what the file holds now
+    found = c.edit_story(typed) if c.writer else c.story(typed)
+    if found is None:
+        found = _one_titled("story", c.stories(), typed, c.name, hint)
+        if c.writer:
+            found = c.edit_story(found.id)
+    return found  # type: ignore[return-value]
 
 
 def epic_of(c: Change, ident: str) -> Epic:
-    """The epic `ident` names: its ID (always first), else words of its title that match exactly one epic."""
+    """The epic `ident` names: its ID (always first), else words of its title that match exactly one epic (shared:
+    to change it, take it from `c.edit_head()`)."""
     typed = (ident or "").strip()
-    b = c.backlog
-    return b.epic(typed) or _one_titled("epic", b.epics, typed, c.name, known_ids("Epics", [e.id for e in b.epics]))
+    return c.epic(typed) or _one_titled("epic", c.epics, typed, c.name, known_ids("Epics", [e.id for e in c.epics]))
 
 
 E = TypeVar("E", Priority, StoryStatus)

@@ -182,12 +182,33 @@ class Story(Model):
         return value
 
 
+class StoryFile(Story, VersionedFile):
+    """A story as its own file, .orch-state/stories/S-<n>.json (schema_version first, then the story)."""
+
+
 class Backlog(VersionedFile):
+    """backlog.json: the project, its counters and epics. Since schema_version 2 each story is a file of its own
+    (stories/S-<n>.json, a StoryFile), so a one-story change writes that story alone; `stories` is never
+    written here. In memory, a Backlog from `Change.backlog` holds every story in `stories` (the old way of
+    working on the whole backlog at once: see unit_of_work.py)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+    schema_version: int = 2
     project: str
     next_epic: int = Field(1, ge=1)
     next_story: int = Field(1, ge=1)
     epics: list[Epic] = Field(default_factory=list)
-    stories: list[Story] = Field(default_factory=list)
+    stories: list[Story] = Field(default_factory=list, exclude=True)  # version 1 files only; never written
+
+    @classmethod
+    def migrate(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Version 1 held every story: parsed as it is, and the store moves them to stories/ at the next
+        change (see ProjectStore.saved_backlog). A version 2 file holding stories was edited by hand wrongly."""
+        data = super().migrate(data)
+        if data.get("schema_version", 1) >= 2 and "stories" in data:
+            raise ValueError("holds \"stories\", but since schema_version 2 each story is a file of its own in "
+                             "stories/ (S-<n>.json)")
+        return data
 
     def epic(self, ident: str) -> Epic | None:
         return next((e for e in self.epics if e.id == ident.upper()), None)

@@ -33,7 +33,7 @@ from .models import (
 from .inputs import (
     epic_of, invalid_input, line_of, priority_of, settable_status_of, slugify, status_of, story_of, validated,
 )
-from .queue import checked_dependencies, queue_order, unmet_dependencies
+from .queue import checked_dependencies, unmet_dependencies
 from .registry import ProjectEntry, Registry, RegistryFile
 from .results import (
     AgentRun, BacklogPage, EpicCreated, EpicEdited, EpicList, EpicSummary, FieldChange, Health, ProjectHealth,
@@ -45,7 +45,7 @@ from .sprint_rules import (
 )
 from .store import (
     LOCK_NAME, LOCK_TIMEOUT_S, LOCK_TRY_S, STATE_DIR, ProjectStore, check_no_symlinks, create_from_templates,
-    state_dir_of, symlinks_in,
+    SavedBacklog, state_dir_of, symlinks_in,
 )
 from .ticket_service import TicketCommands, tickets_of, touch_tickets
 from .unit_of_work import Change, Project
@@ -388,13 +388,12 @@ class Orchestrator(TicketCommands):
     async def create_epic(self, project: str, title: str, description: str = "", by: str = "unknown") -> EpicCreated:
         def work(c: Change) -> EpicCreated:
             c.check()
-            b = c.backlog
+            b = c.edit_head()
             number = next_number(b.next_epic, (e.id for e in b.epics))
             epic = validated(lambda: Epic(id=f"E-{number}", title=title, description=description or "",
                                           created_by=by))
             b.epics.append(epic)
             b.next_epic = number + 1
-            c.touch_backlog()
             c.transition()
             c.note(epic.id, f"create epic {quote(epic.title)}")
             return EpicCreated(**c.result_fields(), epic=epic)
@@ -406,17 +405,14 @@ class Orchestrator(TicketCommands):
                         depends_on: list[str] | None = None, by: str = "unknown") -> StoryChanged:
         def work(c: Change) -> StoryChanged:
             c.check()
-            b = c.backlog
             parent = epic_of(c, epic)
-            number = next_number(b.next_story, (s.id for s in b.stories))
+            number = c.new_story_number()
             deps = checked_dependencies(c, f"S-{number}", depends_on or [])
             story = validated(lambda: Story(
                 id=f"S-{number}", epic=parent.id, title=title, description=description or "",
                 points=points, priority=priority_of(priority), depends_on=deps,
                 acceptance_criteria=[a.strip() for a in acceptance_criteria or [] if a.strip()], created_by=by))
-            b.stories.append(story)
-            b.next_story = number + 1
-            c.touch_backlog()
+            story = c.add_story(story)
             c.transition()
             c.note(f"{story.id}, {parent.id}", f"add story {quote(story.title)} [{story.priority.value}]")
             return StoryChanged(**c.result_fields(), action="added", story=story)
@@ -431,7 +427,6 @@ class Orchestrator(TicketCommands):
             previous = s.priority.value
             s.priority = priority_of(priority)
             s.updated_at = utcnow()
-            c.touch_backlog()
             c.transition()
             c.note(s.id, f"priority {previous} -> {s.priority.value}")
             return StoryChanged(**c.result_fields(), action="reprioritized", story=s, previous=previous)
@@ -441,9 +436,8 @@ class Orchestrator(TicketCommands):
     async def remove_story(self, project: str, story: str, by: str = "unknown") -> StoryChanged:
         def work(c: Change) -> StoryChanged:
             c.check()
-            b = c.backlog
             s = story_of(c, story)
-            dependants = [o.id for o in b.stories if s.id in o.depends_on]
+            dependants = [o.id for o in c.dependants(s.id)]
             if dependants:
                 verb = "depends" if len(dependants) == 1 else "depend"
                 raise InvalidInput("story", f"{', '.join(dependants)} {verb} on {s.id}.",
@@ -458,8 +452,7 @@ class Orchestrator(TicketCommands):
                                        "Finish or review the sprint first; unfinished stories return to the backlog.")
                 sprint.stories.remove(s.id)
                 c.save_sprint(sprint)
-            b.stories.remove(s)
-            c.touch_backlog()
+            c.remove_story(s.id)
             c.transition()
             c.note(s.id, f"remove story {quote(s.title)}")
             return StoryChanged(**c.result_fields(), action="removed", story=s)
@@ -472,22 +465,30 @@ class Orchestrator(TicketCommands):
             raise InvalidInput("per_page", f"must be at least 1 (got {per_page}).")
 
         def work(c: Change) -> BacklogPage:
-            b = c.backlog
-            stories = b.stories
+            page_ = page_of(c)
+            if c.refresh(s.id for s in page_.stories):  # a story shown was edited by hand: its order may change
+                page_ = page_of(c)
+            return page_
+
+        def page_of(c: Change) -> BacklogPage:
+            saved = c.saved()
             parent = epic_of(c, epic) if epic else None
-            if parent:
-                stories = [s for s in stories if s.epic == parent.id]
-            if status:
-                wanted = status_of(status)
-                stories = [s for s in stories if s.status is wanted]
-            stories = sorted(stories, key=queue_order)
-            pages = max(1, -(-len(stories) // per_page))
+            wanted = status_of(status) if status else None
+            if parent or wanted:  # a filter: one pass over the stories, in the queue's order
+                matching = [s for s in saved.ordered() if (not parent or s.epic == parent.id)
+                            and (wanted is None or s.status is wanted)]
+                total = len(matching)
+            else:  # the page alone, from the maintained order
+                matching, total = saved.order, len(saved.stories)
+            pages = max(1, -(-total // per_page))
             if page < 1 or page > pages:
                 raise InvalidInput("page", f"must be between 1 and {pages}.")
-            chunk = stories[(page - 1) * per_page: page * per_page]
-            return BacklogPage(**c.result_fields(), epics=b.epics, stories=chunk, page=page, pages=pages,
-                               total=len(stories), epic_filter=parent.id if parent else None, status_filter=status,
-                               stamp=backlog_stamp(b.epics, stories))
+            chunk = matching[(page - 1) * per_page: page * per_page]
+            if not (parent or wanted):
+                chunk = [story for _, _, story in chunk]
+            return BacklogPage(**c.result_fields(), epics=c.epics, stories=chunk, page=page, pages=pages,
+                               total=total, epic_filter=parent.id if parent else None, status_filter=status,
+                               stamp=backlog_stamp(saved))
 
         return await self._read(project, work)
 
@@ -498,16 +499,15 @@ class Orchestrator(TicketCommands):
         from .agents.records import runs_of
 
         def work(c: Change) -> StoryDetail:
-            b = c.backlog
             s = story_of(c, story)
             ref = lambda o: StoryRef(id=o.id, title=o.title, status=o.status.value)  # noqa: E731
             runs = runs_of(c, s.id)
             sprint = c.store.sprint(s.sprint) if s.sprint else None
             return StoryDetail(
-                **c.result_fields(), story=s, epic=b.epic(s.epic),
+                **c.result_fields(), story=s, epic=c.epic(s.epic),
                 depends_on=[ref(d) if d else StoryRef(id=i, title="(not in the backlog)", status="?")
-                            for i in s.depends_on for d in [b.story(i)]],
-                dependants=[ref(o) for o in b.stories if s.id in o.depends_on],
+                            for i in s.depends_on for d in [c.story(i)]],
+                dependants=[ref(o) for o in c.dependants(s.id)],
                 tickets=[TicketRef(id=t.id, status=t.status.value, question=t.question)
                          for t in tickets_of(c).tickets if t.story == s.id],
                 sprint_status=sprint.status.value if sprint else None,
@@ -543,7 +543,6 @@ class Orchestrator(TicketCommands):
                 for change in changes:
                     setattr(s, change.field, getattr(edited, change.field))
                 s.updated_at = utcnow()
-                c.touch_backlog()
                 ids = ", ".join(dict.fromkeys([s.id, *([edited.epic] if "epic" in wanted else [])]))
                 c.note(ids, "edit " + "; ".join(_change_text(x) for x in changes))
             return StoryEdited(**c.result_fields(), story=s, changes=changes)
@@ -553,10 +552,9 @@ class Orchestrator(TicketCommands):
     async def list_epics(self, project: str, epic: str | None = None) -> EpicList:
         """Every epic (or the one `epic` names) with its stories counted by status, and its points (all, and done)."""
         def work(c: Change) -> EpicList:
-            b = c.backlog
-            epics = [epic_of(c, epic)] if epic is not None else b.epics
+            epics = [epic_of(c, epic)] if epic is not None else c.epics
             summaries = {e.id: EpicSummary(epic=e, stories=0, by_status={}, points=0, done_points=0) for e in epics}
-            for s in b.stories:
+            for s in c.stories():
                 if (e := summaries.get(s.epic)) is not None:
                     e.stories += 1
                     e.by_status[s.status.value] = e.by_status.get(s.status.value, 0) + 1
@@ -570,14 +568,13 @@ class Orchestrator(TicketCommands):
                         by: str = "unknown") -> EpicEdited:
         """Change an epic's title or description (only those given). Nothing changed: nothing saved, and said."""
         def work(c: Change) -> EpicEdited:
-            e = epic_of(c, epic)
+            e = c.edit_head().epic(epic_of(c, epic).id)  # a private copy to change
             wanted = {k: v for k, v in (("title", title), ("description", description)) if v is not None}
             edited = validated(lambda: Epic.model_validate({**e.model_dump(), **wanted}))
             changes = _changes(e, edited, ("title", "description"))
             if changes:
                 for change in changes:
                     setattr(e, change.field, getattr(edited, change.field))
-                c.touch_backlog()
                 c.note(e.id, "edit epic " + "; ".join(_change_text(x) for x in changes))
             return EpicEdited(**c.result_fields(), epic=e, changes=changes)
 
@@ -634,7 +631,7 @@ class Orchestrator(TicketCommands):
                 raise InvalidInput("status", f"{s.id} waits for an answer to {', '.join(asked)}.",
                                    f'A clear answer to it, or a decision (`ticket resolve {asked[0]} "..."`), '
                                    "unblocks the story.")
-            if new is StoryStatus.in_progress and (missing := unmet_dependencies(c.backlog, s)):
+            if new is StoryStatus.in_progress and (missing := unmet_dependencies(c, s)):
                 raise InvalidInput("status", f"{s.id} depends on {', '.join(missing)}, not done yet.")
             c.transition()
             c.note(s.id, f"status {previous.value} -> {new.value}")
@@ -707,7 +704,6 @@ class Orchestrator(TicketCommands):
 
         def work(c: Change) -> SprintPlanned:
             c.check()
-            b = c.backlog
             replanning = c.state is State.SPRINT_PLANNED
             if replanning:
                 sprint = c.current_sprint()
@@ -715,19 +711,14 @@ class Orchestrator(TicketCommands):
                 sprint = Sprint(id=sprint_id(next_number(1, c.store.sprint_ids())),
                                 length_days=self.config.orchestrator.sprint_days)
             before, old_goal, old_capacity = list(sprint.stories), sprint.goal, sprint.capacity
-            members = [s for sid in before if (s := b.story(sid)) is not None]
             new_goal = sprint.goal if goal is None else _clean_goal(sprint.id, goal)
             new_capacity = sprint.capacity if capacity is None else capacity
             if stories:
-                chosen = explicit_pick(b, stories, sprint.id)
-            elif replanning and capacity is None:
-                chosen = members  # nothing asked of the stories: they stay
-            else:
-                for s in members:  # the sprint's own stories may be picked again
-                    s.sprint = None
-                chosen = auto_pick(b, capacity or DEFAULT_CAPACITY)
-                for s in members:
-                    s.sprint = sprint.id
+                chosen = explicit_pick(c, stories, sprint.id)
+            elif replanning and capacity is None:  # nothing asked of the stories: they stay
+                chosen = [s for sid in before if (s := c.story(sid)) is not None]
+            else:  # the sprint's own stories may be picked again
+                chosen = auto_pick(c, capacity or DEFAULT_CAPACITY, sprint.id if replanning else None)
             if not chosen:
                 raise InvalidInput("stories", "there is no story ready to plan (todo or in progress, in no sprint, "
                                    "dependencies met).",
@@ -737,14 +728,14 @@ class Orchestrator(TicketCommands):
             if replanning and (ids, new_goal, new_capacity) == (before, old_goal, old_capacity):
                 return SprintPlanned(**dict(sprint_view(c, sprint)), replanned=True, unchanged=True)
             sprint.goal, sprint.stories, sprint.capacity = new_goal, ids, new_capacity
+            chosen = [c.edit_story(i) for i in ids]
             for s in chosen:
                 if s.sprint != sprint.id:
                     s.sprint = sprint.id
                     s.updated_at = utcnow()
-            for s in members:
-                if s.id in left:  # left out of the new plan
+            for sid in left:  # left out of the new plan
+                if (s := c.edit_story(sid)) is not None:
                     return_to_backlog(s)
-            c.touch_backlog()
             c.save_sprint(sprint)
             c.set_current_sprint(sprint.id)
             c.transition()
@@ -831,11 +822,10 @@ class Orchestrator(TicketCommands):
             sprint.ended_at = sprint.ended_at or utcnow()
             returned = []
             for sid in sprint.stories:
-                s = c.backlog.story(sid)
+                s = c.story(sid)
                 if s is not None and s.status is not StoryStatus.done:
-                    return_to_backlog(s)
+                    return_to_backlog(c.edit_story(sid))
                     returned.append(s.id)
-            c.touch_backlog()
             c.save_sprint(sprint)
             c.set_current_sprint(None)
             c.transition()
@@ -969,9 +959,8 @@ def _rename_files(c: Change) -> str | None:
         c.status.project = c.name
         c.dirty["status.json"] = c.status
         c.note(c.name, f"project {quote(old)} is registered as {quote(c.name)} now; its files say so")
-    if c.backlog.project != c.name:
-        c.backlog.project = c.name
-        c.touch_backlog()
+    if (head := c.edit_head()).project != c.name:
+        head.project = c.name
     if (tickets := c.tickets()) is not None and tickets.project != c.name:
         tickets.project = c.name
         touch_tickets(c, tickets)
@@ -982,12 +971,11 @@ def _clean_goal(sprint: str, goal: str) -> str:
     return validated(lambda: Sprint(id=sprint, goal=" ".join(goal.split()))).goal
 
 
-def backlog_stamp(epics: list[Epic], stories: list[Story]) -> str:
-    """6 hex digits that change when anything a backlog page shows changes: a pager button carries them in its
+def backlog_stamp(saved: SavedBacklog) -> str:
+    """6 hex digits that change with the saved backlog (backlog.json's bytes and the stories folder's signature,
+    which every story written changes), without a pass over the stories: a pager button carries them in its
     custom_id (100 characters at most) to tell a stale page."""
-    shown = [(e.id, e.title) for e in epics] + [(s.id, s.title, s.status.value, s.priority.value, s.points, s.sprint)
-                                                 for s in stories]
-    return hashlib.blake2b(repr(shown).encode(), digest_size=3).hexdigest()
+    return hashlib.blake2b(saved.head_raw + repr(saved.dir_sig).encode(), digest_size=3).hexdigest()
 
 
 def _changes(old: Story | Epic, new: Story | Epic, names: tuple[str, ...]) -> list[FieldChange]:

@@ -6,8 +6,8 @@ from datetime import date, timedelta
 
 from .errors import InvalidInput
 from .inputs import known_ids
-from .models import Backlog, BurndownPoint, Sprint, SprintStatus, State, Story, StoryStatus, utcnow
-from .queue import queue_order, unmet_dependencies
+from .models import BurndownPoint, Sprint, SprintStatus, State, Story, StoryStatus, utcnow
+from .queue import unmet_dependencies
 from .results import SprintView
 from .ticket_service import close_tickets_of_done_story
 from .unit_of_work import Change
@@ -26,16 +26,14 @@ def return_to_backlog(story: Story) -> None:
 
 
 def set_story_status(c: Change, story: Story, new: StoryStatus) -> None:
-    """Change a story's status and everything that follows from it: dependants that become ready, the
-    sprint's burndown, BLOCKED in and out, and the automatic review when every story is done."""
+    """Change a story's status (`story`: the writer's copy, from c.edit_story) and everything that follows
+    from it: dependants that become ready, the sprint's burndown, BLOCKED in and out, and the automatic review
+    when every story is done."""
     story.status = new
     story.updated_at = utcnow()
-    c.touch_backlog()
     if new is StoryStatus.done:
-        c.cascade.stories_ready += [
-            o.id for o in c.backlog.stories
-            if story.id in o.depends_on and o.status is StoryStatus.todo and not unmet_dependencies(c.backlog, o)
-        ]
+        c.cascade.stories_ready += [o.id for o in c.dependants(story.id)
+                                    if o.status is StoryStatus.todo and not unmet_dependencies(c, o)]
         close_tickets_of_done_story(c, story)  # tickets that still asked about it are no longer needed
     if not (story.sprint and story.sprint == c.status.current_sprint):
         return
@@ -48,7 +46,7 @@ def settle_sprint(c: Change, sprint: Sprint) -> None:
     """What an active sprint's stories imply: its burndown, the automatic review once every story is done,
     and BLOCKED in and out."""
     record_burndown(c, sprint)
-    members = [c.backlog.story(i) for i in sprint.stories]
+    members = [c.story(i) for i in sprint.stories]
     if members and all(s is None or s.status is StoryStatus.done for s in members):
         if c.state is State.BLOCKED:
             c.transition("unblock", by="orchestrator")
@@ -64,7 +62,7 @@ def settle_sprint(c: Change, sprint: Sprint) -> None:
 
 def _update_blocked_state(c: Change, sprint: Sprint) -> None:
     """BLOCKED while every unfinished story of the active sprint is blocked; back to SPRINT_ACTIVE otherwise."""
-    open_stories = [s for i in sprint.stories if (s := c.backlog.story(i)) and s.status is not StoryStatus.done]
+    open_stories = [s for i in sprint.stories if (s := c.story(i)) and s.status is not StoryStatus.done]
     all_blocked = bool(open_stories) and all(s.status.is_blocked for s in open_stories)
     if all_blocked and c.state is State.SPRINT_ACTIVE:
         c.transition("block", by="orchestrator")
@@ -73,7 +71,7 @@ def _update_blocked_state(c: Change, sprint: Sprint) -> None:
 
 
 def record_burndown(c: Change, sprint: Sprint) -> None:
-    members = [s for i in sprint.stories if (s := c.backlog.story(i))]
+    members = [s for i in sprint.stories if (s := c.story(i))]
     open_ = [s for s in members if s.status is not StoryStatus.done]
     point = BurndownPoint(day=utcnow().date(), remaining_points=sum(s.points or 0 for s in open_),
                           remaining_stories=len(open_))
@@ -82,7 +80,7 @@ def record_burndown(c: Change, sprint: Sprint) -> None:
 
 
 def sprint_view(c: Change, sprint: Sprint) -> SprintView:
-    stories = [s for i in sprint.stories if (s := c.backlog.story(i))]
+    stories = [s for i in sprint.stories if (s := c.story(i))]
     done = [s for s in stories if s.status is StoryStatus.done]
     days: list[date] = []
     elapsed = 0
@@ -99,39 +97,48 @@ def sprint_view(c: Change, sprint: Sprint) -> SprintView:
         elapsed_days=elapsed, cascade=c.cascade)
 
 
-def _plannable(s: Story) -> bool:
-    """Outside any sprint, and to be worked: todo, or already in progress."""
-    return s.sprint is None and s.status in (StoryStatus.todo, StoryStatus.in_progress)
+PLANNABLE = (StoryStatus.todo, StoryStatus.in_progress)  # outside any sprint, and to be worked
 
-
-def auto_pick(b: Backlog, capacity: int) -> list[Story]:
+def auto_pick(c: Change, capacity: int, replanned: str | None = None) -> list[Story]:
+    """Stories for a sprint up to `capacity` points: each time the first one in the queue's order that fits and
+    whose dependencies are done or picked (read only: the caller edits them). The stories of `replanned` (the
+    sprint being planned again) count as outside any sprint. One pass over the maintained order; the stories
+    passed over for their dependencies are looked at again after each pick (they come first: earlier in the
+    order), and a story passed over because it did not fit never fits later (`used` only grows)."""
     chosen: list[Story] = []
     used = 0
     picked: set[str] = set()
-    progress = True
-    ordered = sorted(b.stories, key=queue_order)  # once: sorting on every pass cost 100 ms at 1,000 stories
-    while progress:  # a story may become eligible once its dependency is picked
-        progress = False
-        for s in ordered:
-            if s.id in picked or not _plannable(s) or unmet_dependencies(b, s, picked):
-                continue
-            cost = s.points if s.points is not None else UNPOINTED
-            if used + cost > capacity:
-                continue
-            chosen.append(s)
-            picked.add(s.id)
-            used += cost
-            progress = True
-            break
+    waiting: list[Story] = []
+
+    def take(s: Story) -> None:
+        nonlocal used
+        chosen.append(s)
+        picked.add(s.id)
+        used += s.points if s.points is not None else UNPOINTED
+
+    for s in c.ordered():
+        if s.status not in PLANNABLE or (s.sprint is not None and s.sprint != replanned):
+            continue
+        if used + (s.points if s.points is not None else UNPOINTED) > capacity:
+            continue
+        if unmet_dependencies(c, s, picked):
+            waiting.append(s)
+            continue
+        take(s)
+        while ready := next((w for w in waiting if not unmet_dependencies(c, w, picked)
+                             and used + (w.points if w.points is not None else UNPOINTED) <= capacity), None):
+            waiting.remove(ready)
+            take(ready)
     return chosen
 
 
-def explicit_pick(b: Backlog, ids: list[str], sprint: str) -> list[Story]:
+def explicit_pick(c: Change, ids: list[str], sprint: str) -> list[Story]:
     chosen: list[Story] = []
     for raw in dict.fromkeys(i.strip().upper() for i in ids if i.strip()):
-        s = b.story(raw)
+        s = c.story(raw)
         if s is None:
-            raise InvalidInput("stories", f"there is no story {raw}.", known_ids("Stories", [x.id for x in b.stories][:20]))
+            shown = [x.id for _, x in zip(range(20), c.stories())]
+            raise InvalidInput("stories", f"there is no story {raw}.", known_ids("Stories", shown))
         if s.status is StoryStatus.done:
             raise InvalidInput("stories", f"{s.id} is already done.")
         if s.sprint and s.sprint != sprint:
@@ -139,7 +146,7 @@ def explicit_pick(b: Backlog, ids: list[str], sprint: str) -> list[Story]:
         chosen.append(s)
     ids_chosen = {s.id for s in chosen}
     for s in chosen:
-        if missing := unmet_dependencies(b, s, ids_chosen):
+        if missing := unmet_dependencies(c, s, ids_chosen):
             raise InvalidInput("stories", f"{s.id} depends on {', '.join(missing)}, neither done nor in this sprint.",
                                "Add those stories to the sprint too, or leave this one for later.")
     return chosen

@@ -94,7 +94,7 @@ def release_story(c: Change, tf: TicketFile, ticket: Ticket) -> Story | None:
     Returns the story if it was unblocked."""
     from .sprint_rules import set_story_status
 
-    story = c.backlog.story(ticket.story) if ticket.story else None
+    story = c.edit_story(ticket.story) if ticket.story else None
     if story is None or story.status is not StoryStatus.blocked_awaiting_feedback or tf.open_for_story(story.id):
         return None
     set_story_status(c, story, ticket.story_was or StoryStatus.todo)
@@ -338,7 +338,7 @@ class TicketCommands:
                 raise InvalidInput("ticket", f"{t.id} is open already.")
             t.status = TicketStatus.open
             t.resolution = t.resolved_by = t.resolved_at = None
-            story = c.backlog.story(t.story) if t.story else None
+            story = c.edit_story(t.story) if t.story else None
             held = ""
             if story is not None and story.status is not StoryStatus.done:
                 hold_story(c, tf, t, story)
@@ -390,7 +390,7 @@ class TicketCommands:
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 def _story_of(c: Change, t: Ticket) -> Story | None:
-    return c.backlog.story(t.story) if t.story else None
+    return c.story(t.story) if t.story else None
 
 
 def _ignored(c: Change, tf: TicketFile, ticket: str, threshold: int, reason: str) -> ReplyOutcome:

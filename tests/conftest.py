@@ -1,13 +1,20 @@
 """Shared fixtures: real git repositories in a temp folder, a real config, a real Orchestrator."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from orchestration.config import Config
+from orchestration.models import Backlog, Story
 from orchestration.service import Orchestrator
+from orchestration.store import CHECK_SHARED_ENV
+
+# Every write checks that no writer changed the saved objects readers share (store.SavedBacklog.check_unchanged).
+os.environ.setdefault(CHECK_SHARED_ENV, "1")
 
 GIT_ID = ["-c", "user.name=Dev", "-c", "user.email=dev@example.com", "-c", "commit.gpgsign=false"]
 
@@ -26,6 +33,28 @@ def change_lines(repo: Path, *rev: str) -> list[str]:
         bullets = [line[2:] for line in body.splitlines() if line.startswith("- ")]
         lines += bullets or ([subject] if subject else [])
     return lines
+
+
+def backlog_json(repo: Path) -> dict:
+    """backlog.json with every story (each in its own file, .orch-state/stories/S-<n>.json) under "stories", in
+    ID order: the whole backlog as tests look at it. `repo` may be the repository or its .orch-state."""
+    state = repo if repo.name == ".orch-state" else repo / ".orch-state"
+    data = json.loads((state / "backlog.json").read_text())
+    files = sorted((state / "stories").glob("S-*.json"), key=lambda p: int(p.stem[2:]))
+    data["stories"] = [{k: v for k, v in json.loads(p.read_text()).items() if k != "schema_version"}
+                       for p in files]
+    return data
+
+
+def backlog_of(repo: Path) -> Backlog:
+    data = backlog_json(repo)
+    stories = data.pop("stories")
+    return Backlog.model_validate(data).model_copy(update={"stories": [Story(**s) for s in stories]})
+
+
+def story_file(repo: Path, ident: str) -> Path:
+    state = repo if repo.name == ".orch-state" else repo / ".orch-state"
+    return state / "stories" / f"{ident}.json"
 
 
 @pytest.fixture

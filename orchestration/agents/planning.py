@@ -24,7 +24,7 @@ from ..gitlog import quote
 from ..inputs import epic_of, id_list, validated
 from ..wording import plural
 from ..models import (
-    CRITERIA_MAX, CRITERION_MAX, TEXT_MAX, Line, Model, Priority, Story, Text, VersionedFile, next_number, utcnow,
+    CRITERIA_MAX, CRITERION_MAX, TEXT_MAX, Line, Model, Priority, Story, Text, VersionedFile, utcnow,
 )
 from ..results import Result
 from ..ticket_service import new_ticket, tickets_of
@@ -143,16 +143,15 @@ def plan_of(c: Change, epic_id: str) -> PlanFile:
 
 def _save(c: Change, plan: PlanFile) -> None:
     c.dirty[plan_path(plan.epic)] = plan
-    epic = c.backlog.epic(plan.epic)
+    epic = c.epic(plan.epic)
     c.dirty[plan_path(plan.epic, "md")] = markdown(plan.epic, epic.title if epic else "", plan.current)
 
 
 def _epic(c: Change, epic_id: str | None):
     """The epic named, or (none named) the one whose latest plan waits for a decision, the latest such."""
-    b = c.backlog
     if epic_id and epic_id.strip():
         return epic_of(c, epic_id)
-    waiting = [(p.current.requested_at, e) for e in b.epics
+    waiting = [(p.current.requested_at, e) for e in c.epics
                if (p := plan_of(c, e.id)).current and p.current.status is PlanStatus.proposed]
     if not waiting:
         raise NotFound("proposed plan", f"in {c.name}", "Plan an epic first (`plan start`), or name the epic.")
@@ -218,7 +217,7 @@ def claim(c: Change, epic_id: str,
     process took it, or it is not requested). Returns the run's ID and the planner's input."""
     if epic_id not in claimable(c):
         return None
-    epic = c.backlog.epic(epic_id)
+    epic = c.epic(epic_id)
     if epic is None:
         return None
     plan = plan_of(c, epic_id)
@@ -235,7 +234,7 @@ def claim(c: Change, epic_id: str,
         project=c.name, epic=protocol.EpicBrief(id=epic.id, title=epic.title, description=epic.description),
         feedback=version.feedback, previous_plan=markdown(epic.id, epic.title, earlier) if earlier else "",
         context=context_of(c), answers=answers,
-        backlog=[protocol.BacklogItem(id=s.id, title=s.title, status=s.status.value) for s in c.backlog.stories])
+        backlog=[protocol.BacklogItem(id=s.id, title=s.title, status=s.status.value) for s in c.stories()])
     return run_id(epic_id, version), task
 
 
@@ -270,7 +269,7 @@ def apply_outcome(c: Change, outcome: PlanOutcome) -> PlanView | None:
         version.status = PlanStatus.proposed
         c.note(outcome.epic, f"planner proposes {plural(len(version.proposals), 'story')} (version {version.version})")
     elif kind is Outcome.question:
-        epic = c.backlog.epic(outcome.epic)
+        epic = c.epic(outcome.epic)
         ticket = new_ticket(c, tickets_of(c), kept(outcome.question, 500) or "The planner needs a decision.", None,
                             f"Asked by the planner of {outcome.epic} ({epic.title if epic else ''}); planning goes "
                             f"on with the answer.", [kept(o, 200) for o in outcome.options[:10]], AGENT)
@@ -356,19 +355,17 @@ def approve(c: Change, epic_id: str | None, items: str | list[str], number: int 
     if unknown := [k for k in chosen if k not in keys]:
         raise InvalidInput("items", f"{', '.join(unknown)} is not a proposal of this plan.",
                            f"Its proposals: {', '.join(keys)}.")
-    b = c.backlog
     created: dict[str, str] = {}
     stories: list[tuple[Proposal, Story]] = []
     for p in version.proposals:
         if p.key not in chosen:
             p.status = ProposalStatus.rejected
             continue
-        number = next_number(b.next_story, (s.id for s in b.stories))
+        number = c.new_story_number()
         story = validated(lambda: Story(id=f"S-{number}", epic=plan.epic, title=p.title, description=p.description,
                                         acceptance_criteria=p.criteria, points=p.points, priority=p.priority,
                                         created_by=c.by))
-        b.stories.append(story)
-        b.next_story = number + 1
+        story = c.add_story(story)
         created[p.key] = story.id
         stories.append((p, story))
         p.status, p.story = ProposalStatus.approved, story.id
@@ -378,13 +375,12 @@ def approve(c: Change, epic_id: str | None, items: str | list[str], number: int 
         dropped += [f"{p.key} -> {d}" for d in p.depends_on if d not in created]
     version.status = PlanStatus.approved
     version.decided_by, version.decided_at = c.by, utcnow()
-    c.touch_backlog()
     _save(c, plan)
     c.transition("add_story")  # approved proposals are stories added: the machine's add_story rule
     made = ", ".join(f"{k} -> {v}" for k, v in created.items())
     c.note(f"{plan.epic}, {', '.join(created.values())}", f"approve the plan of {plan.epic} (version "
                                                           f"{version.version}): {made}")
-    return PlanView(**c.result_fields(), epic=plan.epic, epic_title=b.epic(plan.epic).title, plan=version,
+    return PlanView(**c.result_fields(), epic=plan.epic, epic_title=c.epic(plan.epic).title, plan=version,
                     action="approved", created=created, dropped=dropped)
 
 

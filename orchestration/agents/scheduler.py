@@ -309,4 +309,4 @@ class AgentScheduler:
 
 
 def _in_progress(c) -> list[str]:
-    return [s.id for s in c.backlog.stories if s.status is StoryStatus.in_progress]
+    return [s.id for s in c.stories() if s.status is StoryStatus.in_progress]

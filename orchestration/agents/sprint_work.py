@@ -54,8 +54,8 @@ def ready_stories(c: Change) -> list[str]:
     sprint = c.current_sprint()
     if sprint.status is not SprintStatus.active:
         return []
-    ready = [s for i in sprint.stories if (s := c.backlog.story(i)) is not None and s.status is StoryStatus.todo
-             and not unmet_dependencies(c.backlog, s)]
+    ready = [s for i in sprint.stories if (s := c.story(i)) is not None and s.status is StoryStatus.todo
+             and not unmet_dependencies(c, s)]
     return [s.id for s in sorted(ready, key=queue_order) if runs_of(c, s.id).running is None]
 
 
@@ -65,7 +65,7 @@ def begin_attempt(c: Change, story_id: str) -> tuple[StoryRuns, AttemptRecord, p
     if story_id not in ready_stories(c):
         return None
     sprint = c.current_sprint()
-    story = c.backlog.story(story_id)
+    story = c.edit_story(story_id)
     runs = runs_of(c, story_id)
     number = len(runs.attempts) + 1
     record = AttemptRecord(id=attempt_id(story_id, number), attempt=number, sprint=sprint.id,
@@ -78,7 +78,7 @@ def begin_attempt(c: Change, story_id: str) -> tuple[StoryRuns, AttemptRecord, p
 
 
 def _input(c: Change, story: Story, runs: StoryRuns, number: int, sprint: str) -> protocol.CodeInput:
-    epic = c.backlog.epic(story.epic)
+    epic = c.epic(story.epic)
     earlier = [a for a in runs.attempts[:-1] if a.outcome not in (None, Outcome.done.value)][-PREVIOUS_KEEP:]
     tf = c.store.tickets()
     answered = [t for t in (tf.tickets if tf else []) if t.story == story.id and t.status is TicketStatus.resolved]
@@ -126,7 +126,7 @@ def apply_outcome(c: Change, outcome: AttemptOutcome, max_attempts: int) -> str 
     record.output = kept(outcome.output, OUTPUT_KEEP, "tail")
     record.counted = kind.counts_as_failure
     _save(c, runs)
-    story = c.backlog.story(outcome.story)
+    story = c.edit_story(outcome.story)
     ids = f"{outcome.story}, {record.sprint}"
     tests = _tests_text(record)
     if story is None or story.status is not StoryStatus.in_progress:
@@ -177,7 +177,7 @@ def close_interrupted(c: Change) -> list[str]:
         record.outcome, record.ended_at = INTERRUPTED, utcnow()
         record.summary = "the process running this attempt stopped before it finished"
         _save(c, runs)
-        story = c.backlog.story(runs.story)
+        story = c.edit_story(runs.story)
         if story is not None and story.status is StoryStatus.in_progress:
             set_story_status(c, story, StoryStatus.todo)
         c.note(f"{runs.story}, {record.sprint}", f"agent attempt {record.attempt} interrupted by a restart; "

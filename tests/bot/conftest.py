@@ -12,6 +12,7 @@ import pytest
 
 from bot import render
 from bot.client import create_bot
+from tests.conftest import backlog_json
 
 
 @pytest.fixture
@@ -101,4 +102,5 @@ def deferrals(env) -> list[int]:
 
 
 def load(repo: Path, rel: str) -> dict:
-    return json.loads((repo / ".orch-state" / rel).read_text())
+    """A state file's JSON; backlog.json with its stories (see tests/conftest.backlog_json)."""
+    return backlog_json(repo) if rel == "backlog.json" else json.loads((repo / ".orch-state" / rel).read_text())

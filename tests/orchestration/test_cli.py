@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from orchestration.cli import main
-from orchestration.models import Backlog, Sprint, Status
+from orchestration.models import Sprint, Status
 from orchestration.store import ProjectStore
-from tests.conftest import git
+from tests.conftest import backlog_of, git
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_scripted_scenario(orch_cli, make_repo):
 
     # Every file validates against its model.
     state = repo / ".orch-state"
-    backlog = Backlog.model_validate_json((state / "backlog.json").read_text())
+    backlog = backlog_of(repo)
     assert [s.status.value for s in backlog.stories] == ["done", "done", "todo", "todo", "done"]
     assert backlog.story("S-4").sprint is None  # back in the backlog
     sprint = Sprint.model_validate_json((state / "sprints" / "sprint-001.json").read_text())
@@ -219,7 +219,7 @@ def test_the_project_is_found_from_the_folder_or_when_it_is_the_only_one(orch_cl
     monkeypatch.chdir(two / "src" / "deep")
     assert "Created epic E-1" in ok(orch_cli("epic", "Beta")) and "in two." in ok(orch_cli("epic", "Gamma"))
     assert "Created epic E-2" in ok(orch_cli("epic", "Delta", "--project", "one"))  # --project wins
-    assert Backlog.model_validate_json((one / ".orch-state/backlog.json").read_text()).epic("E-2").title == "Delta"
+    assert backlog_of(one).epic("E-2").title == "Delta"
 
 
 def test_author_defaults_to_the_os_user(orch_cli, make_repo):
@@ -356,7 +356,7 @@ def _tickets(repo: Path) -> dict:
 
 
 def _status_of(repo: Path, story: str) -> str:
-    return Backlog.model_validate_json((repo / ".orch-state/backlog.json").read_text()).story(story).status.value
+    return backlog_of(repo).story(story).status.value
 
 
 def test_a_ticket_from_open_to_a_scored_reply_to_reopen(orch_cli, make_repo):

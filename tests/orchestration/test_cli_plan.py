@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.cli import main
+from tests.conftest import backlog_json
 from tests.orchestration.agents.conftest import PLANNER
 
 
@@ -54,5 +55,5 @@ def test_plan_approve_some_request_changes_and_reject_from_the_terminal(orch_cli
     assert orch_cli("epic", "Admin")[0] == 0
     code, out, err = orch_cli("plan", "start", "E-2")  # no --wait: the process running the agents takes it
     assert code == 0 and "version 1: requested." in out and "orch plan show E-2" in out
-    backlog = json.loads((repo / ".orch-state" / "backlog.json").read_text())
+    backlog = backlog_json(repo)
     assert [s["title"] for s in backlog["stories"]] == ["Product list", "Checkout"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.cli import main
-from tests.conftest import change_lines, git
+from tests.conftest import change_lines, git, story_file
 from tests.orchestration.agents.conftest import AGENT, TESTS, alive
 
 ORCH = Path(sys.executable).with_name("orch")
@@ -186,7 +186,7 @@ def test_one_orch_run_at_a_time_and_sigterm_stops_cleanly(make_cfg, make_repo, t
     assert not alive(agent)
     attempt, = runs(repo, "S-1")
     assert attempt["outcome"] == "cancelled" and not attempt["counted"]
-    assert '"status": "todo"' in (repo / ".orch-state" / "backlog.json").read_text()
+    assert '"status": "todo"' in story_file(repo, "S-1").read_text()
     assert git(repo, "status", "--porcelain", ".orch-state") == ""
     review = orch(hang, "sprint", "review").stdout  # ends it early, naming the branch for a person to merge
     assert "Sprint branch orch/sprint-001: 0 commits since the sprint began (merge it, or open a pull request " \

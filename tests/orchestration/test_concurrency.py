@@ -8,17 +8,18 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration.models import Backlog
+from orchestration.models import Backlog, Story
 from orchestration.service import Orchestrator
-from tests.conftest import git
-
-
-def backlog_file(repo: Path) -> Path:
-    return repo / ".orch-state" / "backlog.json"
+from tests.conftest import backlog_of, git, story_file
 
 
 def committed_backlog(repo: Path) -> Backlog:
-    return Backlog.model_validate_json(git(repo, "show", "HEAD:.orch-state/backlog.json"))
+    """The backlog as HEAD holds it: backlog.json and stories/S-<n>.json."""
+    backlog = Backlog.model_validate_json(git(repo, "show", "HEAD:.orch-state/backlog.json"))
+    names = git(repo, "ls-tree", "--name-only", "HEAD", ".orch-state/stories/").split()
+    stories = [Story(**{k: v for k, v in json.loads(git(repo, "show", f"HEAD:{n}")).items() if k != "schema_version"})
+               for n in names if n.endswith(".json")]
+    return backlog.model_copy(update={"stories": sorted(stories, key=lambda s: int(s.id[2:]))})
 
 
 async def test_50_concurrent_add_story_calls_lose_nothing(orch: Orchestrator, project: str):
@@ -29,7 +30,7 @@ async def test_50_concurrent_add_story_calls_lose_nothing(orch: Orchestrator, pr
 
     ids = [r.story.id for r in results]
     assert sorted(ids, key=lambda i: int(i[2:])) == [f"S-{n}" for n in range(1, 51)]
-    on_disk = Backlog.model_validate_json(backlog_file(repo).read_bytes())
+    on_disk = backlog_of(repo)
     assert {s.title for s in on_disk.stories} == {f"Story {i}" for i in range(50)}
     await orch.flush()
     assert git(repo, "status", "--porcelain") == ""
@@ -71,12 +72,11 @@ async def test_two_processes_adding_25_stories_each_lose_nothing(config, orch: O
             cli.kill()
     await orch.flush()
 
-    backlog = Backlog.model_validate_json(backlog_file(repo).read_bytes())  # valid, and complete
+    backlog = backlog_of(repo)  # valid, and complete
     assert sorted(s.id for s in backlog.stories) == sorted(f"S-{n}" for n in range(1, 51))
     assert {s.title for s in backlog.stories} == {f"bot {i}" for i in range(25)} | {f"cli {i}" for i in range(25)}
-    assert backlog.next_story == 51
     assert git(repo, "status", "--porcelain") == ""
-    assert committed_backlog(repo) == backlog
+    assert committed_backlog(repo).stories == backlog.stories
 
 
 async def test_a_hand_edit_is_seen_by_the_next_command_and_kept(orch: Orchestrator, project: str):
@@ -86,13 +86,13 @@ async def test_a_hand_edit_is_seen_by_the_next_command_and_kept(orch: Orchestrat
     await orch.view_backlog(project)  # the parsed backlog is now cached
     time.sleep(0.05)  # a person edits later than the bot wrote
 
-    data = json.loads(backlog_file(repo).read_text())
-    data["stories"][0]["title"] = "Typo here"  # the same size: only the file's mtime tells it changed
-    backlog_file(repo).write_text(json.dumps(data, indent=2) + "\n")
+    data = json.loads(story_file(repo, "S-1").read_text())
+    data["title"] = "Typo here"  # the same size, in place: only the file's mtime tells it changed
+    story_file(repo, "S-1").write_text(json.dumps(data, indent=2) + "\n")
 
     assert (await orch.view_backlog(project)).stories[0].title == "Typo here"
     await orch.add_story(project, "E-1", "Next", by="alice")
-    assert [s.title for s in Backlog.model_validate_json(backlog_file(repo).read_bytes()).stories] == [
+    assert [s.title for s in backlog_of(repo).stories] == [
         "Typo here", "Next"]
 
 
@@ -107,8 +107,8 @@ async def test_a_git_checkout_of_an_older_state_is_seen_by_the_next_command(orch
     await orch.flush()
     assert (await orch.state(project)).state.value == "SPRINT_PLANNED"
 
-    git(repo, "checkout", older, "--", ".orch-state")
-    git(repo, "clean", "-fdq", "--", ".orch-state")  # the sprint file did not exist back then
+    # Files added since (a story, the sprint) go too: `git checkout older -- .orch-state` would keep them.
+    git(repo, "restore", f"--source={older}", "--staged", "--worktree", "--", ".orch-state")
 
     assert (await orch.state(project)).state.value == "BACKLOG_READY"
     page = await orch.view_backlog(project)

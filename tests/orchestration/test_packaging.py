@@ -12,6 +12,7 @@ from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_FILES = {".gitignore", "architecture.md", "backlog.json", "best-practices.md", "sprints", "sprints/.gitkeep",
+               "stories", "stories/.gitkeep",
                "status.json"}
 
 

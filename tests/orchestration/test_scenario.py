@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from orchestration.models import Backlog, Sprint, State, Status
+from orchestration.models import Sprint, State, Status
 from orchestration.service import Orchestrator
-from tests.conftest import git
+from tests.conftest import backlog_of, git
 
 
 async def test_scrum_cycle_is_committed_and_leaves_user_files_alone(orch: Orchestrator, make_repo):
@@ -51,7 +51,7 @@ async def test_scrum_cycle_is_committed_and_leaves_user_files_alone(orch: Orches
 
     # Every file validates against its model, and the sprint carries its retrospective.
     state = repo / ".orch-state"
-    backlog = Backlog.model_validate_json((state / "backlog.json").read_text())
+    backlog = backlog_of(repo)
     status = Status.model_validate_json((state / "status.json").read_text())
     sprint = Sprint.model_validate_json((state / "sprints" / "sprint-001.json").read_text())
     assert status.state is State.IDLE and status.current_sprint is None
@@ -59,7 +59,7 @@ async def test_scrum_cycle_is_committed_and_leaves_user_files_alone(orch: Orches
     # The unfinished story went back to the backlog.
     s3 = backlog.story("S-3")
     assert s3 is not None and s3.sprint is None and s3.status.value == "todo"
-    assert json.loads((state / "backlog.json").read_text())["schema_version"] == 1
+    assert json.loads((state / "backlog.json").read_text())["schema_version"] == 2
 
 
 async def test_git_history_restores_an_earlier_state(orch: Orchestrator, project: str):
@@ -70,7 +70,8 @@ async def test_git_history_restores_an_earlier_state(orch: Orchestrator, project
     await orch.create_epic(project, "Second", by="a")
     await orch.add_story(project, "E-2", "Oops", by="a")
     await orch.flush()
-    git(repo, "checkout", good, "--", ".orch-state")  # the product's undo
+    # The product's undo (restore, not `checkout <commit> -- .orch-state`, which keeps files added since).
+    git(repo, "restore", f"--source={good}", "--staged", "--worktree", "--", ".orch-state")
     page = await orch.view_backlog(project)
     assert [e.id for e in page.epics] == ["E-1"] and page.total == 0
     again = await orch.create_epic(project, "Second again", by="a")

@@ -9,6 +9,7 @@ from orchestration import consistency
 from orchestration.errors import InvalidInput, StateCorrupt, UnsafePath
 from orchestration.service import Orchestrator
 from orchestration.store import ProjectStore
+from tests.conftest import story_file
 
 
 async def test_corrupt_backlog_refuses_with_line_and_recovery(orch: Orchestrator, project: str):
@@ -27,11 +28,11 @@ async def test_corrupt_backlog_refuses_with_line_and_recovery(orch: Orchestrator
 async def test_schema_invalid_value_names_field_and_value(orch: Orchestrator, project: str):
     await orch.create_epic(project, "E", by="a")
     await orch.add_story(project, "E-1", "S", by="a")
-    path = orch.project(project).store.dir / "backlog.json"
+    path = story_file(orch.project(project).store.dir, "S-1")
     path.write_text(path.read_text().replace('"priority": "medium"', '"priority": "urgent"'))
     with pytest.raises(StateCorrupt) as err:
         await orch.view_backlog(project)
-    assert "stories.0.priority" in err.value.message and '"urgent"' in err.value.message
+    assert err.value.file == ".orch-state/stories/S-1.json" and "field priority" in err.value.message and '"urgent"' in err.value.message
 
 
 async def test_newer_schema_version_is_refused(orch: Orchestrator, project: str):
@@ -132,7 +133,7 @@ async def test_a_write_interrupted_between_two_renames_is_finished_before_anythi
     obstacle.mkdir()
     assert (await orch.plan_sprint(project, goal="g", by="a")).warning  # decided: made, said with a warning
     assert (store.dir / ".journal.tmp").exists()
-    assert '"sprint": "sprint-001"' in (store.dir / "backlog.json").read_text()  # half written
+    assert '"sprint": "sprint-001"' in story_file(store.dir, "S-1").read_text()  # half written
     assert '"state": "BACKLOG_READY"' in (store.dir / "status.json").read_text()
     obstacle.rmdir()  # the crash is over
 

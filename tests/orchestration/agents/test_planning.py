@@ -10,7 +10,7 @@ from orchestration.agents import planning
 from orchestration.config import Config
 from orchestration.errors import InvalidInput, OrchError
 from orchestration.service import Orchestrator
-from tests.conftest import git
+from tests.conftest import backlog_json, git
 from tests.orchestration.agents.conftest import PLANNER
 
 
@@ -29,6 +29,8 @@ def planner_does(config: Config, *mode: str) -> None:
 
 def state_file(orch: Orchestrator, rel: str):
     path = orch.registry.get("demo").path / ".orch-state" / rel
+    if rel == "backlog.json":
+        return backlog_json(path.parent)
     return json.loads(path.read_text()) if rel.endswith(".json") else path.read_text()
 
 
