@@ -56,7 +56,7 @@ def titled(items: Iterable[T], typed: str) -> list[T]:
 
 def _one_titled(kind: str, items: list[T], typed: str, name: str, hint: str) -> T:
     """The one item whose title `typed` names; none or several is an InvalidInput naming the candidates."""
-    found = titled(items, typed)
+    found = sorted(titled(items, typed), key=lambda i: int(i.id.split("-")[1]))  # type: ignore[attr-defined]
     if len(found) == 1:
         return found[0]
     if not found:

@@ -537,7 +537,7 @@ class Orchestrator(TicketCommands):
                 wanted["epic"] = epic_of(c, str(wanted["epic"] or "")).id
             if "acceptance_criteria" in wanted:
                 wanted["acceptance_criteria"] = [a.strip() for a in wanted["acceptance_criteria"] or [] if a.strip()]
-            edited = validated(lambda: Story.model_validate({**s.model_dump(), **wanted}))
+            edited = validated(lambda: type(s).model_validate({**s.model_dump(), **wanted}))
             changes = _changes(s, edited, STORY_EDITABLE)
             if changes:
                 for change in changes:
@@ -959,8 +959,8 @@ def _rename_files(c: Change) -> str | None:
         c.status.project = c.name
         c.dirty["status.json"] = c.status
         c.note(c.name, f"project {quote(old)} is registered as {quote(c.name)} now; its files say so")
-    if (head := c.edit_head()).project != c.name:
-        head.project = c.name
+    if c.saved().head.project != c.name:  # read first: a writer's head copy is written (and migrates old files)
+        c.edit_head().project = c.name
     if (tickets := c.tickets()) is not None and tickets.project != c.name:
         tickets.project = c.name
         touch_tickets(c, tickets)

@@ -801,46 +801,18 @@ class ProjectStore:
 
     # -- a whole set of files at once (restore) ----------------------------------------------------------
     def replace_files(self, files: dict[str, bytes], remove: list[str]) -> str | None:
-        """Write `files` (path in .orch-state -> bytes) and remove the files of `remove`, as one change that a
-        crash never leaves half done (the caller holds the lock). save_many's journal, where a removal is a rename
-        of the file to a temp name that the sweep of leftover temp files deletes: a crash after the journal is
-        finished by the next lock, one before it changed nothing. status.json is written last. Failures as in
-        save_many: WriteFailed (nothing changed), or what went wrong after the change was decided."""
-        folder = state_dir_of(self.root)
-        writes: list[tuple[Path, Path]] = []  # (temp file, target)
+        """Write `files` (path in .orch-state -> bytes, valid UTF-8 JSON: restore checked them) and remove the
+        files of `remove`, as one change: save_many's journal, status.json last. What this store had read is read
+        afresh afterwards. Failures as in save_many."""
+        status = {rel: files[rel].decode() for rel in files if rel == "status.json"}
+        change: dict[str, VersionedFile | str | None] = {
+            **{rel: data.decode() for rel, data in files.items() if rel != "status.json"},
+            **{rel: None for rel in remove}, **status}
+        self.invalidate()  # a text is no model: nothing of it is carried into the saved state
         try:
-            for rel in sorted(files, key=lambda rel: rel == "status.json"):
-                path = self.path(rel)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                writes.append((_durable_temp(path, files[rel]), path))
-            removals = [(path, path.with_name(f".{path.name}.removed.tmp")) for path in map(self.path, remove)]
-            last = writes[-1:] if "status.json" in files else []
-            moves = writes[: len(writes) - len(last)] + removals + last
-            atomic_write(folder / JOURNAL, json.dumps(
-                [[a.relative_to(folder).as_posix(), b.relative_to(folder).as_posix()] for a, b in moves]).encode())
-        except BaseException as exc:
-            for tmp, _ in writes:
-                tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise WriteFailed(f"Could not save {self.root.name}'s state ({_os_reason(exc)}). Nothing was "
-                                  "changed.", "Fix the cause, then try again.") from exc
-            raise
-        try:
-            for source, target in moves:
-                os.replace(source, target)
-            for _, trash in removals:
-                trash.unlink()
-            for parent in {target.parent for _, target in moves}:
-                fsync_dir(parent)
-            (folder / JOURNAL).unlink()
-            fsync_dir(folder)
-        except OSError as exc:
-            log.error("a decided write to %s is not finished: %s; the next command finishes it", self.root, exc)
-            return (f"it is not fully on disk yet ({_os_reason(exc)}); the next command finishes it once that "
-                    "is fixed")
+            return self.save_many(change)
         finally:
             self.invalidate()
-        return None
 
 
 def _os_reason(exc: OSError) -> str:

@@ -2,10 +2,9 @@
 through the `orch` command line on a real repository, and the rule itself."""
 from __future__ import annotations
 
-import json
-
 from orchestration.inputs import holds_words, titled
 from orchestration.models import Story
+from tests.conftest import backlog_json
 from tests.orchestration import test_cli
 from tests.orchestration.test_cli import ok
 
@@ -13,7 +12,7 @@ orch_cli = test_cli.orch_cli  # the fixture: `orch` run in-process with this tes
 
 
 def _stories(repo) -> dict[str, dict]:
-    return {s["id"]: s for s in json.loads((repo / ".orch-state" / "backlog.json").read_text())["stories"]}
+    return {s["id"]: s for s in backlog_json(repo)["stories"]}
 
 
 def test_the_cli_finds_stories_and_epics_by_words_of_their_title(orch_cli, make_repo):
