@@ -9,21 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from orchestration.cli import main
 from tests.conftest import git
+from tests.orchestration import test_cli
 from tests.orchestration.test_cli import as_json, ok
 
 
-@pytest.fixture
-def orch_cli(cfg: Path, capsys):
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(["--config", str(cfg), *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+orch_cli = test_cli.orch_cli  # the fixture: `orch` run in-process with this test's config
 
 
 def commits(repo: Path) -> int:
