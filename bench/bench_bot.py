@@ -98,7 +98,7 @@ async def bench(n: int, work: Path) -> list[tuple[str, str]]:
                 samples += [await timed(make_call(i))] if wall else await logged(latencies, make_call(i))
             rows.append((label, summary(samples)))
 
-        await series("/epic", lambda i: lambda: ada.slash(channel, "epic", title=f"Epic {i}"))
+        await series("/epic create", lambda i: lambda: ada.slash(channel, "epic create", title=f"Epic {i}"))
         await series("/backlog add_story", lambda i: lambda: ada.slash(
             channel, "backlog add_story", epic="E-1", title=f"Bench story {i}", points=2, priority="high"))
         await series("/backlog view", lambda i: lambda: ada.slash(channel, "backlog view"))
