@@ -52,6 +52,7 @@ async def test_hand_edit_is_seen_by_next_command(orch: Orchestrator, project: st
 
 async def test_failed_command_changes_nothing(orch: Orchestrator, project: str):
     await orch.create_epic(project, "E", by="a")
+    await orch.flush()  # its commit empties the commit queue: done now, not while the files are compared
     folder = orch.project(project).store.dir
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     for bad in [lambda: orch.add_story(project, "E-9", "x", by="a"),
