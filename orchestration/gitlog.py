@@ -427,10 +427,10 @@ class GitLog:
     async def _note(self, root: Path, outcome: str) -> None:
         """Keep the outcome; log it when it changes (a stale index.lock would otherwise log every few seconds)."""
         previous = self.last_outcome.get(root)
-        self.last_outcome[root] = outcome
         if outcome == previous:
             return
         waiting = await asyncio.to_thread(self.pending_lines, root)
+        self.last_outcome[root] = outcome  # seen only once logged: whoever reads it finds the log written
         if outcome.startswith("failed"):
             log.error("commit of %d change(s) in %s %s; kept for a retry in %.0f s", waiting, root, outcome,
                       self.retry_s)
