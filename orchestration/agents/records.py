@@ -37,6 +37,12 @@ def runs_of(c: Change, story_id: str) -> StoryRuns:
     return runs or StoryRuns(story=story_id)  # type: ignore[return-value]
 
 
+def stored_ids(c: Change, folder: str, pattern: str) -> list[str]:
+    """The IDs (file stems) of the state files in `folder` matching `pattern` (S-*.json), sorted."""
+    path = c.store.path(folder)
+    return sorted(p.stem for p in path.glob(pattern)) if path.is_dir() else []
+
+
 def attempt_id(story_id: str, number: int) -> str:
     return f"{story_id}#{number}"
 
