@@ -17,7 +17,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutErr
 from ..config import AgentSettings, without_password
 from ..errors import OrchError
 from ..wording import plural
-from .runner import AttemptOutcome, AttemptSpec, Outcome, OutcomeHandler, RunnerBase, RunnerFull, RunningAttempt
+from .runner import AttemptOutcome, AttemptSpec, Outcome, OutcomeHandler, RunnerBase, RunningAttempt
 from .worktree import bot_env, run_git
 
 log = logging.getLogger(__name__)
@@ -88,25 +87,18 @@ class _InFlight:
 
 
 class CeleryRunner(RunnerBase):
+    _running: dict[str, _InFlight]
+
     def __init__(self, agents: AgentSettings, on_outcome: OutcomeHandler | None = None,
                  on_phase: Callable[[RunningAttempt], None] | None = None) -> None:
+        super().__init__(agents.max_parallel, on_outcome, on_phase)
         self.agents = agents
-        self.max_parallel = agents.max_parallel
         self.app = make_app(agents)
-        self.on_outcome = on_outcome
-        self.on_phase = on_phase
-        self._running: dict[str, _InFlight] = {}
         self._url = agents.broker_url
 
     # -- the Runner interface ------------------------------------------------------------------------------------
     def submit(self, spec: AttemptSpec) -> asyncio.Task[AttemptOutcome]:
-        if spec.attempt_id in self._running:
-            raise ValueError(f"attempt {spec.attempt_id} is already running")
-        if not self.free():
-            raise RunnerFull(f"{plural(self.max_parallel, 'attempt')} running already")
-        status = RunningAttempt(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
-                                attempt=spec.input.attempt, started_at=datetime.now(timezone.utc))
-        entry = _InFlight(status, task_id(spec.attempt_id))
+        entry = _InFlight(self._status(spec), task_id(spec.attempt_id))
         self._running[spec.attempt_id] = entry
         entry.task = asyncio.get_running_loop().create_task(self._run(spec, entry), name=f"attempt {spec.attempt_id}")
         return entry.task
@@ -126,9 +118,6 @@ class CeleryRunner(RunnerBase):
 
     def running(self, project: str | None = None) -> list[RunningAttempt]:
         return [e.status for e in self._running.values() if project in (None, e.status.project)]
-
-    async def close(self) -> None:
-        await asyncio.gather(*(self.cancel(i) for i in list(self._running)))
 
     async def status(self) -> str:
         """The broker, the workers online with their queues and running attempts (asked at once, with a short
@@ -210,12 +199,7 @@ class CeleryRunner(RunnerBase):
             if state == "REVOKED":
                 return None
             if state == RUNNING and isinstance(result, dict) and result.get("phase") != entry.status.phase:
-                entry.status.phase = str(result.get("phase"))
-                if self.on_phase is not None:
-                    try:
-                        self.on_phase(entry.status)
-                    except Exception:
-                        log.exception("the phase listener failed on attempt %s", spec.attempt_id)
+                self._set_phase(entry.status, str(result.get("phase")))
             try:
                 await asyncio.wait_for(entry.stop.wait(), POLL_S)
                 return None

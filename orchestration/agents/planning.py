@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from pydantic import BaseModel, Field
@@ -30,7 +31,7 @@ from ..results import Result
 from ..ticket_service import new_ticket, tickets_of
 from ..tickets import TicketStatus
 from . import protocol
-from .records import kept
+from .records import kept, stored_ids
 from .runner import Outcome
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def run_id(epic_id: str, version: PlanVersion) -> str:
 # -- rules on a Change -----------------------------------------------------------------------------------------
 def plan_of(c: Change, epic_id: str) -> PlanFile:
     rel = plan_path(epic_id)
-    found = c.dirty.get(rel) or c.store.load(rel, PlanFile, private=c.writer)
+    found = c.dirty.get(rel) or c._load(rel, partial(c.store.load, rel, PlanFile))  # once per unit of work
     return found or PlanFile(epic=epic_id)  # type: ignore[return-value]
 
 
@@ -196,14 +197,12 @@ def request(c: Change, epic_id: str, feedback: str = "", *, changes: bool = Fals
 
 def claimable(c: Change) -> list[str]:
     """The epics whose latest plan a process may take now: requested, or waiting with no open ticket left."""
-    folder = c.store.path(PLANS_DIR)
-    found = []
-    for path in sorted(folder.glob("E-*.json")) if folder.is_dir() else []:
-        current = plan_of(c, path.stem).current
-        if current is not None and (current.status is PlanStatus.requested or (
-                current.status is PlanStatus.waiting and not _open_tickets(c, current))):
-            found.append(path.stem)
-    return found
+    return [epic for epic in stored_ids(c, PLANS_DIR, "E-*.json") if _claimable(c, plan_of(c, epic).current)]
+
+
+def _claimable(c: Change, current: PlanVersion | None) -> bool:
+    return current is not None and (current.status is PlanStatus.requested or (
+        current.status is PlanStatus.waiting and not _open_tickets(c, current)))
 
 
 def _open_tickets(c: Change, version: PlanVersion) -> list[str]:
@@ -215,13 +214,11 @@ def claim(c: Change, epic_id: str,
           context_of: Callable[[Change], protocol.Context]) -> tuple[str, protocol.PlanInput] | None:
     """Take the epic's latest plan for a run here: planning, one more run. None if it is not claimable (another
     process took it, or it is not requested). Returns the run's ID and the planner's input."""
-    if epic_id not in claimable(c):
-        return None
-    epic = c.epic(epic_id)
-    if epic is None:
-        return None
     plan = plan_of(c, epic_id)
     version = plan.current
+    epic = c.epic(epic_id)
+    if epic is None or not _claimable(c, version):
+        return None
     version.status = PlanStatus.planning
     version.runs += 1
     _save(c, plan)
@@ -240,10 +237,9 @@ def claim(c: Change, epic_id: str,
 
 def release_interrupted(c: Change) -> list[str]:
     """Plans a stopped process was running go back to requested (at start, by the process that runs agents)."""
-    folder = c.store.path(PLANS_DIR)
     released = []
-    for path in sorted(folder.glob("E-*.json")) if folder.is_dir() else []:
-        plan = plan_of(c, path.stem)
+    for epic in stored_ids(c, PLANS_DIR, "E-*.json"):
+        plan = plan_of(c, epic)
         if plan.current is not None and plan.current.status is PlanStatus.planning:
             plan.current.status = PlanStatus.requested
             _save(c, plan)

@@ -9,6 +9,7 @@ outcome is applied at most once, and never over a newer attempt.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -31,8 +32,15 @@ def runs_path(story_id: str) -> str:
 def runs_of(c: Change, story_id: str) -> StoryRuns:
     """The story's attempts as the change sees them (here, not in sprint_work: `sprint status` reads them)."""
     rel = runs_path(story_id)
-    runs = c.dirty.get(rel) or c.store.load(rel, StoryRuns)
+    # Once per unit of work, a writer's private copy (the store's cached object is never changed in place).
+    runs = c.dirty.get(rel) or c._load(rel, partial(c.store.load, rel, StoryRuns))
     return runs or StoryRuns(story=story_id)  # type: ignore[return-value]
+
+
+def stored_ids(c: Change, folder: str, pattern: str) -> list[str]:
+    """The IDs (file stems) of the state files in `folder` matching `pattern` (S-*.json), sorted."""
+    path = c.store.path(folder)
+    return sorted(p.stem for p in path.glob(pattern)) if path.is_dir() else []
 
 
 def attempt_id(story_id: str, number: int) -> str:
@@ -74,7 +82,7 @@ class StoryRuns(VersionedFile):
 
     @property
     def running(self) -> AttemptRecord | None:
-        last = self.attempts[-1] if self.attempts else None
+        last = self.last
         return last if last is not None and last.outcome is None else None
 
     @property

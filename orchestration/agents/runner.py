@@ -19,13 +19,14 @@ import inspect
 import logging
 
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Awaitable, Callable, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..wording import plural
 from .protocol import CodeInput
 
 
@@ -119,10 +120,33 @@ class RunnerFull(Exception):
 
 
 class RunnerBase:
-    """What every runner derives from its `running()` list and `max_parallel` (one place for it)."""
+    """What every runner shares: its places (`max_parallel`, `_running` by attempt ID), the start of an attempt's
+    status, and telling `on_outcome` and `on_phase` (one place for it)."""
 
-    max_parallel: int
-    on_outcome: OutcomeHandler | None = None
+    def __init__(self, max_parallel: int, on_outcome: OutcomeHandler | None = None,
+                 on_phase: Callable[[RunningAttempt], None] | None = None) -> None:
+        self.max_parallel = max_parallel
+        self.on_outcome = on_outcome
+        self.on_phase = on_phase  # told when a running attempt enters a new phase (agent, testing, checking)
+        self._running: dict = {}  # attempt ID -> the runner's own entry for it
+
+    def _status(self, spec: AttemptSpec) -> RunningAttempt:
+        """The status of an attempt about to start (raises ValueError if it runs already, RunnerFull if no place
+        is free)."""
+        if spec.attempt_id in self._running:
+            raise ValueError(f"attempt {spec.attempt_id} is already running")
+        if not self.free():
+            raise RunnerFull(f"{plural(self.max_parallel, 'attempt')} running already")
+        return RunningAttempt(attempt_id=spec.attempt_id, project=spec.project, story=spec.story,
+                              attempt=spec.input.attempt, started_at=datetime.now(timezone.utc))
+
+    def _set_phase(self, status: RunningAttempt, phase: str) -> None:
+        status.phase = phase
+        if self.on_phase is not None:
+            try:
+                self.on_phase(status)
+            except Exception:
+                log.exception("the phase listener failed on attempt %s", status.attempt_id)
 
     async def _deliver(self, outcome: AttemptOutcome) -> None:
         """Hand an outcome to `on_outcome` (sync or async); its failure is logged, never raised into the runner."""
@@ -152,6 +176,9 @@ class RunnerBase:
 
     def free(self) -> int:
         return max(self.max_parallel - self.running_count(), 0)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.cancel(i) for i in list(self._running)))
 
 
 class Runner(Protocol):

@@ -3,6 +3,7 @@ for the attempts, the planner runs and the clarity scorer's runs alike."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..config import Config
@@ -53,9 +54,7 @@ async def run_clarity(runner: Runner, config: Config, argv: list[str], stdin: by
     """A clarity scorer's process, here (cwd: the data folder) or on a worker; what keeps it from answering
     is its result's `error` (the caller's rule scorer decides then)."""
     if config.agents.runner != "celery":
-        return await run_process(argv, cwd=config.orchestrator.data_dir, env=policy.agent_env(env_names, task_vars),
-                                 stdin=stdin, timeout_s=timeout_s, grace_s=grace_s,
-                                 secrets=policy.secret_values(), log_to=None)
+        return await clarity_here(config.orchestrator.data_dir, argv, stdin, env_names, task_vars, timeout_s, grace_s)
     from .celery_runner import CLARITY_TASK
     try:
         result = await runner.call(CLARITY_TASK, [argv, stdin.decode(), env_names, task_vars, timeout_s, grace_s],
@@ -64,3 +63,11 @@ async def run_clarity(runner: Runner, config: Config, argv: list[str], stdin: by
         return ProcessResult(None, "", "", error=exc.message)
     return ProcessResult(**result) if result else ProcessResult(
         None, "", "", error=f"no worker ran it within {timeout_s + CALL_SLACK_S:g} s")
+
+
+async def clarity_here(cwd: Path, argv: list[str], stdin: bytes, env_names: list[str], task_vars: dict[str, str],
+                       timeout_s: float, grace_s: float) -> ProcessResult:
+    """A clarity scorer's process on this machine (the bot's, or a worker's): this machine's allowlisted
+    environment, its output scrubbed of this machine's secrets, nothing logged."""
+    return await run_process(argv, cwd=cwd, env=policy.agent_env(env_names, task_vars), stdin=stdin,
+                             timeout_s=timeout_s, grace_s=grace_s, secrets=policy.secret_values(), log_to=None)

@@ -28,7 +28,8 @@ from ..ticket_service import close_open_tickets, new_ticket, tickets_of
 from ..tickets import QUESTION_MAX, TicketStatus
 from . import protocol
 from .records import (
-    INTERRUPTED, OUTPUT_KEEP, SUMMARY_KEEP, AttemptRecord, StoryRuns, attempt_id, kept, record_id, runs_of, runs_path,
+    INTERRUPTED, OUTPUT_KEEP, RUNS_DIR, SUMMARY_KEEP, AttemptRecord, StoryRuns, attempt_id, kept, record_id, runs_of,
+    runs_path, stored_ids,
 )
 from .runner import AttemptOutcome, Outcome
 
@@ -169,8 +170,8 @@ def close_interrupted(c: Change) -> list[str]:
     """Close the attempts a stopped process left running (their stories go back to todo, nothing counted).
     Called when agents start, by the one process that runs them. Returns their attempt IDs."""
     closed = []
-    for path in sorted(c.store.path("runs").glob("S-*.json")) if c.store.path("runs").is_dir() else []:
-        runs = runs_of(c, path.stem)
+    for story_id in stored_ids(c, RUNS_DIR, "S-*.json"):
+        runs = runs_of(c, story_id)
         record = runs.running
         if record is None:
             continue

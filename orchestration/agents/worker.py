@@ -38,12 +38,13 @@ from filelock import FileLock
 
 from ..config import Config
 from ..errors import ConfigError, OrchError
-from . import policy
-from .attempt import run_attempt, run_process
+from .attempt import run_attempt
 from .celery_runner import CLARITY_TASK, PLAN_TASK, RUNNING, TASK, make_app, outcome_for
 from .planner import PlanSpec, run_plan
 from .planning import PlanOutcome
+from .records import record_id
 from .runner import AttemptOutcome, AttemptSpec, Outcome, attempt_log_path
+from .runners import clarity_here
 from .worktree import Worktrees, bot_env, run_git
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,7 @@ def worker_app(config: Config) -> Celery:
                 grace_s: float) -> dict:
         """A clarity scorer's run here: this worker's allowlisted environment and secrets, cwd its data folder."""
         data_dir.mkdir(parents=True, exist_ok=True)
-        done = asyncio.run(run_process(argv, cwd=data_dir, env=policy.agent_env(env_names, task_vars),
-                                       stdin=stdin.encode(), timeout_s=timeout_s, grace_s=grace_s,
-                                       secrets=policy.secret_values(), log_to=None))
+        done = asyncio.run(clarity_here(data_dir, argv, stdin.encode(), env_names, task_vars, timeout_s, grace_s))
         return dataclasses.asdict(done)
 
     return app
@@ -139,7 +138,7 @@ def _checkout(spec: AttemptSpec, repo_url: str, home: Path, env: dict[str, str])
                 f"+refs/heads/{spec.branch}:refs/heads/{spec.branch}", env=env)
         lease = trees.tip(spec.branch)
         workdir = trees.prepare_story(spec.story, spec.base)
-    log_path = attempt_log_path(home, spec.project, spec.story, spec.attempt_id.rpartition("/")[2])
+    log_path = attempt_log_path(home, spec.project, spec.story, record_id(spec.attempt_id))
     return spec.model_copy(update={"repo": clone, "workdir": workdir, "log_path": log_path,
                                    "input": spec.input.model_copy(update={"workdir": str(workdir)})}), lease
 
