@@ -46,6 +46,7 @@ def restore(project: Project, commit: str, by: str) -> tuple[Change, Restored]:
         raise OrchError(f"git refuses to read {project.entry.name}'s repository: {exc}.",
                         f"Fix: {fix_for(root, str(exc))}.") from None
     with project.store.locked(timeout=LOCK_TRY_S), tempfile.TemporaryDirectory(prefix="orch-restore-") as scratch:
+        project.store.saved_backlog(full=True)  # every story file as it is now (a hand edit in place included)
         before = Change(project, by, "restore")
         previous = run_git(root, "rev-parse", "HEAD")[1].strip()  # holds the state as it is (all committed first)
         _refuse_running_agents(before)
@@ -163,7 +164,7 @@ def _loaded(project: Project, scratch: Path, files: dict[str, bytes], sha: str) 
 
 
 def _refuse_running_agents(c: Change) -> None:
-    working = [s.id for s in c.backlog.stories if s.status is StoryStatus.in_progress
+    working = [s.id for s in c.stories() if s.status is StoryStatus.in_progress
                and (last := runs_of(c, s.id).last) is not None and last.outcome is None]
     if working:
         raise Busy(f"an agent is working on {', '.join(working)}; nothing was restored.",
@@ -171,9 +172,9 @@ def _refuse_running_agents(c: Change) -> None:
 
 
 def _compared(before: Change, after: Change, sha: str, subject: str) -> Restored:
-    old = {s.id: s for s in before.backlog.stories}
-    new = {s.id: s for s in after.backlog.stories}
-    old_epics, new_epics = {e.id: e for e in before.backlog.epics}, {e.id: e for e in after.backlog.epics}
+    old = {s.id: s for s in before.stories()}  # read, never changed: no writer's copy of the whole backlog
+    new = {s.id: s for s in after.stories()}
+    old_epics, new_epics = {e.id: e for e in before.epics}, {e.id: e for e in after.epics}
     state = after.status.state
     sprints = (before.status.current_sprint, after.status.current_sprint)
     return Restored(

@@ -99,6 +99,11 @@ def sprint_view(c: Change, sprint: Sprint) -> SprintView:
 
 PLANNABLE = (StoryStatus.todo, StoryStatus.in_progress)  # outside any sprint, and to be worked
 
+
+def _cost(s: Story) -> int:
+    return s.points if s.points is not None else UNPOINTED
+
+
 def auto_pick(c: Change, capacity: int, replanned: str | None = None) -> list[Story]:
     """Stories for a sprint up to `capacity` points: each time the first one in the queue's order that fits and
     whose dependencies are done or picked (read only: the caller edits them). The stories of `replanned` (the
@@ -110,23 +115,25 @@ def auto_pick(c: Change, capacity: int, replanned: str | None = None) -> list[St
     picked: set[str] = set()
     waiting: list[Story] = []
 
+    def fits(s: Story) -> bool:
+        return used + _cost(s) <= capacity
+
     def take(s: Story) -> None:
         nonlocal used
         chosen.append(s)
         picked.add(s.id)
-        used += s.points if s.points is not None else UNPOINTED
+        used += _cost(s)
 
     for s in c.ordered():
         if s.status not in PLANNABLE or (s.sprint is not None and s.sprint != replanned):
             continue
-        if used + (s.points if s.points is not None else UNPOINTED) > capacity:
+        if not fits(s):
             continue
         if unmet_dependencies(c, s, picked):
             waiting.append(s)
             continue
         take(s)
-        while ready := next((w for w in waiting if not unmet_dependencies(c, w, picked)
-                             and used + (w.points if w.points is not None else UNPOINTED) <= capacity), None):
+        while ready := next((w for w in waiting if fits(w) and not unmet_dependencies(c, w, picked)), None):
             waiting.remove(ready)
             take(ready)
     return chosen

@@ -73,7 +73,7 @@ F = TypeVar("F", bound=VersionedFile)
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that a crash leaves the old file or the new one, and the new one is on disk."""
-    tmp, _ = _durable_temp(path, data)
+    ((tmp, _),) = _durable_temps([(path, data)])
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -82,15 +82,10 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def _durable_temp(path: Path, data: bytes) -> tuple[Path, Sig]:
-    """`data` in a fsynced temp file beside `path` (same folder, so the rename is atomic), and its signature
-    (which the rename keeps)."""
-    return _durable_temps([(path, data)])[0]
-
-
 def _durable_temps(files: list[tuple[Path, bytes]]) -> list[tuple[Path, Sig]]:
-    """Each `data` in a temp file beside its `path`, all written first and then fsynced together (in threads:
-    the file system commits concurrent fsyncs at once, so a sprint plan's twenty stories cost about one)."""
+    """Each `data` in a temp file beside its `path` (same folder, so the rename is atomic), with its signature
+    (which the rename keeps); all written first and then fsynced together (in threads: the file system commits
+    concurrent fsyncs at once, so a sprint plan's twenty stories cost about one)."""
     made: list[tuple[Path, int]] = []
     try:
         for path, data in files:
@@ -664,12 +659,12 @@ class ProjectStore:
                 stories.setdefault(story.id, story)
             saved = SavedBacklog(head.model_copy(update={"stories": []}), stories, {}, raw, dir_sig)
         else:
-            stories, sigs = self._scan(saved if saved is not None and not saved.legacy else None, full)
+            stories, sigs = self._scan(saved if saved is not None and not saved.legacy else None)
             saved = SavedBacklog(head, stories, sigs, raw, dir_sig)
         self._saved = saved
         return saved
 
-    def _scan(self, known: SavedBacklog | None, full: bool) -> tuple[dict[str, Story], dict[str, Sig]]:
+    def _scan(self, known: SavedBacklog | None) -> tuple[dict[str, Story], dict[str, Sig]]:
         """Every story file, reusing what `known` parsed of the files whose signature is unchanged."""
         stories: dict[str, Story] = {}
         sigs: dict[str, Sig] = {}

@@ -69,7 +69,6 @@ class Change:
             project.model.state = self.status.state  # the file is the truth (it may have been checked out)
         self.dirty: dict[str, VersionedFile] = {}
         self.lines: list[str] = []
-        self.written: list[str] = []  # the .orch-state-relative paths write() wrote or removed
         self.cascade = Cascade()
         self.written: list[str] = []  # after write(): the .orch-state-relative paths written or removed
         self._saved: SavedBacklog | None = None  # the saved backlog this unit of work started from
