@@ -25,7 +25,9 @@ from .config import Config
 from .wording import plural
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
 from .events import Event, Events
-from .gitlog import GitFailed, GitLog, fix_for, listed, quote, run_git, why_commit_waits, writes_blocked
+from .gitlog import (
+    GitFailed, GitLog, fix_for, head_commit, listed, quote, run_git, why_commit_waits, writes_blocked,
+)
 from .models import (
     SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, next_number, printable,
     sprint_id, utcnow,
@@ -759,7 +761,7 @@ class Orchestrator(TicketCommands):
             sprint = c.current_sprint()
             sprint.status = SprintStatus.active
             sprint.started_at = utcnow()
-            sprint.base_commit = _head(c.project.entry.path)  # where the agents' sprint branch starts
+            sprint.base_commit = head_commit(c.project.entry.path)  # where the agents' sprint branch starts
             c.save_sprint(sprint)
             c.transition()
             c.note(sprint.id, f"start {sprint.id}")
@@ -1067,12 +1069,6 @@ def _entry_named(data: RegistryFile, name: str, guild_id: int | None = None) -> 
     if entry is None:
         raise ProjectNotFound(name)
     return entry
-
-
-def _head(root: Path) -> str | None:
-    """The commit checked out in the repository (None before its first commit)."""
-    status, out, _ = run_git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
-    return out.strip() if status == 0 else None
 
 
 def _tail_of(path: Path, lines: int, max_bytes: int = 64 * 1024) -> str:
