@@ -146,12 +146,19 @@ class _Wait:
         return True
 
 
-def _release(lock: _Lock, ticket: _Ticket, fd: int) -> None:
-    ticket.active = False
+@contextmanager
+def _holding(lock: _Lock, ticket: _Ticket, fd: int) -> Iterator[None]:
+    """The granted, flocked `ticket` held by this context until the block ends, then released."""
+    token = _held.set({**_held.get(), lock.path: ticket})
     try:
-        os.close(fd)  # drops the flock (the only descriptor of this open file)
+        yield
     finally:
-        lock.leave(ticket)
+        _held.reset(token)
+        ticket.active = False
+        try:
+            os.close(fd)  # drops the flock (the only descriptor of this open file)
+        finally:
+            lock.leave(ticket)
 
 
 @contextmanager
@@ -176,12 +183,8 @@ def hold(path: Path, timeout: float) -> Iterator[None]:
     except BaseException:
         lock.leave(ticket)
         raise
-    token = _held.set({**_held.get(), lock.path: ticket})
-    try:
+    with _holding(lock, ticket, fd):
         yield
-    finally:
-        _held.reset(token)
-        _release(lock, ticket, fd)
 
 
 @asynccontextmanager
@@ -221,12 +224,8 @@ async def hold_async(path: Path, timeout: float) -> AsyncIterator[None]:
     except BaseException:
         lock.leave(ticket)
         raise
-    token = _held.set({**_held.get(), lock.path: ticket})
-    try:
+    with _holding(lock, ticket, fd):
         yield
-    finally:
-        _held.reset(token)
-        _release(lock, ticket, fd)
 
 
 _now = time.monotonic

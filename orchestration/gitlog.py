@@ -609,8 +609,7 @@ class GitLog:
         return "deferred: the branch kept moving while committing"
 
     def _head(self, root: Path) -> str | None:
-        status, out, _ = self._git(root, "rev-parse", "-q", "--verify", "HEAD^{commit}", check=False)
-        return out.strip() if status == 0 else None  # None: an unborn branch
+        return head_commit(root)  # a method: a test races a user's commit against it
 
     def _tree_of(self, root: Path, commit: str | None) -> str | None:
         return self._git(root, "rev-parse", f"{commit}^{{tree}}")[1].strip() if commit else None
@@ -720,6 +719,12 @@ class GitLog:
 
 class GitFailed(RuntimeError):
     """A git command failed or did not answer; the text is git's own reason (no command line)."""
+
+
+def head_commit(root: Path) -> str | None:
+    """The commit checked out in the repository (None on an unborn branch)."""
+    status, out, _ = run_git(root, "rev-parse", "-q", "--verify", "HEAD^{commit}", check=False)
+    return out.strip() if status == 0 else None
 
 
 def run_git(root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = GIT_TIMEOUT_S,

@@ -25,7 +25,9 @@ from .config import Config
 from .wording import plural
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
 from .events import Event, Events
-from .gitlog import GitFailed, GitLog, fix_for, listed, quote, run_git, why_commit_waits, writes_blocked
+from .gitlog import (
+    GitFailed, GitLog, fix_for, head_commit, listed, quote, run_git, why_commit_waits, writes_blocked,
+)
 from .models import (
     SLUG, Epic, Priority, Retrospective, Sprint, SprintStatus, State, Story, StoryStatus, next_number, printable,
     sprint_id, utcnow,
@@ -53,6 +55,7 @@ from .unit_of_work import Change, Project
 if TYPE_CHECKING:  # the agents' modules are imported when first used: most CLI commands never need them
     from .agents.planner import Planner
     from .agents.planning import PlanView
+    from .agents.runner import RunningAttempt
     from .agents.scheduler import AgentScheduler
 
 log = logging.getLogger(__name__)
@@ -538,13 +541,10 @@ class Orchestrator(TicketCommands):
             if "acceptance_criteria" in wanted:
                 wanted["acceptance_criteria"] = [a.strip() for a in wanted["acceptance_criteria"] or [] if a.strip()]
             edited = validated(lambda: type(s).model_validate({**s.model_dump(), **wanted}))
-            changes = _changes(s, edited, STORY_EDITABLE)
+            changes = _apply_changes(s, edited, STORY_EDITABLE)
             if changes:
-                for change in changes:
-                    setattr(s, change.field, getattr(edited, change.field))
                 s.updated_at = utcnow()
-                ids = ", ".join(dict.fromkeys([s.id, *([edited.epic] if "epic" in wanted else [])]))
-                c.note(ids, "edit " + "; ".join(_change_text(x) for x in changes))
+                c.note(f"{s.id}, {edited.epic}" if "epic" in wanted else s.id, "edit " + "; ".join(_change_text(x) for x in changes))
             return StoryEdited(**c.result_fields(), story=s, changes=changes)
 
         return await self._change(project, "edit_story", by, work)
@@ -571,10 +571,8 @@ class Orchestrator(TicketCommands):
             e = c.edit_head().epic(epic_of(c, epic).id)  # a private copy to change
             wanted = {k: v for k, v in (("title", title), ("description", description)) if v is not None}
             edited = validated(lambda: Epic.model_validate({**e.model_dump(), **wanted}))
-            changes = _changes(e, edited, ("title", "description"))
+            changes = _apply_changes(e, edited, ("title", "description"))
             if changes:
-                for change in changes:
-                    setattr(e, change.field, getattr(edited, change.field))
                 c.note(e.id, "edit epic " + "; ".join(_change_text(x) for x in changes))
             return EpicEdited(**c.result_fields(), epic=e, changes=changes)
 
@@ -596,7 +594,7 @@ class Orchestrator(TicketCommands):
         while one of the project's stories is worked by an agent (pause the sprint first)."""
         line_of("by", by)
         p = await asyncio.to_thread(self.project, project)
-        if running := self.agents.running(project):
+        if running := self._running_here(project):
             raise Busy(f"an agent is working on {', '.join(a.story for a in running)}; nothing was restored.",
                        "Pause the sprint (`sprint pause` stops the agents), then restore.")
         async with p.lock:
@@ -607,7 +605,8 @@ class Orchestrator(TicketCommands):
                            "Once they are committed (`health` says why they wait), restore again.")
             change, result = await _under_file_lock(p, self._restore, p, commit, by)
         self.git.commit_soon(p.entry.path)
-        self.agents.kick()
+        if "agents" in self.__dict__:  # as after any change (see _change)
+            self.agents.kick()
         log.info("project=%s command=restore by=%s commit=%s restored=%s state=%s", project, by, result.commit,
                  result.restored, result.state.value)
         return result
@@ -762,7 +761,7 @@ class Orchestrator(TicketCommands):
             sprint = c.current_sprint()
             sprint.status = SprintStatus.active
             sprint.started_at = utcnow()
-            sprint.base_commit = _head(c.project.entry.path)  # where the agents' sprint branch starts
+            sprint.base_commit = head_commit(c.project.entry.path)  # where the agents' sprint branch starts
             c.save_sprint(sprint)
             c.transition()
             c.note(sprint.id, f"start {sprint.id}")
@@ -849,9 +848,8 @@ class Orchestrator(TicketCommands):
         """The view with the agents running on the project now (in this process), the latest attempt at each story
         (whichever process ran it), and the sprint branch with its commits."""
         from .agents.records import runs_of
-        running = self.agents.running(project) if "agents" in self.__dict__ else []  # none made: none runs here
         runs = [AgentRun(story=a.story, attempt=a.attempt, phase=a.phase, elapsed_s=round(a.elapsed_s, 1))
-                for a in running]
+                for a in self._running_here(project)]
         latest = await self._read(project, lambda c: {s: r for s in view.sprint.stories
                                                       if (r := runs_of(c, s).last) is not None})
         branch, commits = None, []
@@ -861,6 +859,10 @@ class Orchestrator(TicketCommands):
             branch, commits = await asyncio.to_thread(sprint_log, entry.path, view.sprint.id, view.sprint.base_commit)
         return view.model_copy(update={"agents": runs, "branch": branch, "commits": commits,
                                        "latest_attempts": latest})
+
+    def _running_here(self, project: str) -> list[RunningAttempt]:
+        """The agents working on the project in this process (none if it never made them: see `agents`)."""
+        return self.agents.running(project) if "agents" in self.__dict__ else []
 
     # -- agents --------------------------------------------------------------------------------------------
     async def retry_story(self, project: str, story: str, by: str = "unknown") -> StoryChanged:
@@ -978,15 +980,19 @@ def backlog_stamp(saved: SavedBacklog) -> str:
     return hashlib.blake2b(saved.head_raw + repr(saved.dir_sig).encode(), digest_size=3).hexdigest()
 
 
-def _changes(old: Story | Epic, new: Story | Epic, names: tuple[str, ...]) -> list[FieldChange]:
-    """The fields that differ, with their values as a person reads them."""
+def _apply_changes(old: Story | Epic, new: Story | Epic, names: tuple[str, ...]) -> list[FieldChange]:
+    """Set on `old` the fields of `names` that differ in `new`; returns them, with their values as a person reads
+    them."""
     def shown(value: object) -> str:
         if isinstance(value, list):
             return "\n".join(f"- {v}" for v in value)
         return "none" if value is None else str(value)
 
-    return [FieldChange(field=n, before=shown(getattr(old, n)), after=shown(getattr(new, n)))
-            for n in names if getattr(old, n) != getattr(new, n)]
+    changes = [FieldChange(field=n, before=shown(getattr(old, n)), after=shown(getattr(new, n)))
+               for n in names if getattr(old, n) != getattr(new, n)]
+    for change in changes:
+        setattr(old, change.field, getattr(new, change.field))
+    return changes
 
 
 def _change_text(c: FieldChange) -> str:
@@ -1063,12 +1069,6 @@ def _entry_named(data: RegistryFile, name: str, guild_id: int | None = None) -> 
     if entry is None:
         raise ProjectNotFound(name)
     return entry
-
-
-def _head(root: Path) -> str | None:
-    """The commit checked out in the repository (None before its first commit)."""
-    status, out, _ = run_git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
-    return out.strip() if status == 0 else None
 
 
 def _tail_of(path: Path, lines: int, max_bytes: int = 64 * 1024) -> str:
