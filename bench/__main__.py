@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -70,7 +71,7 @@ def main() -> int:
         bot_main(args.stories)
         return 0
 
-    from .core import Bench, cleanup, table
+    from .core import Bench, table
     work = Path(tempfile.mkdtemp(prefix="orch-bench-"))
     started = time.perf_counter()
     try:
@@ -81,7 +82,7 @@ def main() -> int:
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
         else:
-            cleanup(work)
+            shutil.rmtree(work, ignore_errors=True)
     took = time.perf_counter() - started
     meta = (f"`python -m bench --stories {args.stories} --projects {args.projects}` on "
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} "

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -19,14 +18,13 @@ from orchestration.service import Orchestrator
 from orchestration.store import atomic_write
 
 from .probes import (
-    GIT, CommitWatch, commit_count, git, git_children, git_dir_bytes, pct, peak_rss_mb, story_lags,
+    GIT, ROOT, CommitWatch, commit_count, git, git_children, git_dir_bytes, pct, peak_rss_mb, story_lags,
 )
 
 PRIORITIES = ["critical", "high", "medium", "low"]
 DESCRIPTION = "As a user I want something so that I get value. " * 3
 CRITERIA = ["Given a thing", "When I act", "Then it works"]
 BY = "bench"
-ROOT = str(Path(__file__).resolve().parent.parent)
 # What any command of a CLI built on asyncio and pydantic models costs at least (pydantic builds its first
 # validator: its schema machinery and plugin look-up).
 PYDANTIC_FLOOR = "import asyncio, pydantic\nclass M(pydantic.BaseModel):\n    x: int\nM(x=1)"
@@ -43,13 +41,14 @@ class Row:
     target: str = ""  # issue 11's target for this row, with ✓ or ✗
 
     def cells(self) -> dict[str, object]:
-        if not self.samples:
-            return {"measure": self.measure, "n": "", "p50": self.value, "p95": "", "p99": "", "max": "",
-                    "floor": self.floor, "ratio": "", "target": self.target}
-        p50 = pct(self.samples, 50)
-        return {"measure": self.measure, "n": len(self.samples), "p50": ms(p50), "p95": ms(pct(self.samples, 95)),
-                "p99": ms(pct(self.samples, 99)), "max": ms(max(self.samples)), "floor": self.floor,
-                "ratio": f"{p50 / self.floor_s:.1f}×" if self.floor_s else "", "target": self.target}
+        cells: dict[str, object] = {"measure": self.measure, "n": "", "p50": self.value, "p95": "", "p99": "",
+                                    "max": "", "floor": self.floor, "ratio": "", "target": self.target}
+        if self.samples:
+            p50 = pct(self.samples, 50)
+            cells.update(n=len(self.samples), p50=ms(p50), p95=ms(pct(self.samples, 95)),
+                         p99=ms(pct(self.samples, 99)), max=ms(max(self.samples)),
+                         ratio=f"{p50 / self.floor_s:.1f}×" if self.floor_s else "")
+        return cells
 
 
 def ms(seconds: float) -> str:
@@ -124,6 +123,9 @@ class Bench:
         """`target`: (issue 11's target for the row, whether this run meets it)."""
         goal = f"{target[0]} {'✓' if target[1] else '✗'}" if target else ""
         self.rows.append(Row(measure, samples or [], value, floor, self.floors.get(floor), goal))
+
+    def git_children_row(self, measure: str, count: int) -> None:
+        self.row(measure, value=str(count), target=("0", count == 0))
 
     def one_story(self, samples: list[float]) -> tuple[str, bool]:
         """The target of a one-story change: p50 ≤ 2 × W 1KB and p99 ≤ 15 ms."""
@@ -255,8 +257,7 @@ class Bench:
         self.row("review_sprint + feedback", ends, floor="W 1KB")
         await orch.flush()
         await asyncio.sleep(1)
-        idle = git_children()
-        self.row("live git child processes, idle after the commands", value=str(idle), target=("0", idle == 0))
+        self.git_children_row("live git child processes, idle after the commands", git_children())
 
         backlog = repo / ".orch-state" / "backlog.json"
         self.notes["backlog.json bytes"] = backlog.stat().st_size
@@ -266,16 +267,16 @@ class Bench:
     # -- throughput: one project, then P at once ----------------------------------------------------------
     async def throughput(self, orch: Orchestrator) -> None:
         names = [f"t{i}" for i in range(self.p + 1)]
-        repos = [new_repo(self.work, name) for name in names]
-        for name, repo in zip(names, repos):
+        repos = {name: new_repo(self.work, name) for name in names}
+        for name, repo in repos.items():
             await orch.register_project(str(repo), name=name, by=BY)
             for e in range(10):
                 await orch.create_epic(name, f"Epic {e}", by=BY)
         await orch.flush()
-        commits0 = sum(commit_count(r) for r in repos)
+        commits0 = sum(commit_count(r) for r in repos.values())
 
         async def drive(group: list[str]) -> tuple[float, list[float], list[float], str]:
-            watch = CommitWatch([repos[names.index(n)] for n in group], self.work / f"watch-{group[0]}.txt")
+            watch = CommitWatch([repos[n] for n in group], self.work / f"watch-{group[0]}.txt")
             samples: list[float] = []
             replies = {name: {} for name in group}
             cpu0 = cpu_s()
@@ -285,15 +286,14 @@ class Bench:
             await orch.flush()
             own, git_s = (a - b for a, b in zip(cpu_s(), cpu0))  # before the poller ends: not its CPU
             seen = watch.stop()
-            lags = [lag for name in group
-                    for lag in story_lags(repos[names.index(name)], replies[name], seen[repos[names.index(name)]])]
+            lags = [lag for name in group for lag in story_lags(repos[name], replies[name], seen[repos[name]])]
             count = len(group) * self.m
             cpu = f"{own / count * 1000:.1f} ms in the process + {git_s / count * 1000:.1f} ms in git processes"
             return count / took, samples, lags, cpu
 
         one, one_samples, one_lags, one_cpu = await drive(names[:1])
         many, many_samples, many_lags, many_cpu = await drive(names[1:])
-        commits = sum(commit_count(r) for r in repos) - commits0
+        commits = sum(commit_count(r) for r in repos.values()) - commits0
         self.row(f"throughput, 1 project ({self.m} add_story back to back)", value=f"{one:.0f} cmd/s")
         self.row(f"throughput, {self.p} projects at once ({self.m} add_story each, one process)",
                  value=f"{many:.0f} cmd/s ({many / one:.2f}× one)",
@@ -313,15 +313,13 @@ class Bench:
         probe = self.probe("project", "--config", str(self.config_file), "--project", "bench")
         self.row(f"peak RSS, a process serving the project at {self.n:,} stories", value=f"{probe['rss_mb']:.1f} MB",
                  target=("≤ 70 MB (at 10,000)", probe["rss_mb"] <= 70))
-        self.row("  live git children when idle (that process)", value=str(probe["git_children"]),
-                 target=("0", probe["git_children"] == 0))
+        self.git_children_row("  live git children when idle (that process)", probe["git_children"])
         config = write_config(self.work, "idle", self.batch_ms)
         asyncio.run(self.register_idle(config))
         probe = self.probe("idle", "--config", str(config))
         self.row(f"peak RSS, {probe['projects']} registered projects, each used once, then idle",
                  value=f"{probe['rss_mb']:.1f} MB", target=("≤ 60 MB (at 200)", probe["rss_mb"] <= 60))
-        self.row("  live git children when idle (that process)", value=str(probe["git_children"]),
-                 target=("0", probe["git_children"] == 0))
+        self.git_children_row("  live git children when idle (that process)", probe["git_children"])
         base = self.probe("imports")
         self.row("peak RSS, after importing the orchestrator (no project)", value=f"{base['rss_mb']:.1f} MB")
 
@@ -416,7 +414,3 @@ def table(bench: Bench, meta: str) -> str:
         c = row.cells()
         lines.append("| " + " | ".join(str(c[k]) for k in columns) + " |")
     return "\n".join(lines)
-
-
-def cleanup(work: Path) -> None:
-    shutil.rmtree(work, ignore_errors=True)

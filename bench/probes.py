@@ -12,6 +12,7 @@ from pathlib import Path
 
 GIT = ["git", "-c", "user.name=Bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false",
        "-c", "core.hooksPath=/dev/null"]
+ROOT = str(Path(__file__).resolve().parent.parent)  # this checkout: the benchmark's subprocesses run from it
 POLL_S = 0.005  # how often the poller looks at each repository's HEAD
 STORY = re.compile(rb'"S-(\d+)"')
 
@@ -31,9 +32,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def children(pid: int | None = None) -> list[str]:
-    """The names of the live child processes of `pid` (default: this process), from /proc."""
-    pid = pid or os.getpid()
+def children() -> list[str]:
+    """The names of the live child processes of this process, from /proc."""
+    pid = os.getpid()
     names = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -87,8 +88,7 @@ class CommitWatch:
 
     def __init__(self, repos: list[Path], out: Path) -> None:
         self.repos, self.out = repos, out
-        root = str(Path(__file__).resolve().parent.parent)
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.probes", str(out), *map(str, repos)], cwd=root)
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.probes", str(out), *map(str, repos)], cwd=ROOT)
         while not out.exists() or not out.read_text():  # the poller has read every HEAD once
             time.sleep(POLL_S)
 

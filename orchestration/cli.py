@@ -37,7 +37,7 @@ from .queue import QueueView
 from .results import (
     BacklogPage, Cascade, EpicCreated, EpicEdited, EpicList, FieldChange, Health, HistoryEntry, ProjectHistory,
     ProjectInfo, Registered, Restored, Result, SprintPlanned, SprintView, StateView, StoryChanged, StoryDetail,
-    StoryEdited, StoryLog, Unregistered,
+    StoryEdited, StoryLog, StoryRef, Unregistered,
 )
 from .service import Orchestrator
 from .tickets import ReplyOutcome, Ticket, TicketList, TicketView
@@ -509,14 +509,12 @@ def error_json(exc: BaseException | str, code: int) -> str:
         kind = "refused" if type(exc) is OrchError else re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
         data = {"error": kind, "message": spelled(exc.message, CLI), "hint": spelled(exc.hint or "", CLI) or None}
         if isinstance(exc, CommandNotAllowed):
-            data.update(message=f'"{command_name(exc.command, CLI)}" is not possible while the project is '
-                        f"{exc.state}.", state=exc.state, command=command_name(exc.command, CLI),
+            data.update(message=_not_allowed(exc), state=exc.state, command=command_name(exc.command, CLI),
                         allowed=command_names(exc.allowed, CLI))
         elif isinstance(exc, InvalidInput):
             data["field"] = exc.field
     else:
-        data = {"error": "unexpected", "message": f"unexpected {type(exc).__name__}: {one_line(str(exc))}",
-                "hint": None}
+        data = {"error": "unexpected", "message": _unexpected(exc), "hint": None}
     data["code"] = code
     return json.dumps(data, indent=2, ensure_ascii=False)
 
@@ -542,14 +540,23 @@ def _commands(triggers: list[str]) -> str:
     return ", ".join(command_names(triggers, CLI)) or "none"
 
 
-def error_line(exc: OrchError) -> str:
+def error_line(exc: Exception) -> str:
     """The one line a failed command prints: what went wrong, what is allowed, what to do."""
+    if not isinstance(exc, OrchError):  # a bug or an OS problem
+        return "orch: error: " + _unexpected(exc)
     if isinstance(exc, CommandNotAllowed):
-        text = (f'"{command_name(exc.command, CLI)}" is not possible while the project is {exc.state}. '
-                f"Allowed now: {_commands(exc.allowed)}. {exc.hint or ''}")
+        text = f"{_not_allowed(exc)} Allowed now: {_commands(exc.allowed)}. {exc.hint or ''}"
     else:
         text = str(exc)
     return "orch: error: " + one_line(spelled(text, CLI))
+
+
+def _not_allowed(exc: CommandNotAllowed) -> str:
+    return f'"{command_name(exc.command, CLI)}" is not possible while the project is {exc.state}.'
+
+
+def _unexpected(exc: BaseException) -> str:
+    return f"unexpected {type(exc).__name__}: {one_line(str(exc))}"
 
 
 def _render_projects(infos: list[ProjectInfo]) -> str:
@@ -628,20 +635,21 @@ def _story_changed(r: StoryChanged) -> list[str]:
 
 
 def _cascade(c: Cascade) -> list[str]:
-    lines = []
-    if c.state_change:
-        lines.append(f"The project moved from {c.state_change[0].value} to {c.state_change[1].value}.")
-    if c.stories_ready:
-        lines.append(f"Ready now (their dependencies are done): {', '.join(c.stories_ready)}.")
-    if c.stories_unblocked:
-        lines.append(f"Unblocked: {', '.join(c.stories_unblocked)}.")
-    if c.tickets_resolved:
-        lines.append(f"Tickets resolved: {', '.join(c.tickets_resolved)}.")
-    if c.tickets_closed:
-        lines.append(f"Tickets closed (no longer needed): {', '.join(c.tickets_closed)}.")
+    lines = _moved(c.state_change) + _listed(
+        ("Ready now (their dependencies are done)", c.stories_ready), ("Unblocked", c.stories_unblocked),
+        ("Tickets resolved", c.tickets_resolved), ("Tickets closed (no longer needed)", c.tickets_closed))
     if c.sprint_to_review:
         lines.append("Every story of the sprint is done: the sprint is in review. Close it with: orch feedback TEXT")
     return lines
+
+
+def _moved(change: tuple[State, State] | None) -> list[str]:
+    return [f"The project moved from {change[0].value} to {change[1].value}."] if change else []
+
+
+def _listed(*labelled: tuple[str, list[str]]) -> list[str]:
+    """A line "Label: ID, ID." for each label that has IDs."""
+    return [f"{label}: {', '.join(ids)}." for label, ids in labelled if ids]
 
 
 def _backlog(r: BacklogPage) -> list[str]:
@@ -728,11 +736,9 @@ def _story_detail(r: StoryDetail) -> list[str]:
         lines += ["Acceptance criteria:", *(f"  - {one_line(c)}" for c in s.acceptance_criteria)]
     else:
         lines.append("Acceptance criteria: none")
-    lines.append("Depends on: " + (", ".join(f'{d.id} "{_cut(one_line(d.title), 60)}" [{d.status}]'
-                                              for d in r.depends_on) or "nothing"))
+    lines.append("Depends on: " + (_refs(r.depends_on) or "nothing"))
     if r.dependants:
-        lines.append("Waited for by: " + ", ".join(f'{d.id} "{_cut(one_line(d.title), 60)}" [{d.status}]'
-                                                   for d in r.dependants))
+        lines.append("Waited for by: " + _refs(r.dependants))
     lines += [f"Ticket {t.id} ({t.status}): {_cut(one_line(t.question), 120)}" for t in r.tickets]
     if r.last_attempt is not None:
         lines.append(f"Agent attempts: {r.attempts}; the last, {_attempt_text(r.last_attempt)} (`orch story log "
@@ -742,6 +748,10 @@ def _story_detail(r: StoryDetail) -> list[str]:
         lines.append("History (newest first):")
         lines += _history_lines(r.history)
     return lines
+
+
+def _refs(refs: list[StoryRef]) -> str:
+    return ", ".join(f'{d.id} "{_cut(one_line(d.title), 60)}" [{d.status}]' for d in refs)
 
 
 def _history_lines(entries: list[HistoryEntry]) -> list[str]:
@@ -766,16 +776,11 @@ def _indented(text: str) -> list[str]:
     return [f"    {line}" for line in (text or "(empty)").splitlines()]
 
 
-def _story_edited(r: StoryEdited) -> list[str]:
+def _edited(r: StoryEdited | EpicEdited) -> list[str]:
+    item = r.story if isinstance(r, StoryEdited) else r.epic
     if not r.changes:
-        return [f'Nothing changed: {r.story.id} "{r.story.title}" has those values already.']
-    return [f'Edited {r.story.id} "{r.story.title}":', *_field_changes(r.changes)]
-
-
-def _epic_edited(r: EpicEdited) -> list[str]:
-    if not r.changes:
-        return [f'Nothing changed: {r.epic.id} "{r.epic.title}" has those values already.']
-    return [f'Edited {r.epic.id} "{r.epic.title}":', *_field_changes(r.changes)]
+        return [f'Nothing changed: {item.id} "{item.title}" has those values already.']
+    return [f'Edited {item.id} "{item.title}":', *_field_changes(r.changes)]
 
 
 def _epic_list_view(r: EpicList) -> list[str]:
@@ -804,15 +809,12 @@ def _restored(r: Restored) -> list[str]:
         return [f"Nothing changed: .orch-state of {r.project} holds the content of {short} already."]
     lines = [f'Restored .orch-state of {r.project} to {short} "{_cut(one_line(r.subject), 80)}", as a new commit '
              f"({plural(r.files_written, 'file')} written, {r.files_removed} removed)."]
-    for label, ids in (("Stories back", r.stories_added), ("Stories gone", r.stories_removed),
-                       ("Stories changed", r.stories_changed), ("Epics back", r.epics_added),
-                       ("Epics gone", r.epics_removed), ("Epics changed", r.epics_changed)):
-        if ids:
-            lines.append(f"{label}: {', '.join(ids)}.")
+    lines += _listed(("Stories back", r.stories_added), ("Stories gone", r.stories_removed),
+                     ("Stories changed", r.stories_changed), ("Epics back", r.epics_added),
+                     ("Epics gone", r.epics_removed), ("Epics changed", r.epics_changed))
     if r.sprint:
         lines.append(f"Current sprint: {r.sprint[0] or 'none'} -> {r.sprint[1] or 'none'}.")
-    if r.state_change:
-        lines.append(f"The project moved from {r.state_change[0].value} to {r.state_change[1].value}.")
+    lines += _moved(r.state_change)
     if r.previous:
         lines.append(f"Undo: orch project restore {r.previous[:10]}")
     return lines
@@ -1022,8 +1024,8 @@ _RENDERERS: dict[str, Callable[[Any], list[str]]] = {kind.__name__: fn for kind,
     (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintPlanned, _sprint_planned), (SprintView, _sprint), (StateView, _state_view),
     (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
     (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list), (StoryLog, _story_log_view),
-    (RunReport, _run_report), (StoryDetail, _story_detail), (StoryEdited, _story_edited),
-    (EpicEdited, _epic_edited), (EpicList, _epic_list_view), (ProjectHistory, _project_history_view),
+    (RunReport, _run_report), (StoryDetail, _story_detail), (StoryEdited, _edited),
+    (EpicEdited, _edited), (EpicList, _epic_list_view), (ProjectHistory, _project_history_view),
     (Restored, _restored),
 ]} | {"PlanView": _plan_view}
 
@@ -1100,7 +1102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     _Parser.json_errors = "--json" in argv
     try:
-        args = parser.parse_args(_epic_shorthand(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(_epic_shorthand(argv))
     except SystemExit as exc:  # --help (0) or bad usage (2): argparse has printed why
         return int(exc.code or 0)
     for key, value in LATE_DEFAULTS.items():
@@ -1121,25 +1123,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = asyncio.run(_run(args))
         _out(to_json(result) if args.json else render(result))
         return 1 if _failed(result) else 0
-    except OrchError as exc:
-        return _fail(args, exc, error_line(exc), 1)
     except KeyboardInterrupt:
         print("orch: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug or an OS problem: still one line, never a traceback
-        return _fail(args, exc, f"orch: error: unexpected {type(exc).__name__}: {one_line(str(exc))}", 1)
+    except Exception as exc:  # an OrchError, or a bug or an OS problem: still one line, never a traceback
+        return _fail(args, exc)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
 
 
-def _fail(args: argparse.Namespace, exc: BaseException, line: str, code: int) -> int:
+def _fail(args: argparse.Namespace, exc: Exception) -> int:
     """A failure: one line on stderr, or with --json one JSON object on stdout (for scripts, which read stdout)."""
     if args.json:
-        _out(error_json(exc, code))
+        _out(error_json(exc, 1))
     else:
-        print(printable(line), file=sys.stderr)
-    return code
+        print(printable(error_line(exc)), file=sys.stderr)
+    return 1
 
 
 def _failed(result: Any) -> bool:
@@ -1177,8 +1177,7 @@ def _worker(args: argparse.Namespace) -> int:
         run_worker(load_config(args.config), args.concurrency, id_list(*args.queues), args.name, args.verbose)
         return 0
     except OrchError as exc:
-        print(printable(error_line(exc)), file=sys.stderr)
-        return 1
+        return _fail(args, exc)
 
 
 if __name__ == "__main__":  # pragma: no cover
