@@ -14,7 +14,7 @@ from .handling import handled, send
 
 log = logging.getLogger("bot.forms")
 
-FORM_TIMEOUT_S = 15 * 60  # as long as Discord lets the bot answer an interaction
+FORM_TIMEOUT_S = 3600  # a form left open this long is forgotten (Discord never says it was closed)
 INPUT_MAX = 4000  # Discord's limit for a text input's value
 LABEL_MAX = 45  # and for a form's title and an input's label
 
@@ -39,10 +39,13 @@ class Form(discord.ui.Modal):
             custom_id=key, label=label[:LABEL_MAX], default=shown or None, required=required, max_length=max_length,
             style=discord.TextStyle.paragraph if long else discord.TextStyle.short, placeholder=placeholder))
 
+    def values(self) -> dict[str, str]:
+        """Every input's value as submitted: key -> value."""
+        return {item.custom_id: item.value for item in self.children if isinstance(item, discord.ui.TextInput)}
+
     def changed(self) -> dict[str, str]:
         """The inputs whose value the person changed: key -> the new value."""
-        values = {item.custom_id: item.value for item in self.children if isinstance(item, discord.ui.TextInput)}
-        return {key: value for key, value in values.items() if value != self.shown.get(key)}
+        return {key: value for key, value in self.values().items() if value != self.shown.get(key)}
 
     @handled
     async def on_submit(self, interaction: discord.Interaction) -> None:
