@@ -64,11 +64,11 @@ def plan_pages(view: PlanView, hidden=()) -> list[discord.Embed]:
         for p in chunk:
             name, value = _proposal_field(p)
             embed.add_field(name=name, value=render.without_paths(value, hidden), inline=False)
-        if len(chunks) > 1:
-            embed.set_footer(text=f"Page {n} of {len(chunks)}")
-        pages.append(render.fit(embed))
-    pages[-1].set_footer(text=(pages[-1].footer.text + " · " if pages[-1].footer.text else "")
-                         + "Approve all, reject all, or pick stories below; /request_changes to ask for another plan.")
+        footer = [f"Page {n} of {len(chunks)}"] if len(chunks) > 1 else []
+        if n == len(chunks):  # the page the controls go under
+            footer.append("Approve all, reject all, or pick stories below; /request_changes to ask for another plan.")
+        embed.set_footer(text=" · ".join(footer))
+        pages.append(render.fit(embed))  # footer included: the page is fitted whole
     return pages
 
 
