@@ -182,9 +182,7 @@ async def decide(interaction: discord.Interaction, action: str, project: str, ep
 async def post_plan(bot: OrchBot, view: PlanView) -> None:
     """A planner's outcome in the project's channel: the proposals with the decision controls, or what became
     of the run (a question, a failure)."""
-    entry = await bot.orchestrator.entry(view.project)
-    channel = await bot.project_channel(entry.channel_id)
-    hidden = bot.server_paths(entry.path)
+    channel, hidden = await bot.project_channel(view.project)
     if view.plan.status is not PlanStatus.proposed:
         await channel.send(embed=plan_message(view, hidden), allowed_mentions=render.NO_MENTIONS)
         return
