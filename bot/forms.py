@@ -1,7 +1,8 @@
 """Forms (Discord modals) for long text: opened as a command's first answer, prefilled with the current values;
 their submit is answered like a command (bot/handling.py: a refusal is an ephemeral reply, a crash is logged and
-apologised for, one log line) and passes on only the fields the person changed, so an edit made by someone else
-while the form was open is not undone by its stale values."""
+apologised for, one log line). An edit form passes on only the fields the person changed (`changed`), so an edit
+made by someone else while the form was open is not undone by its stale values; a form making something new takes
+them all (`values`)."""
 from __future__ import annotations
 
 import logging
