@@ -157,8 +157,7 @@ class OrchBot(commands.Bot):
                 log.warning("plan of %s in project=%s not posted: %s", event.detail.epic, event.project, exc)
             return
         try:
-            entry = await self.orchestrator.entry(event.project)
-            channel = await self.project_channel(entry.channel_id)
+            channel, _ = await self.project_channel(event.project)
             await channel.send(embed=render.event_embed(event), allowed_mentions=render.NO_MENTIONS)
         except (OrchError, discord.HTTPException, LookupError) as exc:
             log.warning("event %s of project=%s not posted: %s", event.kind, event.project, exc)
@@ -173,12 +172,15 @@ class OrchBot(commands.Bot):
         if self._posts:
             await asyncio.wait(list(self._posts), timeout=timeout)
 
-    async def project_channel(self, channel_id: int | None) -> discord.abc.Messageable:
-        """A project's channel; LookupError if it has none (HTTPException if Discord says so)."""
+    async def project_channel(self, project: str) -> tuple[discord.abc.Messageable, list[Path]]:
+        """Where the bot posts for a project unasked: its channel, and the folders never shown there (server_paths).
+        LookupError if it has no channel, ProjectNotFound if it is gone (HTTPException if Discord says so)."""
+        entry = await self.orchestrator.entry(project)
+        channel_id = entry.channel_id
         channel = (self.get_channel(channel_id) or await self.fetch_channel(channel_id)) if channel_id else None
         if channel is None:
             raise LookupError("the project has no channel")
-        return channel
+        return channel, self.server_paths(entry.path)
 
     # -- command tree ---------------------------------------------------------------------------------------
     def _scope(self) -> discord.Object | None:

@@ -1,7 +1,8 @@
 """Forms (Discord modals) for long text: opened as a command's first answer, prefilled with the current values;
 their submit is answered like a command (bot/handling.py: a refusal is an ephemeral reply, a crash is logged and
-apologised for, one log line) and passes on only the fields the person changed, so an edit made by someone else
-while the form was open is not undone by its stale values."""
+apologised for, one log line). An edit form passes on only the fields the person changed (`changed`), so an edit
+made by someone else while the form was open is not undone by its stale values; a form making something new takes
+them all (`values`)."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,7 @@ from .handling import handled, send
 
 log = logging.getLogger("bot.forms")
 
-FORM_TIMEOUT_S = 15 * 60  # as long as Discord lets the bot answer an interaction
+FORM_TIMEOUT_S = 3600  # a form left open this long is forgotten (Discord never says it was closed)
 INPUT_MAX = 4000  # Discord's limit for a text input's value
 LABEL_MAX = 45  # and for a form's title and an input's label
 
@@ -39,10 +40,13 @@ class Form(discord.ui.Modal):
             custom_id=key, label=label[:LABEL_MAX], default=shown or None, required=required, max_length=max_length,
             style=discord.TextStyle.paragraph if long else discord.TextStyle.short, placeholder=placeholder))
 
+    def values(self) -> dict[str, str]:
+        """Every input's value as submitted: key -> value."""
+        return {item.custom_id: item.value for item in self.children if isinstance(item, discord.ui.TextInput)}
+
     def changed(self) -> dict[str, str]:
         """The inputs whose value the person changed: key -> the new value."""
-        values = {item.custom_id: item.value for item in self.children if isinstance(item, discord.ui.TextInput)}
-        return {key: value for key, value in values.items() if value != self.shown.get(key)}
+        return {key: value for key, value in self.values().items() if value != self.shown.get(key)}
 
     @handled
     async def on_submit(self, interaction: discord.Interaction) -> None:

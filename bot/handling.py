@@ -79,12 +79,14 @@ async def send(interaction: discord.Interaction, content: str | None = None, *, 
         interaction.extras["deferred_ephemeral"] = None  # the original response is filled now
 
 
-async def send_modal(interaction: discord.Interaction, modal: discord.ui.Modal) -> None:
-    """Open a form: Discord takes one only as the first answer, so a command that was slow (deferred) says so."""
+async def send_modal(interaction: discord.Interaction, modal: discord.ui.Modal,
+                     hint: str = "Run the command again.") -> None:
+    """Open a form: Discord takes one only as the first answer, so a command that was slow (deferred) says so,
+    with `hint` (what else the command offers)."""
     async with _lock(interaction):
         if interaction.response.is_done():
             raise OrchError("The form could not open: Discord takes one only as the first answer, within 3 seconds, "
-                            "and the bot was slower this time.", "Run the command again, or give the title as an option.")
+                            "and the bot was slower this time.", hint)
         await interaction.response.send_modal(modal)
 
 

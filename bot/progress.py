@@ -73,9 +73,7 @@ class StoryRunMessages:
     async def _show(self, key: Key, progress: StoryProgress, since: float | None) -> None:
         project = key[0]
         try:
-            entry = await self.bot.orchestrator.entry(project)
-            channel = await self.bot.project_channel(entry.channel_id)
-            hidden = self.bot.server_paths(entry.path)
+            channel, hidden = await self.bot.project_channel(project)
             embed = render.story_run(project, progress, since, hidden)
             message_id = self._messages.get(key)
             if message_id is not None:

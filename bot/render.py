@@ -737,9 +737,8 @@ def epic_list(result: EpicList) -> discord.Embed:
     for e in result.epics:
         counts = " ".join(f"{STATUS_ICON[st]} {e.by_status[st.value]}" for st in StoryStatus
                           if e.by_status.get(st.value))
-        lines.append(f"**{e.epic.id}** {one_line(e.epic.title, 90)} · {e.stories} "
-                     f"{'story' if e.stories == 1 else 'stories'}{' · ' + counts if counts else ''} · "
-                     f"{e.done_points}/{e.points} pt done")
+        lines.append(f"**{e.epic.id}** {one_line(e.epic.title, 90)} · {plural(e.stories, 'story')}"
+                     f"{' · ' + counts if counts else ''} · {e.done_points}/{e.points} pt done")
     embed = _embed(f"Epics of {result.project} ({len(result.epics)})", _listed(lines, limit=DESCRIPTION_MAX))
     return fit(_footer(embed, result))
 

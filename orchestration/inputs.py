@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 from pydantic import ValidationError
 
 from .errors import InvalidInput
-from .models import Epic, Priority, Story, StoryStatus, plain_text
+from .models import POINTS_MAX, Epic, Priority, Story, StoryStatus, plain_text
 
 if TYPE_CHECKING:
     from .unit_of_work import Change
@@ -31,6 +31,17 @@ def criteria_list(text: str | None, semicolons: bool = True) -> list[str]:
     front (a typed list) is not part of the criterion."""
     parts = (p.strip() for p in re.split(r"[\n;]" if semicolons else r"\n", text or ""))
     return [p.removeprefix("- ").removeprefix("* ").strip() for p in parts if p]
+
+
+def points_of(text: str) -> int | None:
+    """Points as typed in a text field: a whole number (the model checks its range), or nothing: not estimated."""
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise InvalidInput("points", f"{text!r} is not a number of points.",
+                           f"Give 0 to {POINTS_MAX}, or leave it empty.")
+    return int(text)
 
 
 def holds_words(text: str, typed: str) -> bool:

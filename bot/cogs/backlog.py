@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -13,11 +13,14 @@ from discord.ext import commands
 
 from orchestration.errors import InvalidInput, OrchError
 from orchestration.inputs import criteria_list, id_list
-from orchestration.models import CRITERIA_MAX, CRITERION_MAX, POINTS_MAX, TEXT_MAX, TITLE_MAX, Priority, StoryStatus
+from orchestration.models import (
+    CRITERIA_MAX, CRITERION_MAX, POINTS_MAX, TEXT_MAX, TITLE_MAX, Epic, Priority, StoryStatus,
+)
 from orchestration.results import BacklogPage
 from orchestration.service import Orchestrator
 
 from .. import render
+from ..forms import INPUT_MAX, Form
 from ..handling import handled, send, send_error, send_modal
 from ..permissions import Access
 from ..routing import project_for
@@ -30,9 +33,6 @@ log = logging.getLogger(__name__)
 
 PAGER = (r"backlog:(?P<turn>prev|next):(?P<project>[a-z0-9][a-z0-9-]{0,39}):(?P<page>[0-9]+):(?P<epic>E-[0-9]+|-)"
          r":(?P<status>[a-z_]+|-):(?P<stamp>[0-9a-f]+)")
-MODAL_TITLE_MAX = 45  # Discord's limit on a form's title
-INPUT_MAX = 4000  # Discord's limit on a form's text field
-FORM_TIMEOUT_S = 3600  # a form left open this long is forgotten (Discord never says it was closed)
 
 
 # -- the pager's buttons (they outlive a restart) ------------------------------------------------------------
@@ -101,43 +101,30 @@ async def current_page(orch: Orchestrator, project: str, epic: str | None, statu
 
 
 # -- the form /backlog add_story opens without a title -----------------------------------------------------------
-class StoryForm(discord.ui.Modal):
+class StoryForm(Form):
     """Title, description and acceptance criteria (one a line) in paragraph fields; the command's other options
     (epic, points, priority, dependencies) come along. Submitting adds the story like the command with a title."""
 
-    def __init__(self, cog: BacklogCog, epic: str, epic_title: str, points: int | None, priority: Priority,
+    command = "backlog add_story"
+
+    def __init__(self, cog: BacklogCog, project: str, epic: Epic, points: int | None, priority: Priority,
                  depends_on: str | None, description: str | None, criteria: str | None) -> None:
-        super().__init__(title=render.one_line(f"New story in {epic} · {epic_title}", MODAL_TITLE_MAX),
-                         timeout=FORM_TIMEOUT_S)
-        self.cog, self.epic, self.points, self.priority, self.depends_on = cog, epic, points, priority, depends_on
-        self.story_title = discord.ui.TextInput(label="Title", custom_id="title", max_length=TITLE_MAX)
-        self.description = discord.ui.TextInput(
-            label="Description", custom_id="description", style=discord.TextStyle.paragraph, required=False,
-            max_length=TEXT_MAX, default=description, placeholder="What it takes, how we know it is done")
-        self.criteria = discord.ui.TextInput(
-            label="Acceptance criteria, one a line", custom_id="criteria", style=discord.TextStyle.paragraph,
-            required=False, max_length=INPUT_MAX, default="\n".join(criteria_list(criteria)) or None,
-            placeholder=f"At most {CRITERIA_MAX}, each up to {CRITERION_MAX} characters")
-        for item in (self.story_title, self.description, self.criteria):
-            self.add_item(item)
+        super().__init__(f"New story in {epic.id} · {epic.title}", project)
+        self.cog, self.epic, self.points, self.priority, self.depends_on = cog, epic.id, points, priority, depends_on
+        self.field("title", "Title", "", required=True, max_length=TITLE_MAX)
+        self.field("description", "Description", description or "", long=True, max_length=TEXT_MAX,
+                   placeholder="What it takes, how we know it is done")
+        self.field("criteria", "Acceptance criteria, one a line", "\n".join(criteria_list(criteria)), long=True,
+                   placeholder=f"At most {CRITERIA_MAX}, each up to {CRITERION_MAX} characters")
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        interaction.extras["command"] = "backlog add_story"  # for the log line and metrics (a form has no command)
-        await self._add(interaction)
-
-    @handled
-    async def _add(self, interaction: discord.Interaction) -> None:
-        project = await self.cog.project(interaction, Access.member)
+    async def submitted(self, interaction: discord.Interaction, changed: dict[str, Any]) -> None:
+        typed = self.values()  # every field counts, changed or not: the story is new
+        project = await self.cog.project(interaction, Access.member)  # checked again: the form may stay open long
         result = await self.cog.orch.add_story(
-            project, self.epic, self.story_title.value, self.description.value, self.points, self.priority,
-            acceptance_criteria=criteria_list(self.criteria.value, semicolons=False),
+            project, self.epic, typed["title"], typed["description"], self.points, self.priority,
+            acceptance_criteria=criteria_list(typed["criteria"], semicolons=False),
             depends_on=id_list(self.depends_on), by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        """An unexpected failure: logged with its traceback, and the submit still gets an answer."""
-        log.error("story form of %s failed: %r", self.epic, error, exc_info=error)
-        await send(interaction, embed=render.crash_embed(), ephemeral=True)
 
 
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
@@ -174,10 +161,10 @@ class BacklogCog(BaseCog, commands.GroupCog, group_name="backlog", group_descrip
                         criteria: app_commands.Range[str, 1, INPUT_MAX] | None = None) -> None:
         project = await self.project(interaction, Access.member)
         if title is None:  # the form must be the first answer: only a quick check of the epic before it
-            found = await self.orch.view_backlog(project, epic, per_page=1)
-            parent = next(e for e in found.epics if e.id == found.epic_filter)
-            await send_modal(interaction, StoryForm(self, parent.id, parent.title, points, priority, depends_on,
-                                                    description, criteria))
+            [parent] = (await self.orch.list_epics(project, epic)).epics
+            await send_modal(interaction, StoryForm(self, project, parent.epic, points, priority, depends_on,
+                                                    description, criteria), "Run the command again, or give the "
+                             "title as an option.")
             return
         result = await self.orch.add_story(project, epic, title, description or "", points, priority,
                                            acceptance_criteria=criteria_list(criteria),

@@ -49,7 +49,7 @@ class EpicCog(BaseCog, commands.GroupCog, group_name="epic", group_description="
                 embed.add_field(name="Plan", value="The planner is at work; its proposals are posted here.")
             except OrchError as error:  # the epic is made all the same: say why it is not planned
                 embed.add_field(name="Plan", value=render.cut(f"Not planned: {error.message}", 1000))
-        await send(interaction, embed=render.fit(embed))
+        await send(interaction, embed=embed)
 
     @app_commands.command(name="list", description="The epics, with their stories by status and their points")
     @handled

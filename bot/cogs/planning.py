@@ -64,11 +64,11 @@ def plan_pages(view: PlanView, hidden=()) -> list[discord.Embed]:
         for p in chunk:
             name, value = _proposal_field(p)
             embed.add_field(name=name, value=render.without_paths(value, hidden), inline=False)
-        if len(chunks) > 1:
-            embed.set_footer(text=f"Page {n} of {len(chunks)}")
-        pages.append(render.fit(embed))
-    pages[-1].set_footer(text=(pages[-1].footer.text + " · " if pages[-1].footer.text else "")
-                         + "Approve all, reject all, or pick stories below; /request_changes to ask for another plan.")
+        footer = [f"Page {n} of {len(chunks)}"] if len(chunks) > 1 else []
+        if n == len(chunks):  # the page the controls go under
+            footer.append("Approve all, reject all, or pick stories below; /request_changes to ask for another plan.")
+        embed.set_footer(text=" · ".join(footer))
+        pages.append(render.fit(embed))  # footer included: the page is fitted whole
     return pages
 
 
@@ -182,9 +182,7 @@ async def decide(interaction: discord.Interaction, action: str, project: str, ep
 async def post_plan(bot: OrchBot, view: PlanView) -> None:
     """A planner's outcome in the project's channel: the proposals with the decision controls, or what became
     of the run (a question, a failure)."""
-    entry = await bot.orchestrator.entry(view.project)
-    channel = await bot.project_channel(entry.channel_id)
-    hidden = bot.server_paths(entry.path)
+    channel, hidden = await bot.project_channel(view.project)
     if view.plan.status is not PlanStatus.proposed:
         await channel.send(embed=plan_message(view, hidden), allowed_mentions=render.NO_MENTIONS)
         return

@@ -8,9 +8,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from orchestration.errors import InvalidInput
-from orchestration.inputs import SETTABLE_STATUSES, criteria_list
-from orchestration.models import TITLE_MAX, Story
+from orchestration.inputs import SETTABLE_STATUSES, criteria_list, points_of
+from orchestration.models import POINTS_MAX, TITLE_MAX, Story
 from orchestration.service import Orchestrator
 
 from .. import render
@@ -35,7 +34,7 @@ class StoryForm(Form):
         self.field("title", "Title", story.title, required=True, max_length=TITLE_MAX)
         self.field("description", "Description", story.description, long=True)
         self.field("criteria", "Acceptance criteria (one a line)", "\n".join(story.acceptance_criteria), long=True)
-        self.field("points", "Points (0 to 100; empty: not estimated)", "" if story.points is None
+        self.field("points", f"Points (0 to {POINTS_MAX}; empty: not estimated)", "" if story.points is None
                    else str(story.points), max_length=3)
         self.field("epic", "Epic (its ID)", story.epic, required=True, max_length=12)
 
@@ -47,15 +46,6 @@ class StoryForm(Form):
             fields["points"] = points_of(changed["points"])
         result = await self.orch.edit_story(self.project, self.story, by=interaction.user.name, **fields)
         await send(interaction, embed=render.story_edited(result))
-
-
-def points_of(text: str) -> int | None:
-    text = text.strip()
-    if not text:
-        return None
-    if not text.isdigit():
-        raise InvalidInput("points", f"{text!r} is not a number of points.", "Give 0 to 100, or leave it empty.")
-    return int(text)
 
 
 @app_commands.guild_only()  # projects live in server channels: the commands are not offered in DMs
