@@ -878,12 +878,12 @@ class Orchestrator(TicketCommands):
 
     async def story_log(self, project: str, story: str, lines: int = 40) -> StoryLog:
         """A story's agent attempts and the tail of the latest one's output."""
-        from .agents.records import StoryRuns, runs_path
+        from .agents.records import runs_of
         from .agents.runner import attempt_log_path
 
         def work(c: Change) -> StoryLog:
             s = story_of(c, story)
-            runs = c.store.load(runs_path(s.id), StoryRuns) or StoryRuns(story=s.id)
+            runs = runs_of(c, s.id)
             log_file, tail = None, ""
             if runs.last is not None:
                 log_file = attempt_log_path(self.config.orchestrator.data_dir, c.name, s.id, runs.last.id)
