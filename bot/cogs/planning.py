@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bot.planning")
 
-PER_PAGE = 8  # proposals per message: 8 fields of at most 1,024 characters stay within an embed's 6,000
+PER_PAGE = 8  # proposals per message at most, to keep a page readable; fewer when long ones fill its 6,000 characters
 SELECT_MAX = 25  # options Discord allows in a select menu
 _IDS = r"(?P<project>[a-z0-9][a-z0-9-]{0,39}):(?P<epic>E-[0-9]+):(?P<version>[0-9]+)"
 
@@ -52,23 +52,44 @@ def _proposal_field(p: Proposal) -> tuple[str, str]:
 
 
 def plan_pages(view: PlanView, hidden=()) -> list[discord.Embed]:
-    """The plan as embeds, one message each: the overview and the first proposals, then PER_PAGE a page."""
+    """The plan as embeds, one message each: the overview and the first proposals, then the rest, as many a page
+    as fit (at most PER_PAGE): no proposal is cut from the view people approve from."""
     v = view.plan
-    chunks = [v.proposals[i:i + PER_PAGE] for i in range(0, len(v.proposals), PER_PAGE)] or [[]]
+    title = render.one_line(f"Plan for {view.epic} · {view.epic_title}", render.TITLE_MAX)
+    author = f"Planner · version {v.version} · {len(v.proposals)} proposed stories"
+    overview = render.cut(render.without_paths(v.plan, hidden), 2000)
+    fields = [(name, render.without_paths(value, hidden)) for name, value in map(_proposal_field, v.proposals)]
+    room = render.EMBED_TOTAL_MAX - len(title) - len(author) - _FOOTER_ROOM
+    chunks = _paged(fields, room - len(overview), room)
     pages = []
     for n, chunk in enumerate(chunks, start=1):
-        text = render.without_paths(v.plan, hidden) if n == 1 else ""
-        embed = discord.Embed(title=render.one_line(f"Plan for {view.epic} · {view.epic_title}", render.TITLE_MAX),
-                              description=render.cut(text, 2000) or None, colour=render.COLOR_INFO)
-        embed.set_author(name=f"Planner · version {v.version} · {len(v.proposals)} proposed stories")
-        for p in chunk:
-            name, value = _proposal_field(p)
-            embed.add_field(name=name, value=render.without_paths(value, hidden), inline=False)
+        embed = discord.Embed(title=title, description=(overview if n == 1 else "") or None, colour=render.COLOR_INFO)
+        embed.set_author(name=author)
+        for name, value in chunk:
+            embed.add_field(name=name, value=value, inline=False)
         footer = [f"Page {n} of {len(chunks)}"] if len(chunks) > 1 else []
         if n == len(chunks):  # the page the controls go under
-            footer.append("Approve all, reject all, or pick stories below; /request_changes to ask for another plan.")
+            footer.append(_CONTROLS)
         embed.set_footer(text=" · ".join(footer))
-        pages.append(render.fit(embed))  # footer included: the page is fitted whole
+        pages.append(render.fit(embed))  # a safety net: the pages were cut to fit
+    return pages
+
+
+_CONTROLS = "Approve all, reject all, or pick stories below; /request_changes to ask for another plan."
+_FOOTER_ROOM = len(f"Page 999 of 999 · {_CONTROLS}")  # the longest footer a page can have
+
+
+def _paged(fields: list[tuple[str, str]], first_room: int, room: int) -> list[list[tuple[str, str]]]:
+    """Fields in pages of at most PER_PAGE whose names and values fit the room left on each page."""
+    pages: list[list[tuple[str, str]]] = [[]]
+    used = 0
+    for name, value in fields:
+        size = len(name) + len(value)
+        if pages[-1] and (len(pages[-1]) == PER_PAGE or used + size > (first_room if len(pages) == 1 else room)):
+            pages.append([])
+            used = 0
+        pages[-1].append((name, value))
+        used += size
     return pages
 
 

@@ -154,14 +154,26 @@ async def test_a_long_plan_is_paged_within_discords_limits(world, demo, orch, co
     await world.alice.slash(channel, "epic create", title="Shop", plan=True)
     await posted(world, orch)
     pages = plan_messages(channel)
-    assert len(pages) == 4 and [p.embeds[0].footer.text.split(" · ")[0] for p in pages] == [
-        "Page 1 of 4", "Page 2 of 4", "Page 3 of 4", "Page 4 of 4"]
+    assert len(pages) == 5 and [p.embeds[0].footer.text.split(" · ")[0] for p in pages] == [
+        "Page 1 of 5", "Page 2 of 5", "Page 3 of 5", "Page 4 of 5", "Page 5 of 5"]  # 7 of these a page
     for page in pages:
         assert_within_limits(page)
     assert not pages[0].components and pages[-1].components  # the controls once, under the last page
     menu = next(c for row in pages[-1].components for c in row.children if isinstance(c, discord.SelectMenu))
     assert len(menu.options) == 25 and menu.max_values == 25
     assert sum(len(p.embeds[0].fields) for p in pages) == 30
+
+
+async def test_long_proposals_take_more_pages_and_none_is_cut(world, demo, orch, config):
+    _, channel = demo
+    config.agents.planner_command = [*PLANNER, "many", "10", "5"]  # each proposal near a field's 1,024 characters
+    await world.alice.slash(channel, "epic create", title="Shop", plan=True)
+    await posted(world, orch)
+    pages = plan_messages(channel)
+    fields = [f for p in pages for f in p.embeds[0].fields]
+    assert len(pages) == 2 and [f.name.split(" · ")[0] for f in fields] == [f"P-{n}" for n in range(1, 11)]
+    for page in pages:
+        assert_within_limits(page)
 
 
 async def test_only_members_may_decide(world, demo, orch, config):
