@@ -6,12 +6,18 @@ them all (`values`)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 
+from orchestration.errors import OrchError
+
 from . import render
 from .handling import handled, send
+from .permissions import Access
+
+if TYPE_CHECKING:
+    from .cogs._shared import BaseCog
 
 log = logging.getLogger("bot.forms")
 
@@ -25,9 +31,9 @@ class Form(discord.ui.Modal):
 
     command = "?"
 
-    def __init__(self, title: str, project: str) -> None:
+    def __init__(self, title: str, cog: BaseCog, project: str) -> None:
         super().__init__(title=render.one_line(title, LABEL_MAX), timeout=FORM_TIMEOUT_S)
-        self.project = project
+        self.cog, self.project = cog, project
         self.shown: dict[str, str] = {}
 
     def field(self, key: str, label: str, value: str, *, long: bool = False, required: bool = False,
@@ -50,7 +56,11 @@ class Form(discord.ui.Modal):
 
     @handled
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        interaction.extras.update(project=self.project, command=self.command)
+        interaction.extras.update(project=self.project, command=self.command)  # for the log line, even if refused
+        # Routed and checked again as a command is (a form may stay open an hour): this also notes the project's
+        # path, so that an error is shown to a non-admin without it.
+        if await self.cog.project(interaction, Access.member) != self.project:
+            raise OrchError(f"This channel is no longer {self.project}'s: the form was not applied.")
         await self.submitted(interaction, self.changed())
 
     async def submitted(self, interaction: discord.Interaction, changed: dict[str, Any]) -> None:

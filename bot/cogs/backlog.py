@@ -109,8 +109,8 @@ class StoryForm(Form):
 
     def __init__(self, cog: BacklogCog, project: str, epic: Epic, points: int | None, priority: Priority,
                  depends_on: str | None, description: str | None, criteria: str | None) -> None:
-        super().__init__(f"New story in {epic.id} · {epic.title}", project)
-        self.cog, self.epic, self.points, self.priority, self.depends_on = cog, epic.id, points, priority, depends_on
+        super().__init__(f"New story in {epic.id} · {epic.title}", cog, project)
+        self.epic, self.points, self.priority, self.depends_on = epic.id, points, priority, depends_on
         self.field("title", "Title", "", required=True, max_length=TITLE_MAX)
         self.field("description", "Description", description or "", long=True, max_length=TEXT_MAX,
                    placeholder="What it takes, how we know it is done")
@@ -119,9 +119,8 @@ class StoryForm(Form):
 
     async def submitted(self, interaction: discord.Interaction, changed: dict[str, Any]) -> None:
         typed = self.values()  # every field counts, changed or not: the story is new
-        project = await self.cog.project(interaction, Access.member)  # checked again: the form may stay open long
         result = await self.cog.orch.add_story(
-            project, self.epic, typed["title"], typed["description"], self.points, self.priority,
+            self.project, self.epic, typed["title"], typed["description"], self.points, self.priority,
             acceptance_criteria=criteria_list(typed["criteria"], semicolons=False),
             depends_on=id_list(self.depends_on), by=interaction.user.name)
         await send(interaction, embed=render.story_changed(result))

@@ -9,7 +9,6 @@ from discord.ext import commands
 
 from orchestration.errors import OrchError
 from orchestration.models import TEXT_MAX, TITLE_MAX, Epic
-from orchestration.service import Orchestrator
 
 from .. import render
 from ..forms import Form
@@ -21,14 +20,14 @@ from ._shared import BaseCog
 class EpicForm(Form):
     command = "epic edit"
 
-    def __init__(self, orch: Orchestrator, project: str, epic: Epic) -> None:
-        super().__init__(f"Edit {epic.id}", project)
-        self.orch, self.epic = orch, epic.id
+    def __init__(self, cog: BaseCog, project: str, epic: Epic) -> None:
+        super().__init__(f"Edit {epic.id}", cog, project)
+        self.epic = epic.id
         self.field("title", "Title", epic.title, required=True, max_length=TITLE_MAX)
         self.field("description", "Description", epic.description, long=True, max_length=TEXT_MAX)
 
     async def submitted(self, interaction: discord.Interaction, changed: dict[str, Any]) -> None:
-        result = await self.orch.edit_epic(self.project, self.epic, by=interaction.user.name, **changed)
+        result = await self.cog.orch.edit_epic(self.project, self.epic, by=interaction.user.name, **changed)
         await send(interaction, embed=render.epic_edited(result))
 
 
@@ -63,7 +62,7 @@ class EpicCog(BaseCog, commands.GroupCog, group_name="epic", group_description="
     async def edit(self, interaction: discord.Interaction, epic: str) -> None:
         project = await self.project(interaction, Access.member)
         [current] = (await self.orch.list_epics(project, epic)).epics
-        await send_modal(interaction, EpicForm(self.orch, project, current.epic))
+        await send_modal(interaction, EpicForm(self, project, current.epic))
 
     @edit.autocomplete("epic")
     async def _epics(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

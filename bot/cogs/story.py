@@ -10,7 +10,6 @@ from discord.ext import commands
 
 from orchestration.inputs import SETTABLE_STATUSES, criteria_list, points_of
 from orchestration.models import POINTS_MAX, TITLE_MAX, Story
-from orchestration.service import Orchestrator
 
 from .. import render
 from ..forms import Form
@@ -28,9 +27,9 @@ class StoryForm(Form):
 
     command = "story edit"
 
-    def __init__(self, orch: Orchestrator, project: str, story: Story) -> None:
-        super().__init__(f"Edit {story.id}", project)
-        self.orch, self.story = orch, story.id
+    def __init__(self, cog: BaseCog, project: str, story: Story) -> None:
+        super().__init__(f"Edit {story.id}", cog, project)
+        self.story = story.id
         self.field("title", "Title", story.title, required=True, max_length=TITLE_MAX)
         self.field("description", "Description", story.description, long=True)
         self.field("criteria", "Acceptance criteria (one a line)", "\n".join(story.acceptance_criteria), long=True)
@@ -44,7 +43,7 @@ class StoryForm(Form):
             fields["acceptance_criteria"] = criteria_list(changed["criteria"], semicolons=False)
         if "points" in changed:
             fields["points"] = points_of(changed["points"])
-        result = await self.orch.edit_story(self.project, self.story, by=interaction.user.name, **fields)
+        result = await self.cog.orch.edit_story(self.project, self.story, by=interaction.user.name, **fields)
         await send(interaction, embed=render.story_edited(result))
 
 
@@ -64,7 +63,7 @@ class StoryCog(BaseCog, commands.GroupCog, group_name="story", group_description
     async def edit(self, interaction: discord.Interaction, story: str) -> None:
         project = await self.project(interaction, Access.member)
         current = (await self.orch.story_detail(project, story, history=0)).story
-        await send_modal(interaction, StoryForm(self.orch, project, current))
+        await send_modal(interaction, StoryForm(self, project, current))
 
     @app_commands.command(name="update", description="Set a story's status")
     @app_commands.describe(story="The story (type its ID or words of its title)", status="Its new status")

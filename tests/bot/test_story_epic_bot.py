@@ -107,6 +107,15 @@ async def test_story_edit_opens_a_prefilled_form_and_saves_what_was_changed(worl
     assert field(moved, "Epic") == "E-1 → E-2" and len(moved.fields) == 1
 
 
+async def test_a_forms_submit_is_routed_again_and_a_member_sees_no_server_path(world, shop, tmp_path):
+    repo, channel = shop
+    shown = await world.alice.slash(channel, "story edit", story="S-1")
+    repo.rename(tmp_path / "moved")  # while the form is open: a problem whose text names the path
+    refused = await world.alice.submit_modal(shown, form_values(shown, title="Basket"))
+    text = str(embed_of(refused).to_dict())
+    assert reply(refused).ephemeral and "no longer at …/demo" in text and str(repo) not in text
+
+
 async def test_epic_create_list_and_edit(world, shop, orch):
     repo, channel = shop
     created = await world.alice.slash(channel, "epic create", title="Search", description="Find things")
