@@ -7,7 +7,7 @@ and `orch health` show them. Commands never "repair" them silently.
 """
 from __future__ import annotations
 
-from .models import SprintStatus, State, StoryStatus
+from .models import SprintStatus, State, StoryStatus, id_number
 from .queue import dependency_problems
 from .store import TEMPLATES, ProjectStore, read_state_file
 
@@ -33,7 +33,7 @@ def problems(store: ProjectStore) -> list[str]:
         found += [f"{kind} ID {i} is used twice" for i in dupes]
     # next_story may be lower than a story's number: a new story's number is above every story file anyway
     # (the counter keeps the numbers of removed stories from being reused).
-    highest_epic = max((int(e.id[2:]) for e in backlog.epics), default=0)
+    highest_epic = max((id_number(e.id) for e in backlog.epics), default=0)
     if backlog.next_epic <= highest_epic:
         found.append(f"next_epic is {backlog.next_epic}, but E-{highest_epic} exists: a new epic would reuse an ID")
 

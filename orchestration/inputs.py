@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 from pydantic import ValidationError
 
 from .errors import InvalidInput
-from .models import POINTS_MAX, Epic, Priority, Story, StoryStatus, plain_text
+from .models import POINTS_MAX, Epic, Priority, Story, StoryStatus, id_number, plain_text
 
 if TYPE_CHECKING:
     from .unit_of_work import Change
@@ -67,7 +67,7 @@ def titled(items: Iterable[T], typed: str) -> list[T]:
 
 def _one_titled(kind: str, items: list[T], typed: str, name: str, hint: str) -> T:
     """The one item whose title `typed` names; none or several is an InvalidInput naming the candidates."""
-    found = sorted(titled(items, typed), key=lambda i: int(i.id.split("-")[1]))  # type: ignore[attr-defined]
+    found = sorted(titled(items, typed), key=lambda i: id_number(i.id))  # type: ignore[attr-defined]
     if len(found) == 1:
         return found[0]
     if not found:

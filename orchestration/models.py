@@ -12,6 +12,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 EPIC_ID = re.compile(r"^E-[1-9][0-9]*$")
 STORY_ID = re.compile(r"^S-[1-9][0-9]*$")
 SPRINT_ID = re.compile(r"^sprint-[0-9]{3,}$")
+
+
+def id_number(id_: str) -> int:
+    """The number in an ID (S-12, E-3, sprint-004): what IDs are ordered by."""
+    return int(id_.rpartition("-")[2])
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 TITLE_MAX = 200
@@ -246,7 +251,7 @@ class Sprint(VersionedFile):
 
     @property
     def number(self) -> int:
-        return int(self.id.split("-")[1])
+        return id_number(self.id)
 
     @property
     def planned_end(self) -> date | None:

@@ -44,7 +44,7 @@ from pydantic import ValidationError
 
 from . import filelocks
 from .errors import OrchError, StateCorrupt, StateLocked, UnsafePath, WriteFailed
-from .models import SPRINT_ID, STORY_ID, Backlog, Sprint, Status, Story, StoryFile, VersionedFile
+from .models import SPRINT_ID, STORY_ID, Backlog, Sprint, Status, Story, StoryFile, VersionedFile, id_number
 from .tickets import TicketFile
 
 STATE_DIR = ".orch-state"
@@ -280,7 +280,7 @@ def _recovery_hint(rel: str) -> str:
 
 def story_key(s: Story) -> tuple[int, int]:
     """The queue's order: priority first, then age (IDs grow with age)."""
-    return (s.priority.rank, int(s.id[2:]))
+    return (s.priority.rank, id_number(s.id))
 
 
 class SavedBacklog:
@@ -333,14 +333,14 @@ class SavedBacklog:
     def max_number(self) -> int:
         """The highest story number (0: none)."""
         if self._max is None:
-            self._max = max((int(i[2:]) for i in self.stories), default=0)
+            self._max = max(map(id_number, self.stories), default=0)
         return self._max
 
     def view(self) -> Backlog:
         """The whole backlog as one Backlog (stories in ID order), shared: never change it."""
         if self._view is None:
             self._view = self.head.model_copy(update={"stories": sorted(self.stories.values(),
-                                                                         key=lambda s: int(s.id[2:]))})
+                                                                         key=lambda s: id_number(s.id))})
         return self._view
 
     def changed(self, head: Backlog, head_raw: bytes, written: dict[str, Story | None], sigs: dict[str, Sig | None],
@@ -372,8 +372,8 @@ class SavedBacklog:
                     dependants[d] = dependants.get(d, frozenset()) | {ident}
         following = SavedBacklog(head, stories, all_sigs, head_raw, dir_sig)
         following._order, following._dependants = order, dependants
-        if self._max is not None and all(new is not None or int(i[2:]) < self._max for i, new in written.items()):
-            following._max = max([self._max, *(int(i[2:]) for i in written)])
+        if self._max is not None and all(new is not None or id_number(i) < self._max for i, new in written.items()):
+            following._max = max([self._max, *map(id_number, written)])
         return following
 
     def check_unchanged(self) -> None:
@@ -775,7 +775,7 @@ class ProjectStore:
         whose name is no sprint ID (a copy someone left there) is not a sprint."""
         folder = self.path("sprints")
         ids = [p.stem for p in folder.glob("sprint-*.json") if p.is_file()] if folder.is_dir() else []
-        return sorted((i for i in ids if SPRINT_ID.match(i)), key=lambda i: int(i.split("-")[1]))
+        return sorted((i for i in ids if SPRINT_ID.match(i)), key=id_number)
 
     def _required(self, rel: str, model: type[F], private: bool = False) -> F:
         obj = self.load(rel, model, private=private)

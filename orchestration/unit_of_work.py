@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from . import state_machine as sm
 from .commands import DISCORD, origin
 from .errors import NotFound
-from .models import Backlog, Epic, Sprint, State, Status, Story, StoryFile, Transition, VersionedFile
+from .models import Backlog, Epic, Sprint, State, Status, Story, StoryFile, Transition, VersionedFile, id_number
 from .registry import ProjectEntry
 from .results import Cascade
 from .store import BACKLOG, STORIES, TICKETS, ProjectStore, SavedBacklog, story_key
@@ -107,7 +107,7 @@ class Change:
             base = self._whole_base = self.store.saved_backlog(full=True)  # each file as it is now
             self.saved()
             stories = [self._copies[i] if i in self._copies else s.model_copy(deep=True)
-                       for i, s in sorted(base.stories.items(), key=lambda kv: int(kv[0][2:]))]
+                       for i, s in sorted(base.stories.items(), key=lambda kv: id_number(kv[0]))]
             stories = [s for s in stories if s is not None]
             stories += [s for i, s in self._copies.items() if s is not None and i not in base.stories]
             head = self.edit_head()
@@ -183,7 +183,7 @@ class Change:
                 ids.add(i)
             else:
                 ids.discard(i)
-        return [s for i in sorted(ids, key=lambda i: int(i[2:])) if (s := self.story(i)) is not None]
+        return [s for i in sorted(ids, key=id_number) if (s := self.story(i)) is not None]
 
     def edit_story(self, ident: str) -> Story | None:
         """A private copy of the story (None if there is none), based on what its file holds now."""
@@ -202,8 +202,8 @@ class Change:
     def new_story_number(self) -> int:
         """The number of a new story: above the counter and every story (a story file that appeared meanwhile
         from another process or a hand edit included)."""
-        numbers = [int(i[2:]) + 1 for i in self._copies] if self._whole is None else \
-            [int(s.id[2:]) + 1 for s in self._whole.stories]
+        numbers = [id_number(i) + 1 for i in self._copies] if self._whole is None else \
+            [id_number(s.id) + 1 for s in self._whole.stories]
         number = max([(self._head or self.saved().head).next_story, self.saved().max_number + 1, *numbers])
         while self.store.story_file_exists(f"S-{number}"):
             number += 1
@@ -262,7 +262,7 @@ class Change:
                         changes[i] = None
                 elif old is None or _fields(old) != _fields(s):
                     changes[i] = s
-        if removed := [int(i[2:]) for i, s in changes.items() if s is None]:
+        if removed := [id_number(i) for i, s in changes.items() if s is None]:
             if (self._head or saved.head).next_story <= max(removed):  # no removed story's ID is ever reused
                 self.edit_head().next_story = max(removed) + 1
         head = self._head
@@ -276,7 +276,7 @@ class Change:
         files: dict[str, VersionedFile | None] = {}
         if head is not None and (saved.legacy or _fields(head) != _fields(saved.head)):
             files[BACKLOG] = head.model_copy(update={"stories": []}) if head.stories else head
-        for i in sorted(changes, key=lambda i: int(i[2:])):
+        for i in sorted(changes, key=id_number):
             s = changes[i]
             files[f"{STORIES}/{i}.json"] = s if s is None or isinstance(s, StoryFile) else \
                 StoryFile.model_construct(**dict(s))
