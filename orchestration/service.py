@@ -123,11 +123,14 @@ class Orchestrator(TicketCommands):
                 log.warning("start-up recovery of %s failed: %s", entry.name, exc)
         return outcomes
 
+    def _made(self, part: str) -> AgentScheduler | Planner | None:
+        """`agents` or `planner` if this process made it (see them), else None: asking must not make it."""
+        return self.__dict__.get(part)
+
     async def close(self) -> None:
-        if "agents" in self.__dict__:  # made (see `agents`)
-            await self.agents.close()
-        if "planner" in self.__dict__:
-            await self.planner.close()
+        for part in (self._made("agents"), self._made("planner")):
+            if part is not None:
+                await part.close()
         await self.git.close()
         with self._projects_lock:
             for project in self._projects.values():
@@ -318,14 +321,19 @@ class Orchestrator(TicketCommands):
         project = await asyncio.to_thread(self.project, name)
         async with project.lock:
             change, result = await _under_file_lock(project, self._run, project, command, by, work)
-        self.git.commit_soon(project.entry.path)  # the lines were recorded under the file lock, in _run
+        self._changed(project)
         if isinstance(result, Result) and result.warning:
             log.warning("project=%s command=%s by=%s saved, but %s", name, command, by, result.warning)
-        if "agents" in self.__dict__:  # a change may have made a story ready (a sprint started, a ticket answered)
-            self.agents.kick()
         log.info("project=%s command=%s by=%s changes=%d state=%s", name, command, by, len(change.lines),
                  project.model.state.value)
         return result
+
+    def _changed(self, project: Project) -> None:
+        """After a change: its commit (the lines were recorded under the file lock), and the agents told, since a
+        change may have made a story ready (a sprint started, a ticket answered)."""
+        self.git.commit_soon(project.entry.path)
+        if (agents := self._made("agents")) is not None:
+            agents.kick()
 
     def _run(self, project: Project, command: str, by: str, work: Callable[[Change], T]) -> tuple[Change, T]:
         if why := writes_blocked(project.entry.path):
@@ -604,9 +612,7 @@ class Orchestrator(TicketCommands):
                            f"({self.git.last_outcome.get(p.entry.path)}); nothing was restored.",
                            "Once they are committed (`health` says why they wait), restore again.")
             change, result = await _under_file_lock(p, self._restore, p, commit, by)
-        self.git.commit_soon(p.entry.path)
-        if "agents" in self.__dict__:  # as after any change (see _change)
-            self.agents.kick()
+        self._changed(p)
         log.info("project=%s command=restore by=%s commit=%s restored=%s state=%s", project, by, result.commit,
                  result.restored, result.state.value)
         return result
@@ -862,7 +868,8 @@ class Orchestrator(TicketCommands):
 
     def _running_here(self, project: str) -> list[RunningAttempt]:
         """The agents working on the project in this process (none if it never made them: see `agents`)."""
-        return self.agents.running(project) if "agents" in self.__dict__ else []
+        agents = self._made("agents")
+        return agents.running(project) if agents is not None else []
 
     # -- agents --------------------------------------------------------------------------------------------
     async def retry_story(self, project: str, story: str, by: str = "unknown") -> StoryChanged:
