@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 from . import state_machine as sm
 from .agents.records import runs_of
 from .errors import Busy, InvalidInput, OrchError, StateCorrupt
-from .gitlog import GIT_OPTIONS, QUEUE, GitFailed, fix_for, run_git, why_commit_waits, writes_blocked
-from .models import StoryStatus
+from .gitlog import GIT_OPTIONS, QUEUE, GitFailed, fix_for, head_commit, run_git, why_commit_waits, writes_blocked
+from .models import StoryStatus, id_number
 from .results import Restored
 from .store import JOURNAL, LOCK_NAME, LOCK_TRY_S, STATE_DIR, ProjectStore
 from .unit_of_work import Change, Project
@@ -48,7 +48,7 @@ def restore(project: Project, commit: str, by: str) -> tuple[Change, Restored]:
     with project.store.locked(timeout=LOCK_TRY_S), tempfile.TemporaryDirectory(prefix="orch-restore-") as scratch:
         project.store.saved_backlog(full=True)  # every story file as it is now (a hand edit in place included)
         before = Change(project, by, "restore")
-        previous = run_git(root, "rev-parse", "HEAD")[1].strip()  # holds the state as it is (all committed first)
+        previous = head_commit(root)  # holds the state as it is (all committed first)
         _refuse_running_agents(before)
         after = _loaded(project, Path(scratch), files, sha)
         current = _state_files(root)
@@ -190,7 +190,7 @@ def _compared(before: Change, after: Change, sha: str, subject: str) -> Restored
 
 
 def _ordered(ids) -> list[str]:
-    return sorted(ids, key=lambda i: int(i.rsplit("-", 1)[1]))
+    return sorted(ids, key=id_number)
 
 
 def _summary(r: Restored) -> str:
