@@ -106,6 +106,15 @@ def names(keys: list[str], front_end: str) -> list[str]:
     return [name(k, front_end) for k in keys]
 
 
+# A commit line ends with where its change came from and who made it: `(/epic by alice)`, `(orch epic by root)`.
+SIGNED = re.compile(r"\s*\(([^()]*) by ([^()]*)\)\s*$")
+
+
+def signed(text: str, key: str, front_end: str, by: str) -> str:
+    """A commit line's `text` with its origin and author (SIGNED reads them back)."""
+    return f"{text} ({origin(key, front_end)} by {by})"
+
+
 def origin(key: str, front_end: str) -> str:
     """Where a change came from, for its commit line: `/epic`, `orch epic`, `agent`."""
     command = BY_KEY.get(key)

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from . import filelocks
+from .commands import SIGNED
 from .errors import StateLocked, UnsafePath
 from .store import (
     LOCK_NAME, LOCK_TIMEOUT_S, STATE_DIR, ProjectStore, append_state_file, atomic_write,
@@ -91,7 +92,6 @@ _COMMIT_LOCK = "orch-commit.lock"  # in the git folder: one commit at a time per
 QUEUE = ".commit-queue"
 _STATE_PATHS = ("--", STATE_DIR)  # .orch-state/.gitignore (from the templates) keeps .lock, *.tmp and the queue out
 _IDS = re.compile(r"^orch\(([^)]*)\)")
-_ORIGIN = re.compile(r"\s*\([^()]* by [^()]*\)$")  # `(/epic by alice)` at the end of a line
 _VALUE_CHANGE = re.compile(r"^(status|priority) \S+ -> (\S+)$")
 SUBJECT_MAX = 100
 # What a commit message must not hold: NUL (git's argv cannot), lone surrogates (not UTF-8), controls.
@@ -250,7 +250,7 @@ def _gist(line: str) -> str:
     a status or priority change as the ID and its new value (`S-4 done`, `S-2 priority high`)."""
     m = _IDS.match(line)
     ids = [i.strip() for i in m.group(1).split(",")] if m else []
-    text = _ORIGIN.sub("", line[m.end():] if m else line).removeprefix(":").strip()
+    text = SIGNED.sub("", line[m.end():] if m else line).removeprefix(":").strip()
     if ids and (change := _VALUE_CHANGE.match(text)):
         what, new = change.groups()
         return f"{ids[0]} {new}" if what == "status" else f"{ids[0]} {what} {new}"

@@ -7,6 +7,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+from .commands import SIGNED
 from .errors import OrchError
 from .gitlog import GitFailed, run_git
 from .results import HistoryEntry
@@ -16,8 +17,6 @@ log = logging.getLogger(__name__)
 
 HISTORY_TIMEOUT_S = 20
 _FIELD, _RECORD = "\x1f", "\x1e"
-# The commit lines name who ran the command last: `orch(S-3): ... (/story edit by alice)`.
-_BY = re.compile(r"\bby ([^()]+?)\)\s*$")
 
 
 def id_pattern(ident: str) -> str:
@@ -55,7 +54,7 @@ def entries(root: Path, limit: int, skip: int = 0, mentioning: str | None = None
         told = bullets or [subject]
         if named is not None:
             told = [line for line in told if named.search(line)] or [subject]
-        who = list(dict.fromkeys(m.group(1).strip() for line in told if (m := _BY.search(line))))
+        who = list(dict.fromkeys(m.group(2).strip() for line in told if (m := SIGNED.search(line))))
         found.append(HistoryEntry(sha=sha, at=datetime.fromisoformat(at), who=who or [author], subject=subject,
                                   lines=told))
     return found

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 from pydantic import ValidationError
 
 from . import consistency, filelocks, history as git_history, restore, state_machine as sm
-from .commands import CLI, DISCORD, origin
+from .commands import CLI, DISCORD, signed
 from .config import Config
 from .wording import plural
 from .errors import Busy, InvalidInput, NotFound, OrchError, ProjectExists, ProjectNotFound, StateLocked
@@ -274,8 +274,8 @@ class Orchestrator(TicketCommands):
             store.validate_all()
             with store.locked():
                 verb = "adopt existing" if adopted else "initialise"
-                self.git.record(root, [f"orch({name}): {verb} .orch-state for project {name} "
-                                       f"({origin('register', self.front_end)} by {by})"])
+                self.git.record(root, [signed(f"orch({name}): {verb} .orch-state for project {name}", "register",
+                                              self.front_end, by)])
         except BaseException:
             if fresh:  # all of it is ours: a failed registration leaves nothing behind
                 shutil.rmtree(state, ignore_errors=True)

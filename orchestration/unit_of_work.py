@@ -27,7 +27,7 @@ from functools import partial
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from . import state_machine as sm
-from .commands import DISCORD, origin
+from .commands import DISCORD, signed
 from .errors import NotFound
 from .models import Backlog, Epic, Sprint, State, Status, Story, StoryFile, Transition, VersionedFile, id_number
 from .registry import ProjectEntry
@@ -328,7 +328,7 @@ class Change:
     def note(self, ids: str, text: str) -> None:
         """A line of the commit message: `orch(S-3): text (/command by who)`, with the command as its front-end
         names it (`/epic` from Discord, `orch epic` from the CLI)."""
-        self.lines.append(f"orch({ids}): {text} ({origin(self.command, self.front_end)} by {self.by})")
+        self.lines.append(signed(f"orch({ids}): {text}", self.command, self.front_end, self.by))
 
     def write(self) -> str | None:
         """Save what changed. Raises if nothing was saved; returns what went wrong after the change was decided
