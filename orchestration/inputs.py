@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from .errors import InvalidInput
 from .models import POINTS_MAX, Epic, Priority, Story, StoryStatus, id_number, plain_text
+from .wording import plural
 
 if TYPE_CHECKING:
     from .unit_of_work import Change
@@ -74,8 +75,7 @@ def _one_titled(kind: str, items: list[T], typed: str, name: str, hint: str) -> 
         raise InvalidInput(kind, f"there is no {kind} {typed!r} in {name} (by ID or title).", hint)
     shown = "; ".join(f"{i.id} {i.title}" for i in found[:MATCHES_SHOWN])  # type: ignore[attr-defined]
     more = f"; and {len(found) - MATCHES_SHOWN} more" if len(found) > MATCHES_SHOWN else ""
-    plural = "stories" if kind == "story" else f"{kind}s"
-    raise InvalidInput(kind, f"{typed!r} matches {len(found)} {plural}: {shown}{more}.",
+    raise InvalidInput(kind, f"{typed!r} matches {plural(len(found), kind)}: {shown}{more}.",
                        "Give the ID, or more words of the title.")
 
 
@@ -165,8 +165,8 @@ def pydantic_reason(err: dict) -> str:
         "less_than": f"must be less than {limit}",
         "string_too_short": "must not be empty" if limit == 1 else f"must be at least {limit} characters long",
         "string_too_long": f"must be at most {limit} characters long",
-        "too_short": f"must have at least {limit} item{'s' if limit != 1 else ''}",
-        "too_long": f"must have at most {limit} item{'s' if limit != 1 else ''}",
+        "too_short": f"must have at least {plural(limit, 'item')}",
+        "too_long": f"must have at most {plural(limit, 'item')}",
         "int_parsing": "must be a whole number", "int_type": "must be a whole number",
         "int_from_float": "must be a whole number", "float_parsing": "must be a number",
         "bool_parsing": "must be true or false", "string_type": "must be text", "missing": "is required",
