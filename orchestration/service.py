@@ -471,7 +471,9 @@ class Orchestrator(TicketCommands):
         return await self._change(project, "remove_story", by, work)
 
     async def view_backlog(self, project: str, epic: str | None = None, status: str | None = None,
-                           page: int = 1, per_page: int = PAGE_SIZE) -> BacklogPage:
+                           page: int = 1, per_page: int = PAGE_SIZE, nearest: bool = False) -> BacklogPage:
+        """A page of the backlog (of one epic's stories, or of one status), in the queue's order. With `nearest`, a
+        page that is no more (the backlog shrank since it was shown) gives the nearest one instead of an error."""
         if per_page < 1:
             raise InvalidInput("per_page", f"must be at least 1 (got {per_page}).")
 
@@ -492,12 +494,13 @@ class Orchestrator(TicketCommands):
             else:  # the page alone, from the maintained order
                 matching, total = saved.order, len(saved.stories)
             pages = max(1, -(-total // per_page))
-            if page < 1 or page > pages:
+            shown = min(max(page, 1), pages) if nearest else page
+            if shown < 1 or shown > pages:
                 raise InvalidInput("page", f"must be between 1 and {pages}.")
-            chunk = matching[(page - 1) * per_page: page * per_page]
+            chunk = matching[(shown - 1) * per_page: shown * per_page]
             if not (parent or wanted):
                 chunk = [story for _, _, story in chunk]
-            return BacklogPage(**c.result_fields(), epics=c.epics, stories=chunk, page=page, pages=pages,
+            return BacklogPage(**c.result_fields(), epics=c.epics, stories=chunk, page=shown, pages=pages,
                                total=total, epic_filter=parent.id if parent else None, status_filter=status,
                                stamp=backlog_stamp(saved))
 

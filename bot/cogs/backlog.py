@@ -11,13 +11,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from orchestration.errors import InvalidInput, OrchError
+from orchestration.errors import OrchError
 from orchestration.inputs import criteria_list, id_list
 from orchestration.models import (
     CRITERIA_MAX, CRITERION_MAX, POINTS_MAX, TEXT_MAX, TITLE_MAX, Epic, Priority, StoryStatus,
 )
 from orchestration.results import BacklogPage
-from orchestration.service import Orchestrator
 
 from .. import render
 from ..forms import INPUT_MAX, Form
@@ -66,7 +65,7 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=PAGER):
             await interaction.response.defer()
             if await project_for(interaction, bot.orchestrator) != self.project:
                 raise OrchError("This backlog belongs to another project's channel.")
-            page = await current_page(bot.orchestrator, self.project, self.epic, self.status, self.page)
+            page = await bot.orchestrator.view_backlog(self.project, self.epic, self.status, self.page, nearest=True)
             changed = "The backlog changed since the page before: this is how it is now." \
                 if page.stamp != self.stamp else ""
             await interaction.edit_original_response(embed=render.backlog_page(page, changed), view=pager(page),
@@ -86,18 +85,6 @@ def pager(page: BacklogPage) -> discord.ui.View | None:
     for turn, to, off in (("prev", page.page - 1, page.page <= 1), ("next", page.page + 1, page.page >= page.pages)):
         view.add_item(PageButton(turn, page.project, to, page.epic_filter, page.status_filter, page.stamp, off))
     return view
-
-
-async def current_page(orch: Orchestrator, project: str, epic: str | None, status: str | None,
-                       page: int) -> BacklogPage:
-    """The page asked for, or the last one if the backlog shrank below it."""
-    try:
-        return await orch.view_backlog(project, epic, status, page=page)
-    except InvalidInput as error:
-        if error.field != "page":
-            raise
-        last = (await orch.view_backlog(project, epic, status)).pages
-        return await orch.view_backlog(project, epic, status, page=min(max(page, 1), last))
 
 
 # -- the form /backlog add_story opens without a title -----------------------------------------------------------
