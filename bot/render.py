@@ -761,11 +761,8 @@ def restored(result: Restored) -> discord.Embed:
                                   "The state holds that commit's content: nothing changed."), result))
     embed = _embed(f"Restored {result.project} to {short}", f"`{short}` {one_line(result.subject, 300)}\n"
                    "As a new commit: the history before it is kept.", COLOR_WARN)
-    for name, ids in (("Stories back", result.stories_added), ("Stories gone", result.stories_removed),
-                      ("Stories changed", result.stories_changed), ("Epics back", result.epics_added),
-                      ("Epics gone", result.epics_removed), ("Epics changed", result.epics_changed)):
-        if ids:
-            embed.add_field(name=name, value=_listed(ids, ", "), inline=False)
+    for name, ids in result.items_changed():
+        embed.add_field(name=name, value=_listed(ids, ", "), inline=False)
     if result.sprint:
         embed.add_field(name="Current sprint", value=f"{result.sprint[0] or 'none'} → {result.sprint[1] or 'none'}",
                         inline=True)

@@ -809,9 +809,7 @@ def _restored(r: Restored) -> list[str]:
         return [f"Nothing changed: .orch-state of {r.project} holds the content of {short} already."]
     lines = [f'Restored .orch-state of {r.project} to {short} "{_cut(one_line(r.subject), 80)}", as a new commit '
              f"({plural(r.files_written, 'file')} written, {r.files_removed} removed)."]
-    lines += _listed(("Stories back", r.stories_added), ("Stories gone", r.stories_removed),
-                     ("Stories changed", r.stories_changed), ("Epics back", r.epics_added),
-                     ("Epics gone", r.epics_removed), ("Epics changed", r.epics_changed))
+    lines += _listed(*r.items_changed())
     if r.sprint:
         lines.append(f"Current sprint: {r.sprint[0] or 'none'} -> {r.sprint[1] or 'none'}.")
     lines += _moved(r.state_change)

@@ -195,9 +195,8 @@ def _ordered(ids) -> list[str]:
 
 def _summary(r: Restored) -> str:
     """What a restore changed, in a few words (its commit line)."""
-    parts = [f"{label} {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}" for label, ids in (
-        ("stories back", r.stories_added), ("stories gone", r.stories_removed), ("stories changed", r.stories_changed),
-        ("epics back", r.epics_added), ("epics gone", r.epics_removed), ("epics changed", r.epics_changed)) if ids]
+    parts = [f"{label.lower()} {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}"
+             for label, ids in r.items_changed()]
     if r.sprint:
         parts.append(f"sprint {r.sprint[0] or 'none'} -> {r.sprint[1] or 'none'}")
     if r.state_change:

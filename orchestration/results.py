@@ -245,3 +245,10 @@ class Restored(Result):
     state_change: tuple[State, State] | None = None
     files_written: int = 0
     files_removed: int = 0
+
+    def items_changed(self) -> list[tuple[str, list[str]]]:
+        """The stories and epics it changed, labelled ("Stories back", IDs), as every front-end names them."""
+        return [(label, ids) for label, ids in (
+            ("Stories back", self.stories_added), ("Stories gone", self.stories_removed),
+            ("Stories changed", self.stories_changed), ("Epics back", self.epics_added),
+            ("Epics gone", self.epics_removed), ("Epics changed", self.epics_changed)) if ids]
