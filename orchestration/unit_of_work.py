@@ -92,6 +92,11 @@ class Change:
             self.loaded[rel] = read(private=self.writer)
         return self.loaded[rel]  # type: ignore[return-value]
 
+    def file(self, rel: str, model: type[F]) -> F | None:
+        """A state file (`runs/S-3.json`) as this unit of work sees it: what it is about to write, else the file
+        loaded once (a writer's private copy, a reader's shared object); None if there is none."""
+        return self.dirty.get(rel) or self._load(rel, partial(self.store.load, rel, model))
+
     # -- the backlog (see the module's docstring) -------------------------------------------------------
     def saved(self) -> SavedBacklog:
         if self._saved is None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from pydantic import BaseModel, Field
@@ -137,9 +136,7 @@ def run_id(epic_id: str, version: PlanVersion) -> str:
 
 # -- rules on a Change -----------------------------------------------------------------------------------------
 def plan_of(c: Change, epic_id: str) -> PlanFile:
-    rel = plan_path(epic_id)
-    found = c.dirty.get(rel) or c._load(rel, partial(c.store.load, rel, PlanFile))  # once per unit of work
-    return found or PlanFile(epic=epic_id)  # type: ignore[return-value]
+    return c.file(plan_path(epic_id), PlanFile) or PlanFile(epic=epic_id)
 
 
 def _save(c: Change, plan: PlanFile) -> None:

@@ -9,7 +9,6 @@ outcome is applied at most once, and never over a newer attempt.
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -31,10 +30,7 @@ def runs_path(story_id: str) -> str:
 
 def runs_of(c: Change, story_id: str) -> StoryRuns:
     """The story's attempts as the change sees them (here, not in sprint_work: `sprint status` reads them)."""
-    rel = runs_path(story_id)
-    # Once per unit of work, a writer's private copy (the store's cached object is never changed in place).
-    runs = c.dirty.get(rel) or c._load(rel, partial(c.store.load, rel, StoryRuns))
-    return runs or StoryRuns(story=story_id)  # type: ignore[return-value]
+    return c.file(runs_path(story_id), StoryRuns) or StoryRuns(story=story_id)
 
 
 def stored_ids(c: Change, folder: str, pattern: str) -> list[str]:
