@@ -301,7 +301,8 @@ def backlog_page(result: BacklogPage, note: str = "") -> discord.Embed:
     epics = _epic_lines(result.epics)
     if epics:
         embed.add_field(name=f"Epics ({len(result.epics)})", value=epics, inline=False)
-    embed.set_footer(text=f"page {result.page}/{result.pages} · {plural(result.total, 'story')} · state {result.state.value}")
+    embed.set_footer(text=f"page {result.page}/{result.pages} · {plural(result.total, 'story')} · "
+                          f"state {result.state.value}")
     return fit(embed)
 
 

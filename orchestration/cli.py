@@ -602,8 +602,9 @@ def _plan_view(r: PlanView) -> list[str]:
     for p in v.proposals:
         deps = f", after {', '.join(p.depends_on)}" if p.depends_on else ""
         became = f" -> {p.story}" if p.story else ""
-        lines.append(f"  {p.key} [{p.status.value}{became}] {p.title} ({p.priority.value}, "
-                     f"{plural(p.points, 'point') if p.points is not None else '? points'}{deps}){' · ' + p.phase if p.phase else ''}")
+        points = plural(p.points, "point") if p.points is not None else "? points"
+        phase = f" · {p.phase}" if p.phase else ""
+        lines.append(f"  {p.key} [{p.status.value}{became}] {p.title} ({p.priority.value}, {points}{deps}){phase}")
     if r.created:
         lines.append("Stories: " + ", ".join(f"{k} -> {s}" for k, s in r.created.items()) + ".")
     if r.dropped:
@@ -693,8 +694,9 @@ def _sprint(r: SprintView) -> list[str]:
                      + (":" if r.commits else "."))
         lines += [f"  {c}" for c in r.commits]
     if r.burndown:
-        lines.append("Burndown: " + "; ".join(f"{p.day}: {plural(p.remaining_points, 'point')}, {plural(p.remaining_stories, 'story')}"
-                                              for p in r.burndown))
+        lines.append("Burndown: " + "; ".join(
+            f"{p.day}: {plural(p.remaining_points, 'point')}, {plural(p.remaining_stories, 'story')}"
+            for p in r.burndown))
     if sp.retrospective:
         rt = sp.retrospective
         lines.append(f"Retrospective by {rt.by}{' (changes requested)' if rt.changes_requested else ''}: "
@@ -895,7 +897,8 @@ def _render_health(r: Health) -> list[str]:
     lines = []
     for p in r.projects:
         state = p.state.value if p.state else "?"
-        pending = f", {plural(p.pending_commit_lines, 'change')} waiting to be committed" if p.pending_commit_lines else ""
+        waiting = p.pending_commit_lines
+        pending = f", {plural(waiting, 'change')} waiting to be committed" if waiting else ""
         verdict = "FAIL" if not p.ok else "WARN" if p.warnings else "OK  "
         lines.append(f"{verdict} {p.name} ({state}) {p.path}{pending}")
         lines += [f"     - {problem}" for problem in p.problems + p.warnings]
@@ -1019,7 +1022,8 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 # By the result's class name: a plan's view (PlanView) lives with the agents' modules, which only `plan` imports.
 _RENDERERS: dict[str, Callable[[Any], list[str]]] = {kind.__name__: fn for kind, fn in [
     (Registered, _registered), (Unregistered, _unregistered), (EpicCreated, _epic_created),
-    (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintPlanned, _sprint_planned), (SprintView, _sprint), (StateView, _state_view),
+    (StoryChanged, _story_changed), (BacklogPage, _backlog), (SprintPlanned, _sprint_planned), (SprintView, _sprint),
+    (StateView, _state_view),
     (Health, _render_health), (QueueView, _queue_view), (TicketView, _ticket_view),
     (ReplyOutcome, _reply_outcome), (TicketList, _render_ticket_list), (StoryLog, _story_log_view),
     (RunReport, _run_report), (StoryDetail, _story_detail), (StoryEdited, _edited),

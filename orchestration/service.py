@@ -555,7 +555,8 @@ class Orchestrator(TicketCommands):
             changes = _apply_changes(s, edited, STORY_EDITABLE)
             if changes:
                 s.updated_at = utcnow()
-                c.note(f"{s.id}, {edited.epic}" if "epic" in wanted else s.id, "edit " + "; ".join(_change_text(x) for x in changes))
+                c.note(f"{s.id}, {edited.epic}" if "epic" in wanted else s.id,
+                       "edit " + "; ".join(_change_text(x) for x in changes))
             return StoryEdited(**c.result_fields(), story=s, changes=changes)
 
         return await self._change(project, "edit_story", by, work)

@@ -16,7 +16,8 @@
   deeply or holding an absurdly long number (a damaged file, never a RecursionError or ValueError).
 - No file under .orch-state is opened through a symlink: every open walks from the repository down with
   O_NOFOLLOW (the folders on the way too), and every lock (each command, each commit) first refuses a
-  .orch-state that holds one (the files in stories/: whenever that folder is listed). A link could lead writes anywhere, or a file's contents into a commit message.
+  .orch-state that holds one (the files in stories/: whenever that folder is listed). A link could lead writes
+  anywhere, or a file's contents into a commit message.
 - Writers work on private copies (a story copied when it is edited, other files parsed afresh from their
   bytes); the cache holds only what was saved, so readers take no lock and what they return never changes
   afterwards.

@@ -25,7 +25,8 @@ class SprintCog(BaseCog, commands.GroupCog, group_name="sprint", group_descripti
     @app_commands.command(name="plan", description="Plan the next sprint: given stories, or an automatic pick")
     @app_commands.describe(stories="Story IDs separated by spaces or commas; empty: pick by priority",
                            goal="The sprint's goal",
-                           capacity=f"Points the automatic pick fills (default {DEFAULT_CAPACITY}); kept with the sprint")
+                           capacity=f"Points the automatic pick fills (default {DEFAULT_CAPACITY}); kept with the "
+                                    "sprint")
     @handled
     async def plan(self, interaction: discord.Interaction, stories: str | None = None,
                    goal: app_commands.Range[str, 1, GOAL_MAX] | None = None,
