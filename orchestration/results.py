@@ -158,20 +158,20 @@ class Health(_Data):
 
 # -- seeing and editing stories and epics; a project's history and its restore -------------------------------
 
-class StoryRef(BaseModel):
+class StoryRef(_Data):
     """Another story, as a story's detail names it."""
     id: str
     title: str
     status: str
 
 
-class TicketRef(BaseModel):
+class TicketRef(_Data):
     id: str
     status: str
     question: str
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(_Data):
     """One commit of .orch-state: who (the names its lines record), what (its lines), when."""
     sha: str
     at: datetime
@@ -193,7 +193,7 @@ class StoryDetail(Result):
     history: list[HistoryEntry] = Field(default_factory=list, description="the latest commits naming the story")
 
 
-class FieldChange(BaseModel):
+class FieldChange(_Data):
     field: str
     before: str
     after: str
@@ -204,7 +204,7 @@ class StoryEdited(Result):
     changes: list[FieldChange] = Field(default_factory=list, description="empty: nothing changed, nothing saved")
 
 
-class EpicSummary(BaseModel):
+class EpicSummary(_Data):
     epic: Epic
     stories: int
     by_status: dict[str, int]
@@ -221,7 +221,7 @@ class EpicEdited(Result):
     changes: list[FieldChange] = Field(default_factory=list, description="empty: nothing changed, nothing saved")
 
 
-class ProjectHistory(BaseModel):
+class ProjectHistory(_Data):
     project: str
     entries: list[HistoryEntry]
     page: int
